@@ -1,0 +1,37 @@
+# cnnlab: `make run` trains the Fashion-MNIST lab on real data, `make test` runs the tests.
+# Both set up .venv first. TORCH pins the build that lies on this project's machines' disk.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+TORCH  ?= torch==2.14.1 torchvision==0.29.1
+FASHION_DIR := /usr/share/datasets/fashion-mnist
+
+.PHONY: setup run test data clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -c "import torch, torchvision" 2>/dev/null || $(BIN)/python -m pip install -q $(TORCH)
+	$(BIN)/python -m pip install -q -e '.[test]'
+	touch $@
+
+# Fashion-MNIST from Debian's package when it is missing and apt is at hand; otherwise cnnlab
+# finds it in its cache or downloads it from Zalando's mirror.
+data:
+	@if [ ! -f $(FASHION_DIR)/train-images-idx3-ubyte.gz ] && command -v apt-get >/dev/null \
+	   && [ "$$(id -u)" = 0 ]; then \
+	  apt-get install -y -q dataset-fashion-mnist || \
+	  { apt-get update -q && apt-get install -y -q dataset-fashion-mnist; } || \
+	  echo "apt could not install dataset-fashion-mnist; cnnlab will look in its cache or download"; \
+	fi
+
+run: setup data
+	$(BIN)/cnnlab train fashion-cnn
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

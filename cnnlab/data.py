@@ -1,0 +1,431 @@
+"""Data sets declared as data, and one path for all of them: find the files → (download → verify) → parse.
+
+MNIST and Fashion-MNIST come as four gzipped IDX files; CIFAR-10 as one tar.gz of pickled batches, read by
+an unpickler that admits only the plain types those batches hold, so a data file can never run code.
+Images stay uint8 (N, C, H, W) until they reach the model.
+"""
+from __future__ import annotations
+
+import gzip
+import hashlib
+import http.client
+import math
+import os
+import pickle
+import struct
+import tarfile
+import tempfile
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .errors import CnnlabError
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Declarations
+# ---------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class DataFile:
+    name: str  # file name as published
+    md5: str  # of the published file, as its authors list it
+    size: int  # bytes, as published
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    name: str  # the key used on the command line and in folder names
+    title: str
+    format: str  # 'idx' (gzipped IDX files) or 'cifar-pickle' (pickled batches inside a tar.gz)
+    image_shape: tuple[int, int, int]  # (channels, height, width)
+    classes: tuple[str, ...]
+    train_files: tuple[DataFile, ...]  # idx: (images, labels); cifar-pickle: the training batches
+    test_files: tuple[DataFile, ...]
+    mirrors: tuple[str, ...]  # base URLs, tried in order
+    archive: DataFile | None = None  # what is downloaded when the files come packed in one archive
+    archive_folder: str = ""  # the folder inside the archive that holds the files
+    homepage: str = ""
+
+
+DIGITS = tuple(str(d) for d in range(10))
+
+DATASETS: dict[str, DatasetSpec] = {
+    spec.name: spec
+    for spec in (
+        DatasetSpec(
+            name="mnist",
+            title="MNIST",
+            format="idx",
+            image_shape=(1, 28, 28),
+            classes=DIGITS,
+            train_files=(
+                DataFile("train-images-idx3-ubyte.gz", "f68b3c2dcbeaaa9fbdd348bbdeb94873", 9912422),
+                DataFile("train-labels-idx1-ubyte.gz", "d53e105ee54ea40749a09fcbcd1e9432", 28881),
+            ),
+            test_files=(
+                DataFile("t10k-images-idx3-ubyte.gz", "9fb629c4189551a2d022fa330f9573f3", 1648877),
+                DataFile("t10k-labels-idx1-ubyte.gz", "ec29112dd5afa0611ce80d1b7f02629c", 4542),
+            ),
+            mirrors=(
+                "https://ossci-datasets.s3.amazonaws.com/mnist/",
+                "http://yann.lecun.com/exdb/mnist/",
+            ),
+            homepage="http://yann.lecun.com/exdb/mnist/",
+        ),
+        DatasetSpec(
+            name="fashion-mnist",
+            title="Fashion-MNIST",
+            format="idx",
+            image_shape=(1, 28, 28),
+            classes=("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+                     "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"),
+            train_files=(
+                DataFile("train-images-idx3-ubyte.gz", "8d4fb7e6c68d591d4c3dfef9ec88bf0d", 26421880),
+                DataFile("train-labels-idx1-ubyte.gz", "25c81989df183df01b3e8a0aad5dffbe", 29515),
+            ),
+            test_files=(
+                DataFile("t10k-images-idx3-ubyte.gz", "bef4ecab320f06d8554ea6380940ec79", 4422102),
+                DataFile("t10k-labels-idx1-ubyte.gz", "bb300cfdad3c16e7a12a480ee83cd310", 5148),
+            ),
+            mirrors=("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",),
+            homepage="https://github.com/zalandoresearch/fashion-mnist",
+        ),
+        DatasetSpec(
+            name="cifar10",
+            title="CIFAR-10",
+            format="cifar-pickle",
+            image_shape=(3, 32, 32),
+            classes=("airplane", "automobile", "bird", "cat", "deer",
+                     "dog", "frog", "horse", "ship", "truck"),
+            train_files=(
+                DataFile("data_batch_1", "c99cafc152244af753f735de768cd75f", 31035704),
+                DataFile("data_batch_2", "d4bba439e000b95fd0a9bffe97cbabec", 31035320),
+                DataFile("data_batch_3", "54ebc095f3ab1f0389bbae665268c751", 31035999),
+                DataFile("data_batch_4", "634d18415352ddfa80567beed471001a", 31035696),
+                DataFile("data_batch_5", "482c414d41f54cd18b22e5b47cb7c3cb", 31035623),
+            ),
+            test_files=(DataFile("test_batch", "40351d587109b95175f43aff81a1287e", 31035526),),
+            mirrors=("https://www.cs.toronto.edu/~kriz/",),
+            archive=DataFile("cifar-10-python.tar.gz", "c58f30108f718f92721af3b95e74349a", 170498071),
+            archive_folder="cifar-10-batches-py",
+            homepage="https://www.cs.toronto.edu/~kriz/cifar.html",
+        ),
+    )
+}
+
+
+def get_spec(name: str) -> DatasetSpec:
+    try:
+        return DATASETS[name]
+    except KeyError:
+        raise CnnlabError(f"unknown data set {name!r}: choose one of {', '.join(DATASETS)}") from None
+
+
+# ---------------------------------------------------------------------------------------------------------
+# In-memory form
+# ---------------------------------------------------------------------------------------------------------
+@dataclass
+class ImageSet:
+    """Images as uint8 (N, C, H, W) with int64 labels (N,), and the names of the classes."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    classes: tuple[str, ...]
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def subset(self, indices: np.ndarray | torch.Tensor) -> "ImageSet":
+        indices = torch.as_tensor(indices, dtype=torch.long)
+        return ImageSet(self.images[indices], self.labels[indices], self.classes)
+
+
+def split(dataset: ImageSet, val_fraction: float = 0.2, seed: int = 9) -> tuple[ImageSet, ImageSet]:
+    """(train, validation) exactly as scikit-learn's ``train_test_split(test_size=val_fraction, random_state=seed)``.
+
+    That is ``RandomState(seed).permutation(n)``: the first ceil(fraction·n) indices are validation, the rest
+    training, both in permutation order.
+    """
+    if not 0.0 < val_fraction < 1.0:
+        raise CnnlabError(f"validation fraction {val_fraction} must lie strictly between 0 and 1")
+    n = len(dataset)
+    n_val = math.ceil(val_fraction * n)
+    if n_val >= n:
+        raise CnnlabError(f"validation fraction {val_fraction} leaves no training images out of {n}")
+    permutation = np.random.RandomState(seed).permutation(n)
+    return dataset.subset(permutation[n_val:]), dataset.subset(permutation[:n_val])
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Where the files are
+# ---------------------------------------------------------------------------------------------------------
+def cache_root() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "cnnlab"
+
+
+def search_dirs(spec: DatasetSpec, data_dir: str | os.PathLike | None = None) -> list[Path]:
+    """Folders looked in, in order: --data-dir, $CNNLAB_DATA, the user cache, system folders."""
+    dirs: list[Path] = []
+    if data_dir is not None:
+        dirs += [Path(data_dir), Path(data_dir) / spec.name]
+    if os.environ.get("CNNLAB_DATA"):
+        dirs += [Path(os.environ["CNNLAB_DATA"]) / spec.name]
+    dirs += [cache_root() / spec.name, Path("/usr/share/datasets") / spec.name]
+    if spec.archive_folder:  # also the archive's own folder, as it unpacks, under each of those
+        dirs = [d2 for d in dirs for d2 in (d, d / spec.archive_folder)]
+    return dirs
+
+
+def _find_file(directory: Path, file: DataFile) -> Path | None:
+    for name in (file.name, file.name.removesuffix(".gz")):  # gzipped as published, or unpacked
+        if (directory / name).is_file():
+            return directory / name
+    return None
+
+
+def locate(spec: DatasetSpec, data_dir: str | os.PathLike | None = None,
+           download: bool = True) -> tuple[Path, dict[str, Path]]:
+    """The folder holding every file of the data set, and each file's path; downloads into the cache if none does."""
+    files = spec.train_files + spec.test_files
+    for directory in search_dirs(spec, data_dir):
+        found = {f.name: _find_file(directory, f) for f in files}
+        if all(found.values()):
+            if directory.is_relative_to(cache_root()):  # we wrote these: they must be what we verified
+                for f in files:
+                    if found[f.name].name == f.name:
+                        verify_md5(found[f.name], f.md5, fix="delete it and run again to download it afresh")
+            return directory, found  # type: ignore[return-value]
+    target = cache_root() / spec.name
+    if not download:
+        raise CnnlabError(_missing_message(spec, target, "downloads are off"))
+    fetch(spec, target)
+    return locate(spec, target, download=False)
+
+
+def _missing_message(spec: DatasetSpec, target: Path, reason: str) -> str:
+    names = [spec.archive.name] if spec.archive else [f.name for f in spec.train_files + spec.test_files]
+    return (f"{spec.title} not found and not downloaded ({reason}): put {', '.join(names)} in {target} "
+            f"(or pass --data-dir FOLDER); they come from {spec.mirrors[0]}")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Download → verify
+# ---------------------------------------------------------------------------------------------------------
+def md5_of(path: Path) -> str:
+    digest = hashlib.md5(usedforsecurity=False)
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def verify_md5(path: Path, md5: str, fix: str) -> None:
+    got = md5_of(path)
+    if got != md5:
+        raise CnnlabError(f"{path}: checksum mismatch (md5 {got}, expected {md5}); {fix}")
+
+
+def fetch(spec: DatasetSpec, target: Path, timeout: float = 30.0) -> None:
+    """Download every missing file of ``spec`` into ``target``, each verified before it takes its final name."""
+    target.mkdir(parents=True, exist_ok=True)
+    wanted = [spec.archive] if spec.archive else list(spec.train_files + spec.test_files)
+    for file in wanted:
+        if (target / file.name).is_file():
+            continue
+        errors = []
+        for mirror in spec.mirrors:
+            try:
+                download(mirror + file.name, target / file.name, file.md5, timeout=timeout)
+                break
+            except (OSError, http.client.HTTPException, CnnlabError) as error:
+                errors.append(f"{mirror}: {_reason(error)}")
+        else:
+            raise CnnlabError(_missing_message(spec, target, "; ".join(errors)))
+    if spec.archive:
+        _unpack(spec, target / spec.archive.name, target)
+
+
+def _reason(error: BaseException) -> str:
+    if isinstance(error, urllib.error.URLError) and not isinstance(error, urllib.error.HTTPError):
+        return str(error.reason)
+    return str(error) or type(error).__name__
+
+
+def download(url: str, dest: Path, md5: str, timeout: float = 30.0) -> None:
+    """Fetch ``url`` to ``dest`` with a progress bar; a cut-off or corrupt transfer leaves ``dest`` untouched."""
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+
+    fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
+    tmp = Path(tmp_name)
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response, os.fdopen(fd, "wb") as out:
+            total = int(response.headers.get("Content-Length") or 0) or None
+            digest, received = hashlib.md5(usedforsecurity=False), 0
+            with Progress(TextColumn(dest.name), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                          transient=True) as progress:
+                task = progress.add_task("download", total=total)
+                while block := response.read(1 << 16):
+                    out.write(block)
+                    digest.update(block)
+                    received += len(block)
+                    progress.update(task, advance=len(block))
+            out.flush()
+            os.fsync(out.fileno())
+        if total is not None and received != total:
+            raise CnnlabError(f"{url}: transfer cut off after {received} of {total} bytes; run again to retry")
+        if digest.hexdigest() != md5:
+            raise CnnlabError(f"{url}: checksum mismatch (md5 {digest.hexdigest()}, expected {md5}); "
+                              "the mirror served another file, try again later")
+        os.replace(tmp, dest)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _unpack(spec: DatasetSpec, archive: Path, target: Path) -> None:
+    """Extract the data files (and nothing else) from a verified archive into ``target``."""
+    wanted = {f"{spec.archive_folder}/{f.name}": f for f in spec.train_files + spec.test_files}
+    with tarfile.open(archive, "r:gz") as tar:
+        for member in tar.getmembers():
+            file = wanted.get(member.name)
+            if file is None or not member.isfile():
+                continue
+            source = tar.extractfile(member)
+            assert source is not None
+            fd, tmp_name = tempfile.mkstemp(dir=target, prefix=f".{file.name}.", suffix=".part")
+            with os.fdopen(fd, "wb") as out:
+                out.write(source.read())
+            os.replace(tmp_name, target / file.name)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Parse
+# ---------------------------------------------------------------------------------------------------------
+def _read_bytes(path: Path) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            head = f.read(2)
+        opener = gzip.open if head == b"\x1f\x8b" else open
+        with opener(path, "rb") as f:
+            return f.read()
+    except (EOFError, gzip.BadGzipFile, OSError, ValueError) as error:
+        raise CnnlabError(f"{path}: cannot be read ({_reason(error)}); delete it and download it again") from None
+
+
+def parse_idx(raw: bytes, source: str = "IDX data") -> np.ndarray:
+    """An IDX array of unsigned bytes (the only kind MNIST-style files use)."""
+    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0:
+        raise CnnlabError(f"{source}: not an IDX file (bad magic number); delete it and download it again")
+    if raw[2] != 0x08:
+        raise CnnlabError(f"{source}: IDX type 0x{raw[2]:02x} is not unsigned bytes; expected an MNIST-style file")
+    ndim = raw[3]
+    header = 4 + 4 * ndim
+    if ndim == 0 or len(raw) < header:
+        raise CnnlabError(f"{source}: IDX header cut short; delete it and download it again")
+    dims = struct.unpack(f">{ndim}I", raw[4:header])
+    expected = math.prod(dims)
+    if len(raw) - header != expected:
+        raise CnnlabError(f"{source}: holds {len(raw) - header} bytes of data but its header says "
+                          f"{'×'.join(map(str, dims))} = {expected}; the file is damaged, download it again")
+    return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims)
+
+
+_ALLOWED_GLOBALS = {
+    ("numpy.core.multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy", "ndarray"),
+    ("numpy", "dtype"),
+    ("_codecs", "encode"),  # how Python 3 writes bytes under pickle protocol 2
+}
+
+
+class _BatchUnpickler(pickle.Unpickler):
+    """Admits only what CIFAR batches hold: dicts, lists, strings, numbers and plain numeric NumPy arrays."""
+
+    def find_class(self, module: str, name: str):  # type: ignore[override]
+        if (module, name) not in _ALLOWED_GLOBALS:
+            raise pickle.UnpicklingError(f"{module}.{name} is not allowed in a data file")
+        if name == "dtype":
+            return _plain_dtype
+        if name == "_reconstruct":
+            return _reconstruct
+        if name == "encode":
+            import codecs
+            return codecs.encode
+        return np.ndarray
+
+
+def _plain_dtype(spec, *args):
+    dtype = np.dtype(spec, *args)
+    if dtype.hasobject:
+        raise pickle.UnpicklingError("object arrays are not allowed in a data file")
+    return dtype
+
+
+def _reconstruct(cls, shape, dtype):
+    if cls is not np.ndarray:
+        raise pickle.UnpicklingError("only plain NumPy arrays are allowed in a data file")
+    return np.ndarray.__new__(np.ndarray, shape, _plain_dtype(dtype))
+
+
+def parse_cifar_batch(raw: bytes, source: str = "CIFAR batch") -> tuple[np.ndarray, np.ndarray]:
+    """(images (N, 3, 32, 32) uint8, labels (N,)) from one pickled CIFAR-10 batch."""
+    import io
+
+    try:
+        batch = _BatchUnpickler(io.BytesIO(raw), encoding="latin1").load()
+    except Exception as error:  # a malformed pickle raises many kinds; each is the same fault to the user
+        raise CnnlabError(f"{source}: not a CIFAR-10 batch ({type(error).__name__}: {error}); "
+                          "delete it and download it again") from None
+    if not isinstance(batch, dict) or "data" not in batch or "labels" not in batch:
+        raise CnnlabError(f"{source}: not a CIFAR-10 batch (no 'data' and 'labels'); delete it and download it again")
+    images, labels = batch["data"], batch["labels"]
+    if not isinstance(images, np.ndarray) or images.dtype != np.uint8 or images.ndim != 2 or images.shape[1] != 3072:
+        raise CnnlabError(f"{source}: 'data' is not N×3072 uint8; delete it and download it again")
+    if not isinstance(labels, (list, np.ndarray)) or len(labels) != len(images) or \
+            not all(isinstance(v, (int, np.integer)) for v in labels):
+        raise CnnlabError(f"{source}: {len(labels) if hasattr(labels, '__len__') else '?'} labels for "
+                          f"{len(images)} images; delete it and download it again")
+    return images.reshape(-1, 3, 32, 32), np.asarray(labels, dtype=np.int64)
+
+
+def _parse_part(spec: DatasetSpec, paths: list[Path]) -> ImageSet:
+    if spec.format == "idx":
+        images_path, labels_path = paths
+        images = parse_idx(_read_bytes(images_path), str(images_path))
+        labels = parse_idx(_read_bytes(labels_path), str(labels_path)).astype(np.int64)
+        if images.ndim != 3 or images.shape[1:] != spec.image_shape[1:]:
+            raise CnnlabError(f"{images_path}: images of shape {images.shape[1:]}, expected "
+                              f"{spec.image_shape[1:]} for {spec.title}; is this the right data set?")
+        if labels.ndim != 1 or len(labels) != len(images):
+            raise CnnlabError(f"{labels_path}: {len(labels)} labels for {len(images)} images in {images_path}; "
+                              "the pair does not match, download both again")
+        images = images[:, None]  # (N, 1, H, W)
+    else:
+        parts = [parse_cifar_batch(_read_bytes(p), str(p)) for p in paths]
+        images = np.concatenate([p[0] for p in parts])
+        labels = np.concatenate([p[1] for p in parts])
+    bad = (labels < 0) | (labels >= len(spec.classes))
+    if bad.any():
+        raise CnnlabError(f"{paths[-1]}: label {int(labels[bad][0])} out of range 0–{len(spec.classes) - 1}; "
+                          "the file is damaged, download it again")
+    return ImageSet(torch.from_numpy(np.array(images)), torch.from_numpy(labels), spec.classes)  # copy: owned, writable
+
+
+def load_dataset(name: str, data_dir: str | os.PathLike | None = None,
+                 download: bool = True) -> tuple[ImageSet, ImageSet]:
+    """(train, test) for a declared data set, found locally or downloaded into the cache."""
+    spec = get_spec(name)
+    _, paths = locate(spec, data_dir, download)
+    train = _parse_part(spec, [paths[f.name] for f in spec.train_files])
+    test = _parse_part(spec, [paths[f.name] for f in spec.test_files])
+    return train, test
+
+
+def find_dataset_dir(name: str, data_dir: str | os.PathLike | None = None) -> Path:
+    """Where ``load_dataset`` reads ``name`` from (downloading it if needed)."""
+    return locate(get_spec(name), data_dir)[0]

@@ -1,0 +1,9 @@
+"""The one exception type users see: its message is a single line that says what went wrong and what to do."""
+
+
+class CnnlabError(Exception):
+    """A failure the user can act on (bad data, bad value, missing file). The CLI prints it as one line."""
+
+
+class UsageError(CnnlabError):
+    """A bad command-line value or recipe field: the CLI exits with code 2, like argparse."""

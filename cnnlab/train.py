@@ -1,0 +1,195 @@
+"""Training: the optimiser, the loss, and ``fit`` — one loop, read top to bottom.
+
+The whole training split lives on the device as uint8 and batches are taken by index, so no data loader,
+worker process or host↔device copy sits inside an epoch. Metrics accumulate on the device and are read
+once per epoch, as Keras reports them: the running mean over the epoch's batches for training, one pass
+at the epoch's end for validation.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .data import ImageSet
+from .recipes import Recipe
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Optimisers, with Keras's defaults where the recipe leaves them open
+# ---------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class OptimizerKind:
+    build: Callable[..., torch.optim.Optimizer]
+    default_lr: float  # Keras's default learning rate for this optimiser
+
+
+OPTIMIZERS: dict[str, OptimizerKind] = {
+    "sgd": OptimizerKind(lambda p, r: torch.optim.SGD(p, lr=r.lr, momentum=r.momentum, nesterov=r.nesterov,
+                                                      weight_decay=r.weight_decay), 0.01),
+    "adam": OptimizerKind(lambda p, r: torch.optim.Adam(p, lr=r.lr, eps=r.eps, weight_decay=r.weight_decay), 1e-3),
+    "adamw": OptimizerKind(lambda p, r: torch.optim.AdamW(p, lr=r.lr, eps=r.eps, weight_decay=r.weight_decay), 1e-3),
+    "nadam": OptimizerKind(lambda p, r: torch.optim.NAdam(p, lr=r.lr, eps=r.eps, weight_decay=r.weight_decay), 1e-3),
+    "rmsprop": OptimizerKind(lambda p, r: torch.optim.RMSprop(p, lr=r.lr, alpha=0.9, eps=r.eps, momentum=r.momentum,
+                                                              weight_decay=r.weight_decay), 1e-3),
+    "adagrad": OptimizerKind(lambda p, r: torch.optim.Adagrad(p, lr=r.lr, eps=r.eps, weight_decay=r.weight_decay,
+                                                              initial_accumulator_value=0.1), 1e-3),
+}
+
+
+def make_optimizer(recipe: Recipe, model: nn.Module) -> torch.optim.Optimizer:
+    recipe = recipe.resolved()
+    return OPTIMIZERS[recipe.optimizer].build(model.parameters(), recipe)
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """'auto' picks CUDA, then Apple's MPS, then the CPU; an unavailable device is a clear error."""
+    from .errors import CnnlabError
+
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise CnnlabError(f"--device {name}: no CUDA device is available here; use --device cpu or auto")
+    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise CnnlabError("--device mps: Apple's MPS is not available here; use --device cpu or auto")
+    return torch.device(name)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Input and loss
+# ---------------------------------------------------------------------------------------------------------
+def to_input(images: torch.Tensor) -> torch.Tensor:
+    """uint8 (N, C, H, W) → float in [0, 1], the tutorial's ``/ 255``."""
+    return images.float().div_(255.0)
+
+
+def loss_fn(logits: torch.Tensor, labels: torch.Tensor, recipe: Recipe) -> torch.Tensor:
+    """Categorical cross-entropy, mean over the batch; with Keras's probability clipping when ``loss_clip`` > 0."""
+    if recipe.loss_clip == 0:
+        return F.cross_entropy(logits, labels, label_smoothing=recipe.label_smoothing)
+    # Keras computes -log(clip(p, ε, 1-ε)): clamping log p is the same, and its gradient is zero where clipped.
+    log_probs = F.log_softmax(logits, dim=1).clamp(math.log(recipe.loss_clip), math.log1p(-recipe.loss_clip))
+    targets = F.one_hot(labels, logits.shape[1]).float()
+    if recipe.label_smoothing:
+        targets = targets * (1 - recipe.label_smoothing) + recipe.label_smoothing / logits.shape[1]
+    return -(targets * log_probs).sum(dim=1).mean()
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, dataset: ImageSet, recipe: Recipe, device: torch.device | str = "cpu",
+             batch_size: int = 1000) -> dict[str, float]:
+    """Loss and accuracy over a whole set in eval mode (dropout off), in large batches."""
+    model.eval()
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device, dtype=torch.long)
+    for start in range(0, len(dataset), batch_size):
+        images = to_input(dataset.images[start:start + batch_size].to(device, non_blocking=True))
+        labels = dataset.labels[start:start + batch_size].to(device, non_blocking=True)
+        logits = model(images)
+        loss_sum += loss_fn(logits, labels, recipe) * len(labels)
+        correct += (logits.argmax(dim=1) == labels).sum()
+    return {"loss": loss_sum.item() / len(dataset), "accuracy": correct.item() / len(dataset)}
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The loop
+# ---------------------------------------------------------------------------------------------------------
+@dataclass
+class EpochResult:
+    epoch: int  # counted from 1, as Keras prints it
+    loss: float
+    accuracy: float
+    val_loss: float
+    val_accuracy: float
+    seconds: float  # wall time of the epoch, validation included
+
+
+@dataclass
+class TrainState:
+    """Everything ``fit`` needs to carry on where it stopped."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    shuffle: torch.Generator  # draws each epoch's order of the training images
+    history: list[EpochResult] = field(default_factory=list)
+
+    @property
+    def epoch(self) -> int:  # epochs completed
+        return len(self.history)
+
+
+def start_state(model: nn.Module, recipe: Recipe) -> TrainState:
+    return TrainState(model, make_optimizer(recipe, model), torch.Generator().manual_seed(recipe.seed))
+
+
+def fit(model: nn.Module, train: ImageSet, val: ImageSet, recipe: Recipe,
+        device: torch.device | str = "cpu", state: TrainState | None = None,
+        on_epoch_end: Callable[[TrainState], None] | None = None, verbose: bool = True) -> list[EpochResult]:
+    """Train ``model`` on ``train`` for ``recipe.epochs``, validating on ``val`` after every epoch.
+
+    ``state`` resumes an earlier run; ``on_epoch_end`` sees the state after each epoch (to save it).
+    Returns the history, one row per epoch.
+    """
+    device = torch.device(device)
+    model.to(device)
+    state = state or start_state(model, recipe)
+    train_images = train.images.to(device)  # (N, C, H, W) uint8, resident for the whole run
+    train_labels = train.labels.to(device)
+    n, batch_size = len(train), recipe.batch_size
+    steps = math.ceil(n / batch_size)  # the last batch is the remainder, as in Keras
+
+    with _progress(verbose) as progress:
+        for epoch in range(state.epoch + 1, recipe.epochs + 1):
+            started = time.perf_counter()
+            task = progress.add_task(f"Epoch {epoch}/{recipe.epochs}", total=steps)
+            model.train()
+            order = torch.randperm(n, generator=state.shuffle).to(device)  # reshuffled every epoch
+            loss_sum = torch.zeros((), device=device)
+            correct = torch.zeros((), device=device, dtype=torch.long)
+
+            for step in range(steps):
+                batch = order[step * batch_size:(step + 1) * batch_size]
+                images, labels = to_input(train_images[batch]), train_labels[batch]
+                logits = model(images)
+                loss = loss_fn(logits, labels, recipe)
+                state.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                state.optimizer.step()
+                # Keras's running mean weighs each batch by its size; stays on the device, no sync here.
+                loss_sum += loss.detach() * len(batch)
+                correct += (logits.argmax(dim=1) == labels).sum()
+                progress.advance(task)
+
+            validation = evaluate(model, val, recipe, device)
+            result = EpochResult(epoch, loss_sum.item() / n, correct.item() / n,
+                                 validation["loss"], validation["accuracy"], time.perf_counter() - started)
+            state.history.append(result)
+            progress.remove_task(task)
+            if verbose:
+                progress.console.print(format_epoch(result, recipe.epochs, steps), soft_wrap=True)
+            if on_epoch_end is not None:
+                on_epoch_end(state)
+    return state.history
+
+
+def format_epoch(result: EpochResult, epochs: int, steps: int) -> str:
+    """One line per epoch in Keras's shape."""
+    return (f"Epoch {result.epoch}/{epochs} - {steps}/{steps} - {result.seconds:.1f}s - "
+            f"loss: {result.loss:.4f} - accuracy: {result.accuracy:.4f} - "
+            f"val_loss: {result.val_loss:.4f} - val_accuracy: {result.val_accuracy:.4f}")
+
+
+def _progress(verbose: bool):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    transient=True, disable=not verbose)

@@ -1,0 +1,88 @@
+"""Fixtures that write small data sets in the real file formats, so no test downloads anything."""
+from __future__ import annotations
+
+import gzip
+import pickle
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+MNIST_SAMPLE = SHARED / "datasets" / "mnist-sample"
+FASHION_SYSTEM = Path("/usr/share/datasets/fashion-mnist")
+
+
+def idx_bytes(array: np.ndarray) -> bytes:
+    """An IDX file of unsigned bytes, as MNIST publishes them (before gzip)."""
+    array = np.asarray(array, dtype=np.uint8)
+    return struct.pack(">BBBB", 0, 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape) + array.tobytes()
+
+
+def write_idx(path: Path, array: np.ndarray) -> Path:
+    path.write_bytes(gzip.compress(idx_bytes(array)))
+    return path
+
+
+def learnable_images(labels: np.ndarray, shape: tuple[int, int, int], rng: np.random.Generator) -> np.ndarray:
+    """Noise with a bright block whose place depends on the label: easy to learn, never constant."""
+    channels, height, width = shape
+    images = rng.integers(0, 60, size=(len(labels), channels, height, width), dtype=np.uint8)
+    block = height // 4
+    for i, label in enumerate(labels):
+        row, col = divmod(int(label), 4)
+        images[i, :, row * block:(row + 1) * block, col * block:(col + 1) * block] = 230
+    return images
+
+
+def make_idx_dataset(folder: Path, n_train: int = 240, n_test: int = 60, seed: int = 0) -> Path:
+    """MNIST's four files (gzipped IDX) holding learnable 28×28 digits."""
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    for prefix, n in (("train", n_train), ("t10k", n_test)):
+        labels = np.arange(n) % 10
+        rng.shuffle(labels)
+        write_idx(folder / f"{prefix}-images-idx3-ubyte.gz", learnable_images(labels, (1, 28, 28), rng)[:, 0])
+        write_idx(folder / f"{prefix}-labels-idx1-ubyte.gz", labels)
+    return folder
+
+
+def cifar_batch_bytes(images: np.ndarray, labels: np.ndarray) -> bytes:
+    """One CIFAR-10 batch as the Python version ships it: a pickled dict with N×3072 uint8 'data'."""
+    return pickle.dumps({"batch_label": "fake batch", "labels": [int(v) for v in labels],
+                         "data": images.reshape(len(images), -1), "filenames": [f"{i}.png" for i in range(len(labels))]},
+                        protocol=2)
+
+
+def make_cifar_dataset(folder: Path, n_per_batch: int = 40, seed: int = 0) -> Path:
+    """CIFAR-10's five training batches and its test batch, inside cifar-10-batches-py/."""
+    rng = np.random.default_rng(seed)
+    batches = folder / "cifar-10-batches-py"
+    batches.mkdir(parents=True, exist_ok=True)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        labels = rng.integers(0, 10, size=n_per_batch)
+        (batches / name).write_bytes(cifar_batch_bytes(learnable_images(labels, (3, 32, 32), rng), labels))
+    return folder
+
+
+@pytest.fixture(autouse=True)
+def isolated_cache(tmp_path_factory, monkeypatch):
+    """Every test gets its own empty user cache and no CNNLAB_DATA, so nothing leaks between tests."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("cache")))
+    monkeypatch.delenv("CNNLAB_DATA", raising=False)
+
+
+@pytest.fixture
+def fake_mnist(tmp_path) -> Path:
+    return make_idx_dataset(tmp_path / "mnist")
+
+
+@pytest.fixture
+def fake_cifar(tmp_path) -> Path:
+    return make_cifar_dataset(tmp_path / "cifar")
+
+
+@pytest.fixture
+def runs_dir(tmp_path) -> Path:
+    return tmp_path / "runs"

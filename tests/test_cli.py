@@ -1,0 +1,121 @@
+"""End to end through the CLI's main(): train → evaluate, the run folder, reloading, and clear errors."""
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from cnnlab import cli, get_recipe, load_run
+from cnnlab.data import load_dataset
+from cnnlab.train import evaluate, loss_fn
+from conftest import MNIST_SAMPLE
+
+RUN_FILES = {"recipe.json", "model.json", "environment.json", "history.csv", "metrics.json", "weights.safetensors",
+             "sample.png", "accuracy.png", "loss.png", "predictions.png"}
+
+
+def train(capsys, *args) -> tuple[int, str, str]:
+    code = cli.main(["train", *args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_train_then_evaluate(fake_mnist, runs_dir, capsys):
+    code, out, _ = train(capsys, "mnist-cnn", "--data-dir", str(fake_mnist), "--runs-dir", str(runs_dir),
+                         "--epochs", "2", "--optimizer", "adam", "--batch-size", "32", "--device", "cpu")
+    assert code == 0
+    run_dir = runs_dir / out.strip().splitlines()[-1].split("/")[-1]
+    assert out.strip().splitlines()[-1] == str(run_dir)  # the last line is the run folder
+    assert "Total params: 804,554" in out
+    assert "Epoch 2/2" in out and "val_accuracy" in out
+    assert RUN_FILES <= {p.name for p in run_dir.iterdir()}
+
+    with open(run_dir / "history.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["epoch"] for r in rows] == ["1", "2"]
+    assert list(rows[0]) == ["epoch", "loss", "accuracy", "val_loss", "val_accuracy", "seconds"]
+    assert float(rows[1]["loss"]) < float(rows[0]["loss"])
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["test_accuracy"] > 0.5  # the fake digits are easy: the network must have learned
+    assert json.loads((run_dir / "recipe.json").read_text())["lr"] == 1e-3
+
+    test_line = next(line for line in out.splitlines() if line.startswith("Test loss"))
+    assert cli.main(["evaluate", str(run_dir), "--data-dir", str(fake_mnist), "--device", "cpu"]) == 0
+    assert capsys.readouterr().out.strip() == test_line  # the same numbers training wrote
+
+
+def test_reloaded_model_computes_the_same(fake_mnist, runs_dir, capsys):
+    code, out, _ = train(capsys, "mnist-mlp", "--data-dir", str(fake_mnist), "--runs-dir", str(runs_dir),
+                         "--epochs", "1", "--quiet")
+    assert code == 0 and out.count("\n") == 1  # --quiet prints only the run folder
+    run = load_run(out.strip())
+    _, test = load_dataset("mnist", fake_mnist)
+    metrics = json.loads((run.run_dir / "metrics.json").read_text())
+    assert evaluate(run.model, test, run.recipe)["accuracy"] == metrics["test_accuracy"]
+    assert run.history[0].epoch == 1 and run.info.classes == tuple("0123456789")
+
+
+def test_same_seed_same_history(fake_mnist, runs_dir, capsys):
+    histories = []
+    for _ in range(2):
+        code, out, _ = train(capsys, "fashion-cnn", "--data-dir", str(fake_mnist), "--runs-dir", str(runs_dir),
+                             "--epochs", "2", "--quiet", "--set", "dataset=mnist", "--seed", "5")
+        assert code == 0
+        with open(f"{out.strip()}/history.csv") as f:
+            histories.append([(r["loss"], r["val_loss"]) for r in csv.DictReader(f)])
+    assert histories[0] == histories[1]
+
+
+@pytest.mark.parametrize("args, code, message", [
+    (["train", "mnist-gan"], 2, "unknown recipe 'mnist-gan'"),
+    (["train", "mnist-cnn", "--epochs", "many"], 2, "--epochs 'many': expected int"),
+    (["train", "mnist-cnn", "--set", "lr"], 2, "expected FIELD=VALUE"),
+    (["train", "mnist-cnn", "--device", "quantum"], 2, "choose auto"),
+    (["evaluate", "/no/such/run"], 1, "no such run folder"),
+    (["frobnicate"], 2, "invalid choice"),
+])
+def test_clear_errors(args, code, message, capsys):
+    assert cli.main(args) == code
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_unwritable_runs_dir_fails_before_training(fake_mnist, tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    code, _, err = train(capsys, "mnist-cnn", "--data-dir", str(fake_mnist), "--runs-dir", str(blocker / "runs"))
+    assert code == 1 and "--runs-dir" in err and err.count("\n") == 1
+
+
+def test_recipes_lists_every_recipe(capsys):
+    assert cli.main(["recipes"]) == 0
+    out = capsys.readouterr().out
+    assert all(name in out for name in ("mnist-mlp", "mnist-cnn", "fashion-cnn", "cifar10-cnn"))
+
+
+def test_keras_clipped_loss_matches_cross_entropy_when_nothing_is_clipped():
+    logits = torch.randn(8, 10)
+    labels = torch.arange(8)
+    recipe = get_recipe("fashion-cnn")
+    assert torch.allclose(loss_fn(logits, labels, recipe), F.cross_entropy(logits, labels), atol=1e-6)
+    confident = torch.zeros(1, 10)
+    confident[0, 3] = -100.0  # p(label) ≈ e^-100: Keras clips it at 1e-7, so the loss is -log(1e-7)
+    assert loss_fn(confident, torch.tensor([3]), recipe).item() == pytest.approx(-torch.log(torch.tensor(1e-7)).item())
+
+
+@pytest.mark.skipif(not MNIST_SAMPLE.exists(), reason="../shared/datasets/mnist-sample not present")
+def test_short_run_on_the_real_mnist_sample(runs_dir, capsys):
+    code, out, _ = train(capsys, "mnist-cnn", "--data-dir", str(MNIST_SAMPLE), "--runs-dir", str(runs_dir),
+                         "--epochs", "1", "--optimizer", "adam", "--quiet")
+    assert code == 0
+    metrics = json.loads((runs_dir / out.strip().split("/")[-1] / "metrics.json").read_text())
+    assert metrics["best_val_accuracy"] > 0.85 and metrics["test_accuracy"] > 0.85
+
+
+def test_cifar_recipe_end_to_end(fake_cifar, runs_dir, capsys):
+    code, out, _ = train(capsys, "cifar10-cnn", "--data-dir", str(fake_cifar), "--runs-dir", str(runs_dir),
+                         "--epochs", "1", "--batch-size", "50")
+    assert code == 0 and "Total params: 2,125,578" in out

@@ -1,0 +1,66 @@
+"""Recipes: the tutorial's values, overrides parsed by field type, bad values refused with a clear message."""
+from __future__ import annotations
+
+import pytest
+
+from cnnlab.data import DATASETS
+from cnnlab.models import MODELS
+from cnnlab.recipes import RECIPES, get_recipe, parse_value, recipe_from_dict, validate, with_overrides
+from cnnlab.errors import UsageError
+
+
+@pytest.mark.parametrize("name", sorted(RECIPES))
+def test_every_recipe_is_valid_and_names_real_things(name):
+    recipe = validate(RECIPES[name])
+    assert recipe.dataset in DATASETS and recipe.model in MODELS
+    assert recipe_from_dict(recipe.to_dict()) == recipe
+
+
+def test_tutorial_defaults():
+    fashion = get_recipe("fashion-cnn").resolved()
+    assert (fashion.optimizer, fashion.lr, fashion.eps, fashion.batch_size, fashion.epochs) == ("adam", 1e-3, 1e-7, 128, 10)
+    assert (fashion.val_fraction, fashion.split_seed) == (0.2, 9)
+    mnist = get_recipe("mnist-mlp").resolved()
+    assert (mnist.optimizer, mnist.lr, mnist.momentum) == ("sgd", 0.01, 0.0)
+
+
+def test_changing_the_optimizer_takes_its_default_lr():
+    assert with_overrides(get_recipe("mnist-cnn"), {"optimizer": "adam"}).resolved().lr == 1e-3
+    assert with_overrides(get_recipe("mnist-cnn"), {"optimizer": "adam", "lr": "0.05"}).resolved().lr == 0.05
+
+
+def test_overrides_are_parsed_by_type():
+    recipe = with_overrides(get_recipe("fashion-cnn"), {"epochs": "3", "lr": "1e-2", "nesterov": "yes",
+                                                         "device": "cpu"})
+    assert (recipe.epochs, recipe.lr, recipe.nesterov, recipe.device) == (3, 0.01, True, "cpu")
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("epochs", "ten", "--epochs 'ten': expected int"),
+    ("epochs", "0", "at least 1"),
+    ("batch_size", "-5", "at least 1"),
+    ("lr", "-1", "positive"),
+    ("optimizer", "lbfgs9", "choose one of"),
+    ("val_fraction", "1.5", "strictly between"),
+    ("device", "tpu", "choose auto"),
+    ("nesterov", "maybe", "expected bool"),
+    ("colour", "red", "unknown recipe field 'colour'"),
+])
+def test_bad_overrides(field, value, message):
+    with pytest.raises(UsageError, match=message):
+        with_overrides(get_recipe("fashion-cnn"), {field: value})
+
+
+def test_unknown_recipe():
+    with pytest.raises(UsageError, match="unknown recipe 'fashion-gan'"):
+        get_recipe("fashion-gan")
+
+
+def test_parse_none_for_optional():
+    assert parse_value("lr", "default") is None
+
+
+def test_saved_recipe_with_unknown_fields_is_refused():
+    saved = RECIPES["mnist-cnn"].to_dict() | {"warp_drive": True}
+    with pytest.raises(UsageError, match="unknown fields"):
+        recipe_from_dict(saved)
