@@ -227,7 +227,7 @@ def train_recipe(recipe: Recipe, data_dir: str | os.PathLike | None = None, runs
     from .predict import predict
     from .train import evaluate, fit, resolve_device
 
-    console = Console(quiet=not verbose, highlight=False)
+    console = Console(quiet=not verbose, highlight=False, soft_wrap=True)
     recipe = recipe.resolved()
     device = resolve_device(recipe.device)
     run_dir = new_run_dir(runs_dir, recipe.name)  # before the data: an unwritable folder fails fast
