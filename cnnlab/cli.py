@@ -71,7 +71,7 @@ def _inspect(args: argparse.Namespace) -> int:
     from . import plots
     from .images import inspect_image
 
-    save_dir = args.save if len(args.images) > 1 else None
+    save_dir = _folder(args.save) if args.save and len(args.images) > 1 else None  # one image: PATH is the figure
     taken: set[Path] = set()
     failed = 0
     for path in args.images:
@@ -86,7 +86,7 @@ def _inspect(args: argparse.Namespace) -> int:
             with np.printoptions(linewidth=160):
                 print(report.array)
         if args.save:
-            figure = plots.figure_path(_folder(save_dir), path, taken) if save_dir else args.save
+            figure = plots.figure_path(save_dir, path, taken) if save_dir else args.save
             plots.plot_image(report.shown, f"{Path(path).name}: {report.size[0]}×{report.size[1]}, "
                                            f"mode {report.mode}", figure)
     return _finish(failed, len(args.images))
@@ -124,20 +124,22 @@ def _predict(args: argparse.Namespace) -> int:
             plots.plot_predictions(picked.images, picked.labels.tolist(), predicted.tolist(), classes,
                                    _folder(args.save) / "random-predictions.png")
         return 0
+    save_dir = _folder(args.save) if args.save else None
     taken: set[Path] = set()
     failed = 0
     for item in predict_files(run, args.images, device):
-        if item.error is not None:
-            failed += 1
-            print(json.dumps(item.to_json(classes, args.top)) if args.json else f"cnnlab: error: {item.error}",
-                  file=sys.stdout if args.json else sys.stderr, flush=True)
-            continue
-        print(json.dumps(item.to_json(classes, args.top)) if args.json else item.describe(classes, args.top))
-        if args.save:
+        failed += item.error is not None
+        if args.json:
+            print(json.dumps(item.to_json(classes, args.top)), flush=True)
+        elif item.error is not None:
+            print(f"cnnlab: error: {item.error}", file=sys.stderr, flush=True)
+        else:
+            print(item.describe(classes, args.top), flush=True)
+        if save_dir and item.error is None:
             _, label, probability = item.top(classes, 1)[0]
             plots.plot_probabilities(item.image, item.probabilities, classes,
                                      f"{Path(item.path).name}: {label} ({probability:.1%})",
-                                     plots.figure_path(_folder(args.save), item.path, taken))
+                                     plots.figure_path(save_dir, item.path, taken))
     return _finish(failed, len(args.images))
 
 

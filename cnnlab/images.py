@@ -15,7 +15,7 @@ import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -316,11 +316,11 @@ def _peek(path: Path) -> tuple[tuple[int, int], bool]:
         return (width, height), grey
 
 
-def _detect_shape(sizes: Iterable[tuple[int, int]], greys: Iterable[bool]) -> tuple[int, int, int]:
+def _detect_shape(peeked: Sequence[tuple[tuple[int, int], bool]]) -> tuple[int, int, int]:
     """(C, H, W): the most common size (its longer side at most DETECTED_SIDE_LIMIT), grey if every image is."""
-    (width, height), _ = collections.Counter(sizes).most_common(1)[0]
+    (width, height), _ = collections.Counter(size for size, _ in peeked).most_common(1)[0]
     scale = min(1.0, DETECTED_SIDE_LIMIT / max(width, height))
-    return (1 if all(greys) else 3), max(2, round(height * scale)), max(2, round(width * scale))
+    return (1 if all(grey for _, grey in peeked) else 3), max(2, round(height * scale)), max(2, round(width * scale))
 
 
 def load_folder(root: str | os.PathLike, shape: Sequence[int | None] = (None, None, None), preprocess: str = "crop",
@@ -370,15 +370,15 @@ def load_folder(root: str | os.PathLike, shape: Sequence[int | None] = (None, No
     if None in shape:
         detected: tuple[int, int, int] = (1, 28, 28)  # digit and grey-fit make the 28×28 grey images they mimic
         if preprocess == "crop":
-            peeked = {}
+            peeked = []
             for path, _ in files.get("train") or [item for items in files.values() for item in items]:
                 try:
-                    peeked[path] = _peek(path)
+                    peeked.append(_peek(path))
                 except CnnlabError as error:
                     skip(path, error)
             if not peeked:
                 raise CnnlabError(f"{root}: no readable images to learn the image size from")
-            detected = _detect_shape((s for s, _ in peeked.values()), (g for _, g in peeked.values()))
+            detected = _detect_shape(peeked)
         shape = tuple(given if given is not None else found for given, found in zip(shape, detected))
 
     sets: dict[str, ImageSet] = {}
@@ -394,7 +394,8 @@ def load_folder(root: str | os.PathLike, shape: Sequence[int | None] = (None, No
                 skip(path, error)
                 continue
             labels.append(label)
-        if not labels and part == "train":
-            raise CnnlabError(f"{layout[part]}: none of its {len(items)} images could be read")
+        if not labels:
+            raise CnnlabError(f"{layout[part]}: no readable images ({len(items)} found); a part that is there "
+                              "must hold some")
         sets[part] = ImageSet(images[:len(labels)], torch.tensor(labels, dtype=torch.long), tuple(classes))
     return ImageFolder(root, sets.get("train"), sets.get("val"), sets.get("test"), preprocess, skipped)
