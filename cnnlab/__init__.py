@@ -10,19 +10,23 @@ The Python API follows the tutorial's steps::
     history = cnnlab.fit(model, train, val, recipe)
     cnnlab.evaluate(model, test, recipe)
     cnnlab.predict(model, test.images[:3])
+
+Your own images: ``cnnlab.inspect_image(path)``, ``cnnlab.predict_files(cnnlab.load_run(run_dir), paths)``,
+``cnnlab.train_recipe(recipe, folder=cnnlab.load_folder(path))``.
 """
 __version__ = "0.1.0"
 
 from .data import DATASETS, ImageSet, load_dataset, split  # noqa: E402
 from .errors import CnnlabError, UsageError  # noqa: E402
+from .images import inspect_image, load_folder, prepare, read_image  # noqa: E402
 from .models import MODELS, create_model, summarize  # noqa: E402
-from .predict import predict, predict_proba  # noqa: E402
+from .predict import predict, predict_files, predict_proba  # noqa: E402
 from .recipes import RECIPES, Recipe, get_recipe, with_overrides  # noqa: E402
 from .runs import load_run, train_recipe  # noqa: E402
 from .train import evaluate, fit  # noqa: E402
 
 __all__ = [
     "DATASETS", "MODELS", "RECIPES", "CnnlabError", "ImageSet", "Recipe", "UsageError", "create_model", "evaluate",
-    "fit", "get_recipe", "load_dataset", "load_run", "predict", "predict_proba", "split", "summarize",
-    "train_recipe", "with_overrides",
+    "fit", "get_recipe", "inspect_image", "load_dataset", "load_folder", "load_run", "predict", "predict_files",
+    "predict_proba", "prepare", "read_image", "split", "summarize", "train_recipe", "with_overrides",
 ]

@@ -12,11 +12,13 @@ from pathlib import Path
 from .errors import CnnlabError, UsageError
 
 # Flags that replace one recipe field each; `--set FIELD=VALUE` reaches every other field.
-RECIPE_FLAGS = ("epochs", "batch_size", "optimizer", "lr", "seed", "val_fraction", "device")
+RECIPE_FLAGS = ("model", "epochs", "batch_size", "optimizer", "lr", "seed", "val_fraction", "device")
+FOLDER_FLAGS = ("size", "channels", "preprocess", "strict")  # only with --data
 
 
 def _train(args: argparse.Namespace) -> int:
-    from .recipes import get_recipe, with_overrides
+    from .images import load_folder
+    from .recipes import FOLDER_RECIPE, get_recipe, with_overrides
     from .runs import train_recipe
 
     overrides = {field: getattr(args, field) for field in RECIPE_FLAGS if getattr(args, field) is not None}
@@ -25,10 +27,120 @@ def _train(args: argparse.Namespace) -> int:
         if not sep:
             raise UsageError(f"--set {item!r}: expected FIELD=VALUE, e.g. --set label_smoothing=0.1")
         overrides[field.strip().replace("-", "_")] = value
-    recipe = with_overrides(get_recipe(args.recipe), overrides)
-    run_dir = train_recipe(recipe, data_dir=args.data_dir, runs_dir=args.runs_dir, verbose=not args.quiet)
+    if args.data is None:
+        if args.recipe is None:
+            raise UsageError("give a recipe (see `cnnlab recipes`) or --data FOLDER of your own images")
+        given = [f"--{flag}" for flag in FOLDER_FLAGS if getattr(args, flag) not in (None, False)]
+        if given:
+            raise UsageError(f"{', '.join(given)} only go with --data FOLDER")
+    elif args.data_dir is not None:
+        raise UsageError("--data-dir finds the tutorial's data sets; --data FOLDER already names your images")
+    else:
+        overrides["dataset"] = "folder"
+    recipe = with_overrides(get_recipe(args.recipe) if args.recipe else FOLDER_RECIPE, overrides)
+    folder = None if args.data is None else load_folder(
+        args.data, (args.channels, *(args.size or (None, None))), args.preprocess or "crop", strict=args.strict)
+    run_dir = train_recipe(recipe, data_dir=args.data_dir, runs_dir=args.runs_dir, verbose=not args.quiet,
+                           folder=folder)
     print(run_dir)
     return 0
+
+
+def _size(text: str) -> tuple[int, int]:
+    """``--size 32`` or ``--size 48x32`` (width × height) → (height, width)."""
+    width, _, height = text.lower().partition("x")
+    try:
+        size = (int(height or width), int(width))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected N or WIDTHxHEIGHT, e.g. 32 or 48x32") from None
+    if min(size) < 2:
+        raise argparse.ArgumentTypeError(f"{text!r}: each side must be at least 2 pixels")
+    return size
+
+
+def _finish(failed: int, total: int) -> int:
+    """Exit code 1 when any file failed, after saying how many."""
+    if failed:
+        print(f"cnnlab: {failed} of {total} image(s) could not be used", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from . import plots
+    from .images import inspect_image
+
+    save_dir = _folder(args.save) if args.save and len(args.images) > 1 else None  # one image: PATH is the figure
+    taken: set[Path] = set()
+    failed = 0
+    for path in args.images:
+        try:
+            report = inspect_image(path)
+        except CnnlabError as error:
+            print(f"cnnlab: error: {error}", file=sys.stderr)
+            failed += 1
+            continue
+        print(report.describe())
+        if args.values:
+            with np.printoptions(linewidth=160):
+                print(report.array)
+        if args.save:
+            figure = plots.figure_path(save_dir, path, taken) if save_dir else args.save
+            plots.plot_image(report.shown, f"{Path(path).name}: {report.size[0]}×{report.size[1]}, "
+                                           f"mode {report.mode}", figure)
+    return _finish(failed, len(args.images))
+
+
+def _folder(path: Path) -> Path:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise CnnlabError(f"{path}: cannot make this folder ({error.strerror or error}); choose another") from None
+    return path
+
+
+def _predict(args: argparse.Namespace) -> int:
+    import json
+
+    from . import plots
+    from .predict import predict_files, random_test_predictions
+    from .runs import load_run
+    from .train import resolve_device
+
+    if bool(args.images) == (args.random is not None):
+        raise UsageError("give IMAGE files or --random N (random test images), one or the other")
+    if args.top < 1 or (args.random is not None and args.random < 1):
+        raise UsageError(f"--{'top' if args.top < 1 else 'random'} must be at least 1")
+    run = load_run(args.run_dir)
+    classes = run.info.classes
+    device = resolve_device(args.device)
+    if args.random is not None:
+        picked, predicted = random_test_predictions(run, args.random, args.data_dir, device, args.seed)
+        for label, guess in zip(picked.labels.tolist(), predicted.tolist()):
+            print(json.dumps({"label": label, "class": guess, "correct": label == guess}) if args.json else
+                  f"Label value = [{label}]  Predicted value = [{guess}]")
+        if args.save:
+            plots.plot_predictions(picked.images, picked.labels.tolist(), predicted.tolist(), classes,
+                                   _folder(args.save) / "random-predictions.png")
+        return 0
+    save_dir = _folder(args.save) if args.save else None
+    taken: set[Path] = set()
+    failed = 0
+    for item in predict_files(run, args.images, device):
+        failed += item.error is not None
+        if args.json:
+            print(json.dumps(item.to_json(classes, args.top)), flush=True)
+        elif item.error is not None:
+            print(f"cnnlab: error: {item.error}", file=sys.stderr, flush=True)
+        else:
+            print(item.describe(classes, args.top), flush=True)
+        if save_dir and item.error is None:
+            _, label, probability = item.top(classes, 1)[0]
+            plots.plot_probabilities(item.image, item.probabilities, classes,
+                                     f"{Path(item.path).name}: {label} ({probability:.1%})",
+                                     plots.figure_path(save_dir, item.path, taken))
+    return _finish(failed, len(args.images))
 
 
 def _recipes(args: argparse.Namespace) -> int:
@@ -56,13 +168,11 @@ def _recipes(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from .data import load_dataset
-    from .runs import load_run
+    from .runs import load_run, load_test_set
     from .train import evaluate, resolve_device
 
     run = load_run(args.run_dir)
-    _, test = load_dataset(run.info.dataset, args.data_dir)
-    metrics = evaluate(run.model, test, run.recipe, resolve_device(args.device))
+    metrics = evaluate(run.model, load_test_set(run.info, args.data_dir), run.recipe, resolve_device(args.device))
     print(f"Test loss: {metrics['loss']:.4f} - test accuracy: {metrics['accuracy']:.4f}")
     return 0
 
@@ -72,8 +182,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    train = commands.add_parser("train", help="train a recipe into a new run folder")
-    train.add_argument("recipe", help="a recipe name (see `cnnlab recipes`)")
+    train = commands.add_parser("train", help="train a recipe, or a folder of your own images, into a new run folder")
+    train.add_argument("recipe", nargs="?", help="a recipe name (see `cnnlab recipes`); optional with --data")
+    train.add_argument("--data", type=Path, metavar="FOLDER",
+                       help="your own images: one sub-folder per class, optionally inside train/, val/, test/")
+    train.add_argument("--model", help="the network (see `cnnlab recipes`; default for --data: cnn-dropout)")
+    train.add_argument("--size", type=_size, help="with --data: image size, N or WIDTHxHEIGHT (default: the most "
+                                                  "common, at most 64 on the longer side)")
+    train.add_argument("--channels", type=int, choices=(1, 3), help="with --data: 1 grey, 3 colour "
+                                                                   "(default: grey if every image is)")
+    train.add_argument("--preprocess",
+                       help="with --data: digit (MNIST-style), grey-fit (Fashion-MNIST-style) or crop (default)")
+    train.add_argument("--strict", action="store_true", help="with --data: stop at an unreadable image "
+                                                             "instead of skipping it")
     train.add_argument("--epochs", help="passes over the training split")
     train.add_argument("--batch-size", dest="batch_size", help="images per optimiser step")
     train.add_argument("--optimizer", help="sgd, adam, adamw, nadam, rmsprop or adagrad")
@@ -95,9 +216,30 @@ def build_parser() -> argparse.ArgumentParser:
 
     evaluate = commands.add_parser("evaluate", help="reload a run and evaluate it on its test set")
     evaluate.add_argument("run_dir", type=Path, help="a run folder written by `cnnlab train`")
-    evaluate.add_argument("--data-dir", help="folder holding the data set's files")
+    evaluate.add_argument("--data-dir", help="folder holding the data set's files (for a --data run: the folder, "
+                                             "if it has moved)")
     evaluate.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     evaluate.set_defaults(func=_evaluate)
+
+    inspect = commands.add_parser("inspect", help="size, mode, array and network shapes of image files (lab 1)")
+    inspect.add_argument("images", nargs="+", metavar="IMAGE", help="image files (PNG, JPEG, BMP, GIF, WebP, TIFF…)")
+    inspect.add_argument("--save", type=Path, metavar="PATH",
+                         help="write a figure of the image to PATH (with several images: PATH is a folder)")
+    inspect.add_argument("--values", action="store_true", help="print the array's values too")
+    inspect.set_defaults(func=_inspect)
+
+    predict = commands.add_parser("predict", help="predict image files with a trained run")
+    predict.add_argument("run_dir", type=Path, help="a run folder written by `cnnlab train`")
+    predict.add_argument("images", nargs="*", metavar="IMAGE", help="image files; bad ones are reported and skipped")
+    predict.add_argument("--top", type=int, default=3, metavar="K", help="classes shown per image (default: 3)")
+    predict.add_argument("--json", action="store_true", help="one JSON object per line per image")
+    predict.add_argument("--save", type=Path, metavar="DIR",
+                         help="write a figure per image: the network's input beside its probabilities")
+    predict.add_argument("--random", type=int, metavar="N", help="predict N random test images instead (lab step 10)")
+    predict.add_argument("--seed", type=int, help="with --random: which images (default: different each time)")
+    predict.add_argument("--data-dir", help="with --random: folder holding the data set's files")
+    predict.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    predict.set_defaults(func=_predict)
     return parser
 
 

@@ -20,8 +20,9 @@ def image_array(image: torch.Tensor) -> np.ndarray:
     return array[0] if array.shape[0] == 1 else array.transpose(1, 2, 0)
 
 
-def show_image(axis, image: torch.Tensor) -> None:
-    array = image_array(image)
+def show_image(axis, image: torch.Tensor | np.ndarray) -> None:
+    """A uint8 image, (C, H, W) tensor or (H, W[, 3]) array, at its own values (grey colour map when grey)."""
+    array = image_array(image) if isinstance(image, torch.Tensor) else image
     axis.imshow(array, cmap="gray" if array.ndim == 2 else None, vmin=0, vmax=255)
     axis.set_xticks([])
     axis.set_yticks([])
@@ -76,3 +77,40 @@ def plot_predictions(images: torch.Tensor, labels: Sequence[int], predicted: Seq
             title += f"\n{classes[label]} / {classes[guess]}"
         axis.set_title(title, fontsize=10, color="black" if label == guess else "crimson")
     _save(figure, path)
+
+
+def plot_image(image: torch.Tensor | np.ndarray, title: str, path: Path) -> None:
+    """One image at its own resolution, grey colour map for grey images (the tutorial's lab 1)."""
+    figure, axis = plt.subplots(figsize=(4, 4))
+    show_image(axis, image)
+    axis.set_title(title, fontsize=9)
+    _save(figure, path)
+
+
+def plot_probabilities(image: torch.Tensor, probabilities: torch.Tensor, classes: Sequence[str], title: str,
+                       path: Path) -> None:
+    """The input exactly as the network received it, beside a bar chart of the class probabilities."""
+    figure, (left, right) = plt.subplots(1, 2, figsize=(8, 3.6), gridspec_kw={"width_ratios": [1, 1.3]})
+    show_image(left, image)
+    left.set_title("network input", fontsize=9)
+    values = probabilities.tolist()
+    best = max(range(len(values)), key=values.__getitem__)
+    right.barh(range(len(values)), values, color=["crimson" if i == best else "steelblue" for i in range(len(values))])
+    right.set_yticks(range(len(values)), [f"[{i}] {name}" if name != str(i) else name for i, name in enumerate(classes)],
+                     fontsize=8)
+    right.invert_yaxis()
+    right.set_xlim(0, 1)
+    right.set_xlabel("probability")
+    figure.suptitle(title, fontsize=10)
+    _save(figure, path)
+
+
+def figure_path(folder: Path, source: str | Path, taken: set[Path]) -> Path:
+    """``folder/<name of source>.png``, numbered when two sources share a name."""
+    stem = Path(source).stem or "image"
+    path, n = folder / f"{stem}.png", 1
+    while path in taken:
+        n += 1
+        path = folder / f"{stem}-{n}.png"
+    taken.add(path)
+    return path

@@ -64,6 +64,11 @@ RECIPES: dict[str, Recipe] = {
 }
 
 
+# Your own images (`cnnlab train --data FOLDER`): lab 4's network and optimiser, a sound start for small images.
+FOLDER_RECIPE = Recipe("folder", "folder", "cnn-dropout", optimizer="adam",
+                       description="Your own images, one sub-folder per class: lab 4's network and Keras 'adam'")
+
+
 def get_recipe(name: str) -> Recipe:
     try:
         return RECIPES[name]

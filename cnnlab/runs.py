@@ -16,14 +16,18 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
+from .data import ImageSet
 from .errors import CnnlabError
 from .recipes import Recipe, recipe_from_dict
 from .train import EpochResult
+
+if TYPE_CHECKING:
+    from .images import ImageFolder
 
 RUN_FORMAT = "cnnlab-run/1"
 HISTORY_FIELDS = ("epoch", "loss", "accuracy", "val_loss", "val_accuracy", "seconds")
@@ -166,15 +170,28 @@ class ModelInfo:
     classes: tuple[str, ...]
     dataset: str
     format: str = RUN_FORMAT
+    preprocess: str = ""  # how an image file becomes the input: a key of cnnlab.images.PREPROCESS; "": the data set's
+    folder: str = ""  # dataset 'folder': the folder trained on, where `evaluate` looks for test/
+
+    def __post_init__(self) -> None:
+        from .images import default_preprocess
+
+        self.preprocess = self.preprocess or default_preprocess(self.dataset)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: Path) -> "ModelInfo":
+        from .images import PREPROCESS
+
         if data.get("format") != RUN_FORMAT:
             raise CnnlabError(f"{source}: format {data.get('format')!r} is not {RUN_FORMAT!r}; "
                               "was it written by another version of cnnlab?")
+        if data.get("preprocess", "") not in ("", *PREPROCESS):
+            raise CnnlabError(f"{source}: unknown preprocessing {data['preprocess']!r}; "
+                              "was it written by a newer cnnlab?")
         try:
             return cls(model=str(data["model"]), in_shape=tuple(int(v) for v in data["in_shape"]),  # type: ignore
-                       classes=tuple(str(c) for c in data["classes"]), dataset=str(data["dataset"]))
+                       classes=tuple(str(c) for c in data["classes"]), dataset=str(data["dataset"]),
+                       preprocess=str(data.get("preprocess", "")), folder=str(data.get("folder", "")))
         except (KeyError, TypeError, ValueError) as error:
             raise CnnlabError(f"{source}: missing or malformed field ({error}); the run folder is damaged") from None
 
@@ -213,12 +230,31 @@ def load_run(run_dir: str | os.PathLike) -> Run:
     return Run(run_dir, recipe, info, model, history, metrics)
 
 
+def load_test_set(info: ModelInfo, data_dir: str | os.PathLike | None = None) -> ImageSet:
+    """The test images of a run's data set; for a folder run, its test/ part (``data_dir`` if it has moved)."""
+    from .data import load_dataset
+    from .images import load_folder
+
+    if info.dataset != "folder":
+        return load_dataset(info.dataset, data_dir)[1]
+    root = Path(data_dir or info.folder)
+    test = load_folder(root, info.in_shape, info.preprocess, classes=info.classes, parts=("test",)).test
+    if test is None:
+        raise CnnlabError(f"{root}: has no test/ folder, so this run has no test set; put images in "
+                          f"{root / 'test'}/CLASS/ to evaluate, or predict single files with `cnnlab predict`")
+    return test
+
+
 # ---------------------------------------------------------------------------------------------------------
 # A recipe, start to finish: the tutorial's steps 1–11 into one run folder
 # ---------------------------------------------------------------------------------------------------------
 def train_recipe(recipe: Recipe, data_dir: str | os.PathLike | None = None, runs_dir: str | os.PathLike = "runs",
-                 verbose: bool = True) -> Path:
-    """Load and split the data, build the model, fit, evaluate on the test set, save everything; the run folder."""
+                 verbose: bool = True, folder: "ImageFolder | None" = None) -> Path:
+    """Load and split the data, build the model, fit, evaluate on the test set, save everything; the run folder.
+
+    ``folder`` (from ``cnnlab.images.load_folder``) replaces the recipe's data set: its own val/ replaces the
+    split, and without a test/ there is no test evaluation.
+    """
     from rich.console import Console
 
     from . import plots
@@ -230,19 +266,28 @@ def train_recipe(recipe: Recipe, data_dir: str | os.PathLike | None = None, runs
     console = Console(quiet=not verbose, highlight=False, soft_wrap=True)
     recipe = recipe.resolved()
     device = resolve_device(recipe.device)
+    if (recipe.dataset == "folder") != (folder is not None):
+        raise CnnlabError(f"recipe {recipe.name!r} trains on {recipe.dataset!r}; a folder of your own images "
+                          "goes with --data FOLDER (and dataset 'folder')")
     run_dir = new_run_dir(runs_dir, recipe.name)  # before the data: an unwritable folder fails fast
 
-    train_all, test = load_dataset(recipe.dataset, data_dir)
-    train, val = split(train_all, recipe.val_fraction, recipe.split_seed)
-    console.print(f"{recipe.name}: {recipe.dataset} — {len(train):,} train / {len(val):,} validation / "
-                  f"{len(test):,} test images, on {device}")
+    if folder is None:
+        (train_all, test), val = load_dataset(recipe.dataset, data_dir), None
+    else:
+        train_all, val, test = folder.train, folder.val, folder.test
+    train, val = split(train_all, recipe.val_fraction, recipe.split_seed) if val is None else (train_all, val)
+    console.print(f"{recipe.name}: {folder.root if folder else recipe.dataset} — {len(train):,} train / "
+                  f"{len(val):,} validation / {f'{len(test):,}' if test is not None else 'no'} test images, "
+                  f"on {device}")
 
     torch.manual_seed(recipe.seed)  # the initial weights, then dropout
     in_shape = tuple(train.images.shape[1:])
     model = create_model(recipe.model, in_shape, len(train.classes))  # type: ignore[arg-type]
     console.print(format_summary(recipe.model, summarize(model, in_shape), count_params(model)))
 
-    info = ModelInfo(recipe.model, in_shape, train.classes, recipe.dataset)  # type: ignore[arg-type]
+    preprocess, source = (folder.preprocess, str(folder.root.resolve())) if folder else ("", "")
+    info = ModelInfo(recipe.model, in_shape, train.classes, recipe.dataset,  # type: ignore[arg-type]
+                     preprocess=preprocess, folder=source)
     save_run_files(run_dir, recipe, info, device)
     plots.plot_sample(train.images[0], int(train.labels[0]), train.classes, run_dir / "sample.png")
 
@@ -253,8 +298,12 @@ def train_recipe(recipe: Recipe, data_dir: str | os.PathLike | None = None, runs
     history = fit(model, train, val, recipe, device, on_epoch_end=checkpoint, verbose=verbose)
     train_seconds = time.perf_counter() - started
 
-    test_metrics = evaluate(model, test, recipe, device)
-    console.print(f"Test loss: {test_metrics['loss']:.4f} - test accuracy: {test_metrics['accuracy']:.4f}")
+    if test is not None:
+        test_metrics = evaluate(model, test, recipe, device)
+        console.print(f"Test loss: {test_metrics['loss']:.4f} - test accuracy: {test_metrics['accuracy']:.4f}")
+    else:
+        test_metrics = {"loss": None, "accuracy": None}
+        console.print(f"No test/ folder in {folder.root}: no test accuracy; the predictions show validation images")
     save_weights(run_dir / "weights.safetensors", model)
     best = max(history, key=lambda row: row.val_accuracy)
     write_json(run_dir / "metrics.json", {
@@ -266,9 +315,10 @@ def train_recipe(recipe: Recipe, data_dir: str | os.PathLike | None = None, runs
 
     plots.plot_curves(history, "accuracy", run_dir / "accuracy.png")
     plots.plot_curves(history, "loss", run_dir / "loss.png")
-    picks = torch.randperm(len(test), generator=torch.Generator().manual_seed(recipe.seed))[:3]
-    guesses = predict(model, test.images[picks], device)
-    plots.plot_predictions(test.images[picks], test.labels[picks].tolist(), guesses.tolist(), test.classes,
+    shown = test if test is not None else val
+    picks = torch.randperm(len(shown), generator=torch.Generator().manual_seed(recipe.seed))[:3]
+    guesses = predict(model, shown.images[picks], device)
+    plots.plot_predictions(shown.images[picks], shown.labels[picks].tolist(), guesses.tolist(), shown.classes,
                            run_dir / "predictions.png")
     return run_dir
 

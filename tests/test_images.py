@@ -1,0 +1,235 @@
+"""Reading your own image files: every bad input on files the test writes, every pixel format, and inspect."""
+from __future__ import annotations
+
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from cnnlab import cli, images
+from cnnlab.errors import CnnlabError
+from cnnlab.runs import ModelInfo
+
+
+def noise(height: int = 64, width: int = 64, seed: int = 0) -> Image.Image:
+    return Image.fromarray(np.random.default_rng(seed).integers(0, 256, (height, width), dtype=np.uint8))
+
+
+def png_header_only(path: Path, width: int, height: int) -> Path:
+    """A PNG that claims width × height pixels but holds almost no data: what a decompression bomb looks like."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0))
+                     + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b""))
+    return path
+
+
+def truncated(path: Path, file_format: str) -> Path:
+    noise().save(path, file_format)
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    return path
+
+
+def write_missing(tmp: Path) -> Path:
+    return tmp / "missing.png"
+
+
+def write_directory(tmp: Path) -> Path:
+    (tmp / "folder.png").mkdir()
+    return tmp / "folder.png"
+
+
+def write_text(tmp: Path) -> Path:
+    (tmp / "notes.png").write_text("these are notes, not pixels\n")
+    return tmp / "notes.png"
+
+
+def write_empty(tmp: Path) -> Path:
+    (tmp / "empty.jpg").write_bytes(b"")
+    return tmp / "empty.jpg"
+
+
+BAD_FILES = {
+    "missing path": (write_missing, "no such file"),
+    "directory": (write_directory, "is a folder"),
+    "non-image": (write_text, "not an image Pillow can read"),
+    "zero bytes": (write_empty, "empty file"),
+    "truncated PNG": (lambda tmp: truncated(tmp / "cut.png", "PNG"), "damaged or truncated"),
+    "truncated JPEG": (lambda tmp: truncated(tmp / "cut.jpg", "JPEG"), "damaged or truncated"),
+    "beyond cnnlab's pixel limit": (lambda tmp: png_header_only(tmp / "big.png", 12_000, 12_000),
+                                    "beyond the limit of 100,000,000"),
+    "beyond Pillow's own limit": (lambda tmp: png_header_only(tmp / "huge.png", 100_000, 100_000),
+                                  "decompression bomb"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_FILES))
+def test_bad_files_are_one_line_errors_naming_the_file(case, tmp_path):
+    write, message = BAD_FILES[case]
+    path = write(tmp_path)
+    with pytest.raises(CnnlabError) as caught:
+        images.read_image(path)
+    text = str(caught.value)
+    assert text.startswith(f"{path}: ") and message in text and "\n" not in text
+
+
+@pytest.mark.parametrize("case", sorted(BAD_FILES))
+def test_inspect_reports_a_bad_file_and_goes_on(case, tmp_path, capsys):
+    write, message = BAD_FILES[case]
+    good = tmp_path / "good.png"
+    noise(28, 28).save(good)
+    assert cli.main(["inspect", str(write(tmp_path)), str(good)]) == 1
+    out, err = capsys.readouterr()
+    assert message in err and "1 of 2 image(s) could not be used" in err and "Traceback" not in err
+    assert "dense input (784,)" in out  # the good file after the bad one was still inspected
+
+
+def test_sixteen_bit_grey_is_scaled_not_clipped(tmp_path):
+    values = np.array([[0, 257, 32896, 65535]], dtype=np.uint16)  # 0, 1, 128, 255 in 8 bits
+    Image.fromarray(values).save(tmp_path / "deep.png")
+    picture = images.read_image(tmp_path / "deep.png")
+    assert picture.image.mode.startswith("I")
+    assert images.grey_array(picture.image).tolist() == [[0, 1, 128, 255]]
+
+
+def test_cmyk_jpeg_reads_as_the_colours_it_shows(tmp_path):
+    cmyk = Image.new("CMYK", (32, 32), (0, 0, 0, 0))  # no ink: white
+    cmyk.paste((0, 0, 0, 255), (8, 8, 24, 24))  # black ink
+    cmyk.paste((255, 0, 0, 0), (0, 0, 8, 8))  # cyan ink
+    cmyk.save(tmp_path / "print.jpg", quality=95)
+    picture = images.read_image(tmp_path / "print.jpg")
+    assert picture.image.mode == "CMYK"
+    rgb = images.rgb_array(picture.image).astype(int)
+    assert (rgb[28, 28] > 240).all() and (rgb[16, 16] < 15).all()
+    assert rgb[3, 3, 0] < 40 and rgb[3, 3, 1] > 200 and rgb[3, 3, 2] > 200
+
+
+@pytest.mark.parametrize("ink, background", [(20, 255), (235, 0)])
+def test_transparency_is_flattened_onto_a_contrasting_background(ink, background, tmp_path):
+    palette = Image.new("P", (16, 16), 0)
+    palette.putpalette([0, 0, 0, ink, ink, ink] + [0] * 762)
+    palette.paste(1, (4, 4, 12, 12))
+    palette.save(tmp_path / "sticker.png", transparency=0)  # palette entry 0 is fully transparent
+    picture = images.read_image(tmp_path / "sticker.png")
+    assert picture.image.mode == "P" and "transparency" in picture.image.info
+    grey = images.grey_array(picture.image)
+    assert grey[0, 0] == background and grey[8, 8] == ink
+    digit = images.prepare(picture.image, "digit", (1, 28, 28))[0]
+    assert digit[0, 0] == 0 and digit.max() == 255  # either way: light ink on black, as MNIST holds it
+
+
+def test_animated_gif_uses_its_first_frame(tmp_path):
+    frames = [Image.new("L", (20, 10), 0) for _ in range(3)]
+    for i, frame in enumerate(frames):
+        frame.paste(255, (i * 6, 0, i * 6 + 6, 10))
+    frames[0].save(tmp_path / "moving.gif", save_all=True, append_images=frames[1:], duration=100, loop=0)
+    picture = images.read_image(tmp_path / "moving.gif")
+    assert picture.frames == 3
+    grey = images.grey_array(picture.image)
+    assert grey[5, 2] == 255 and grey[5, 8] == 0
+
+
+def test_exif_orientation_is_honoured(tmp_path):
+    stored = Image.new("L", (40, 20), 255)
+    stored.paste(0, (0, 0, 20, 20))  # dark left half, as stored
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90° clockwise to display"
+    stored.save(tmp_path / "phone.jpg", exif=exif, quality=95)
+    upright = images.grey_array(images.read_image(tmp_path / "phone.jpg").image)
+    assert upright.shape == (40, 20)  # (H, W): turned upright
+    assert upright[5, 10] < 30 and upright[35, 10] > 225  # the left half is now the top half
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Preprocessing
+# ---------------------------------------------------------------------------------------------------------
+def centre_of_mass(array: np.ndarray) -> tuple[float, float]:
+    ys, xs = np.indices(array.shape)
+    return (ys * array).sum() / array.sum(), (xs * array).sum() / array.sum()
+
+
+def test_digit_is_prepared_as_mnist_was_made(tmp_path):
+    photo = Image.new("L", (300, 200), 238)  # greyish paper
+    photo.paste(30, (40, 20, 70, 110))  # a tall dark stroke, far from the centre
+    photo.paste(30, (70, 20, 100, 35))
+    photo.save(tmp_path / "seven.jpg", quality=80)
+    digit = images.prepare_file(tmp_path / "seven.jpg", "digit", (1, 28, 28))[0].numpy().astype(float)
+    assert digit.shape == (28, 28) and digit.max() > 220  # the ink, stretched to (nearly) full strength
+    assert digit[:2].sum() == digit[-2:].sum() == 0  # paper and JPEG noise are gone: black background
+    rows, cols = np.flatnonzero(digit.any(axis=1)), np.flatnonzero(digit.any(axis=0))
+    assert rows[-1] - rows[0] + 1 == 20  # the longer side fills the 20×20 box
+    assert cols[-1] - cols[0] + 1 <= 15  # keeping its aspect ratio (60 × 90 → about 13 × 20)
+    centre_y, centre_x = centre_of_mass(digit)
+    assert abs(centre_y - 14) <= 0.5 and abs(centre_x - 14) <= 0.5  # where MNIST puts the centre of mass
+
+
+def test_grey_fit_fills_the_frame_and_centres_the_object():
+    photo = Image.new("L", (400, 300), 250)
+    photo.paste(10, (100, 100, 220, 140))  # a wide dark object, 120 × 40
+    garment = images.prepare(photo, "grey-fit", (1, 28, 28))[0].numpy()
+    rows, cols = np.flatnonzero(garment.any(axis=1)), np.flatnonzero(garment.any(axis=0))
+    assert (cols[0], cols[-1]) == (0, 27) and 8 <= len(rows) <= 10
+    assert abs((rows[0] + rows[-1]) / 2 - 13.5) <= 0.5 and garment[0, 0] == 0
+
+
+def test_crop_keeps_the_aspect_and_takes_the_middle():
+    bands = np.zeros((32, 64, 3), dtype=np.uint8)
+    bands[:, :16, 0] = bands[:, 16:48, 1] = bands[:, 48:, 2] = 255  # red | green | blue
+    prepared = images.prepare(Image.fromarray(bands), "crop", (3, 16, 16))
+    assert prepared.shape == (3, 16, 16)
+    assert prepared[1].min() > 200 and prepared[0].max() < 60 and prepared[2].max() < 60  # only the green middle
+    assert images.prepare(Image.fromarray(bands), "crop", (1, 8, 8)).shape == (1, 8, 8)
+
+
+def test_blank_picture_is_a_blank_digit():
+    assert images.prepare(Image.new("L", (50, 50), 255), "digit", (1, 28, 28)).sum() == 0
+
+
+def test_grey_preprocessing_refuses_a_colour_model():
+    with pytest.raises(CnnlabError, match="makes grey images"):
+        images.prepare(Image.new("RGB", (8, 8)), "digit", (3, 28, 28))
+
+
+def test_runs_know_their_preprocessing(tmp_path):
+    base = {"format": "cnnlab-run/1", "model": "cnn", "in_shape": [1, 28, 28], "classes": list("0123456789")}
+    for dataset, expected in [("mnist", "digit"), ("fashion-mnist", "grey-fit"), ("cifar10", "crop")]:
+        assert ModelInfo.from_dict({**base, "dataset": dataset}, tmp_path).preprocess == expected  # older runs
+    assert ModelInfo.from_dict({**base, "dataset": "mnist", "preprocess": "crop"}, tmp_path).preprocess == "crop"
+    with pytest.raises(CnnlabError, match="unknown preprocessing 'sharpen'"):
+        ModelInfo.from_dict({**base, "dataset": "mnist", "preprocess": "sharpen"}, tmp_path)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# inspect: the tutorial's lab 1
+# ---------------------------------------------------------------------------------------------------------
+def test_inspect_shows_what_lab_1_prints(tmp_path, capsys):
+    Image.fromarray(np.arange(784, dtype=np.uint16).reshape(28, 28).astype(np.uint8)).save(tmp_path / "grey.png")
+    Image.new("RGB", (32, 32), (200, 100, 0)).save(tmp_path / "colour.png")
+    assert cli.main(["inspect", str(tmp_path / "grey.png"), str(tmp_path / "colour.png"), "--values"]) == 0
+    out = capsys.readouterr().out
+    assert "PNG, 28×28 (width × height), PIL mode L" in out
+    assert "array (28, 28) uint8, min 0, max 255" in out and "dense input (784,), CNN input (28, 28, 1)" in out
+    assert "array (32, 32, 3) uint8, min 0, max 200, mean 100.00" in out
+    assert "dense input (3072,), CNN input (32, 32, 3)" in out
+    assert "[[  0   1   2" in out  # --values prints the array itself
+
+
+@pytest.mark.parametrize("file_format, suffix", [("PNG", "png"), ("JPEG", "jpg"), ("BMP", "bmp"), ("GIF", "gif"),
+                                                  ("WEBP", "webp"), ("TIFF", "tif")])
+def test_inspect_reads_every_common_format(file_format, suffix, tmp_path, capsys):
+    Image.new("RGB", (30, 20), (10, 200, 30)).save(tmp_path / f"image.{suffix}", file_format)
+    assert cli.main(["inspect", str(tmp_path / f"image.{suffix}")]) == 0
+    assert f"{file_format}, 30×20 (width × height)" in capsys.readouterr().out
+
+
+def test_inspect_saves_figures(tmp_path, capsys):
+    for name in ("a", "b"):
+        noise(28, 28).save(tmp_path / f"{name}.png")
+    assert cli.main(["inspect", str(tmp_path / "a.png"), "--save", str(tmp_path / "one.png")]) == 0
+    assert Image.open(tmp_path / "one.png").format == "PNG"
+    assert cli.main(["inspect", str(tmp_path / "a.png"), str(tmp_path / "b.png"), "--save", str(tmp_path / "figs")]) == 0
+    assert sorted(p.name for p in (tmp_path / "figs").iterdir()) == ["a.png", "b.png"]
