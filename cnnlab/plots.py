@@ -27,7 +27,7 @@ def show_image(axis, image: torch.Tensor) -> None:
     axis.set_yticks([])
 
 
-def _save(figure, path: Path) -> None:
+def save_figure(figure, path: Path) -> None:
     from .runs import atomic_write
     import io
 
@@ -47,7 +47,7 @@ def plot_sample(image: torch.Tensor, label: int, classes: Sequence[str], path: P
     figure, axis = plt.subplots(figsize=(3, 3))
     show_image(axis, image)
     axis.set_title(f"Training sample: {_label_text(label, classes)}")
-    _save(figure, path)
+    save_figure(figure, path)
 
 
 def plot_curves(history: list[EpochResult], metric: str, path: Path) -> None:
@@ -61,7 +61,7 @@ def plot_curves(history: list[EpochResult], metric: str, path: Path) -> None:
     axis.set_title(f"{metric.capitalize()} per epoch")
     axis.grid(alpha=0.3)
     axis.legend()
-    _save(figure, path)
+    save_figure(figure, path)
 
 
 def plot_predictions(images: torch.Tensor, labels: Sequence[int], predicted: Sequence[int],
@@ -75,4 +75,4 @@ def plot_predictions(images: torch.Tensor, labels: Sequence[int], predicted: Seq
         if named:
             title += f"\n{classes[label]} / {classes[guess]}"
         axis.set_title(title, fontsize=10, color="black" if label == guess else "crimson")
-    _save(figure, path)
+    save_figure(figure, path)
