@@ -85,6 +85,24 @@ def read_history(path: Path) -> list[EpochResult]:
                 for r in csv.DictReader(f)]
 
 
+def tensorboard_writer(folder: Path):
+    """A TensorBoard SummaryWriter logging into ``folder``; needs the optional ``tensorboard`` package."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise CnnlabError("--tensorboard needs the tensorboard package: pip install 'cnnlab[tensorboard]'") from None
+    return SummaryWriter(str(folder))
+
+
+def log_epoch(writer, row: EpochResult) -> None:
+    """history.csv's numbers for one epoch, as TensorBoard scalars, flushed so a crashed run keeps them."""
+    for metric in ("loss", "accuracy"):
+        writer.add_scalar(f"{metric}/train", getattr(row, metric), row.epoch)
+        writer.add_scalar(f"{metric}/validation", getattr(row, f"val_{metric}"), row.epoch)
+    writer.add_scalar("seconds_per_epoch", row.seconds, row.epoch)
+    writer.flush()
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Weights: safetensors, checked on the way in
 # ---------------------------------------------------------------------------------------------------------
@@ -217,8 +235,11 @@ def load_run(run_dir: str | os.PathLike) -> Run:
 # A recipe, start to finish: the tutorial's steps 1–11 into one run folder
 # ---------------------------------------------------------------------------------------------------------
 def train_recipe(recipe: Recipe, data_dir: str | os.PathLike | None = None, runs_dir: str | os.PathLike = "runs",
-                 verbose: bool = True) -> Path:
-    """Load and split the data, build the model, fit, evaluate on the test set, save everything; the run folder."""
+                 verbose: bool = True, tensorboard: bool = False) -> Path:
+    """Load and split the data, build the model, fit, evaluate on the test set, save everything; the run folder.
+
+    ``tensorboard`` also logs each epoch under ``RUN_DIR/tensorboard/``.
+    """
     from rich.console import Console
 
     from . import plots
@@ -231,6 +252,7 @@ def train_recipe(recipe: Recipe, data_dir: str | os.PathLike | None = None, runs
     recipe = recipe.resolved()
     device = resolve_device(recipe.device)
     run_dir = new_run_dir(runs_dir, recipe.name)  # before the data: an unwritable folder fails fast
+    board = tensorboard_writer(run_dir / "tensorboard") if tensorboard else None  # so does a missing package
 
     train_all, test = load_dataset(recipe.dataset, data_dir)
     train, val = split(train_all, recipe.val_fraction, recipe.split_seed)
@@ -248,10 +270,14 @@ def train_recipe(recipe: Recipe, data_dir: str | os.PathLike | None = None, runs
 
     def checkpoint(state) -> None:
         write_history(run_dir / "history.csv", state.history)
+        if board is not None:
+            log_epoch(board, state.history[-1])
 
     started = time.perf_counter()
     history = fit(model, train, val, recipe, device, on_epoch_end=checkpoint, verbose=verbose)
     train_seconds = time.perf_counter() - started
+    if board is not None:
+        board.close()
 
     test_metrics = evaluate(model, test, recipe, device)
     console.print(f"Test loss: {test_metrics['loss']:.4f} - test accuracy: {test_metrics['accuracy']:.4f}")
