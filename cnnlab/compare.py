@@ -68,7 +68,7 @@ def format_runs(records: list[RunRecord]) -> "Table":
     from rich.table import Table
 
     table = Table("run", "recipe", "data", "epochs", "best val acc", "test acc", "time", "device", "date",
-                  box=box.SIMPLE_HEAD)
+                  box=box.SIMPLE_HEAD, show_edge=False)
     for r in records:
         table.add_row(r.run_dir.name, r.recipe.name, r.recipe.dataset, f"{len(r.history)}/{r.recipe.epochs}",
                       _score(r.best_val_accuracy), _score(r.test_accuracy), f"{r.seconds:.1f}s",

@@ -182,7 +182,7 @@ def plot_confusion(confusion: torch.Tensor, normalised: torch.Tensor, classes: S
 
     k = len(classes)
     size = max(4.5, 0.45 * k + 1.5)
-    figure, axes = plt.subplots(1, 2, figsize=(2 * size + 1, size))
+    figure, axes = plt.subplots(1, 2, figsize=(2 * size + 1.5, size), layout="constrained")
     for axis, values, title, text in ((axes[0], confusion.numpy(), "Confusion matrix (counts)", "{:.0f}"),
                                       (axes[1], normalised.numpy(), "Normalised by true class", "{:.2f}")):
         image = axis.imshow(values, cmap="Blues", vmin=0)
@@ -198,7 +198,6 @@ def plot_confusion(confusion: torch.Tensor, normalised: torch.Tensor, classes: S
                 for j in range(k):
                     axis.text(j, i, text.format(values[i, j]), ha="center", va="center", fontsize=7,
                               color="white" if values[i, j] > threshold else "black")
-    figure.tight_layout()
     save_figure(figure, path)
 
 

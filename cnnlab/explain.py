@@ -176,13 +176,12 @@ def explain_image(run: Run, image: torch.Tensor, folder: Path, source: str, labe
         explanation.notes.append(f"model {run.info.model!r} has no convolution, so it has no filters or feature "
                                  f"maps; dense_weights.png shows its first dense layer ({name}) as images instead")
         plot_kernels(weights[:32], f"{name}: weights of the first 32 of its {len(weights)} units, one "
-                     f"{weights.shape[2]}×{weights.shape[3]} image each (red +, blue −)",
-                     folder / "dense_weights.png")
+                     f"{weights.shape[2]}×{weights.shape[3]} image each", folder / "dense_weights.png")
         explanation.files.append(folder / "dense_weights.png")
     else:
         name, weights = first
         plot_kernels(weights, f"{name}: its {len(weights)} filters, {weights.shape[2]}×{weights.shape[3]} "
-                     f"each (red +, blue −)", folder / "filters.png")
+                     f"each", folder / "filters.png")
         plot_stages(stages, source, folder / "feature_maps.png")
         explanation.files += [folder / "filters.png", folder / "feature_maps.png"]
 
@@ -218,7 +217,8 @@ def plot_kernels(weights: torch.Tensor, title: str, path: Path, columns: int = 8
             low, high = kernel.min(), kernel.max()
             axis.imshow(((kernel - low) / (high - low + 1e-12)).permute(1, 2, 0).numpy())
         axis.set_title(str(i), fontsize=7)
-    figure.suptitle(title, fontsize=9)
+    scale = "red +, blue −" if weights.shape[1] == 1 else "colours stretched to each kernel's own range"
+    figure.suptitle(f"{title} ({scale})", fontsize=9)
     save_figure(figure, path)
 
 
