@@ -12,21 +12,27 @@ The Python API follows the tutorial's steps::
     cnnlab.predict(model, test.images[:3])
 
 Your own images: ``cnnlab.inspect_image(path)``, ``cnnlab.predict_files(cnnlab.load_run(run_dir), paths)``,
-``cnnlab.train_recipe(recipe, folder=cnnlab.load_folder(path))``.
+``cnnlab.train_recipe(recipe, folder=cnnlab.load_folder(path))``;
+and past it, as the CLI does: ``evaluate_run``, ``explain_run``, ``write_report``, ``list_runs``, ``compare_runs``.
 """
 __version__ = "0.1.0"
 
+from .compare import compare_runs, list_runs  # noqa: E402
 from .data import DATASETS, ImageSet, load_dataset, split  # noqa: E402
 from .errors import CnnlabError, UsageError  # noqa: E402
+from .evaluation import evaluate_run  # noqa: E402
+from .explain import explain_run  # noqa: E402
 from .images import inspect_image, load_folder, prepare, read_image  # noqa: E402
 from .models import MODELS, create_model, summarize  # noqa: E402
 from .predict import predict, predict_files, predict_proba  # noqa: E402
 from .recipes import RECIPES, Recipe, get_recipe, with_overrides  # noqa: E402
+from .report import write_report  # noqa: E402
 from .runs import load_run, train_recipe  # noqa: E402
 from .train import evaluate, fit  # noqa: E402
 
 __all__ = [
-    "DATASETS", "MODELS", "RECIPES", "CnnlabError", "ImageSet", "Recipe", "UsageError", "create_model", "evaluate",
-    "fit", "get_recipe", "inspect_image", "load_dataset", "load_folder", "load_run", "predict", "predict_files",
-    "predict_proba", "prepare", "read_image", "split", "summarize", "train_recipe", "with_overrides",
+    "DATASETS", "MODELS", "RECIPES", "CnnlabError", "ImageSet", "Recipe", "UsageError", "compare_runs",
+    "create_model", "evaluate", "evaluate_run", "explain_run", "fit", "get_recipe", "inspect_image", "list_runs",
+    "load_dataset", "load_folder", "load_run", "predict", "predict_files", "predict_proba", "prepare", "read_image",
+    "split", "summarize", "train_recipe", "with_overrides", "write_report",
 ]

@@ -41,7 +41,7 @@ def _train(args: argparse.Namespace) -> int:
     folder = None if args.data is None else load_folder(
         args.data, (args.channels, *(args.size or (None, None))), args.preprocess or "crop", strict=args.strict)
     run_dir = train_recipe(recipe, data_dir=args.data_dir, runs_dir=args.runs_dir, verbose=not args.quiet,
-                           folder=folder)
+                           folder=folder, tensorboard=args.tensorboard)
     print(run_dir)
     return 0
 
@@ -168,12 +168,54 @@ def _recipes(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from .runs import load_run, load_test_set
-    from .train import evaluate, resolve_device
+    from rich.console import Console
 
-    run = load_run(args.run_dir)
-    metrics = evaluate(run.model, load_test_set(run.info, args.data_dir), run.recipe, resolve_device(args.device))
-    print(f"Test loss: {metrics['loss']:.4f} - test accuracy: {metrics['accuracy']:.4f}")
+    from .evaluation import describe_confused, evaluate_run, format_scores
+
+    evaluation, files = evaluate_run(args.run_dir, data_dir=args.data_dir, device=args.device)
+    print(f"Test loss: {evaluation.loss:.4f} - test accuracy: {evaluation.accuracy:.4f}")
+    Console(highlight=False).print(format_scores(evaluation))
+    print("Most confused (true → predicted):", *describe_confused(evaluation) or ["none"], sep="\n  ")
+    print(f"Wrote {len(files)} files to {files[0].parent}")
+    return 0
+
+
+def _explain(args: argparse.Namespace) -> int:
+    from .explain import describe_stages, explain_run
+
+    explanation = explain_run(args.run_dir, args.image, index=args.index, data_dir=args.data_dir, device=args.device)
+    truth = f" (true: {explanation.label})" if explanation.label is not None else ""
+    print(f"{explanation.source}: predicted {explanation.predicted} ({explanation.probability:.1%}){truth}")
+    print(describe_stages(explanation))
+    print(*explanation.notes, *explanation.files, sep="\n")
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from .report import write_report
+
+    print(write_report(args.run_dir, data_dir=args.data_dir, device=args.device))
+    return 0
+
+
+def _runs(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from .compare import compare_runs, format_differences, format_runs, list_runs
+
+    console = Console(highlight=False)
+    if not console.is_terminal:  # piped or captured: no screen to fit, so never cut a run's name short
+        console.width = 200
+    if args.items[:1] == ["compare"]:
+        records, differences, figure = compare_runs(args.items[1:], out=args.out)
+        console.print(format_differences(records, differences))
+        print(figure)
+        return 0
+    if len(args.items) > 1:
+        raise UsageError(f"runs {' '.join(args.items)}: give one folder to list, or `runs compare RUN RUN...`")
+    folder = args.items[0] if args.items else "runs"
+    records = list_runs(folder)
+    console.print(format_runs(records) if records else f"no runs in {folder}")
     return 0
 
 
@@ -208,18 +250,39 @@ def build_parser() -> argparse.ArgumentParser:
                                           "/usr/share/datasets, then download)")
     train.add_argument("--runs-dir", default="runs", help="where run folders go (default: runs)")
     train.add_argument("--quiet", action="store_true", help="print only the run folder")
+    train.add_argument("--tensorboard", action="store_true", help="also log each epoch for TensorBoard under "
+                                                                  "RUN_DIR/tensorboard (needs cnnlab[tensorboard])")
     train.set_defaults(func=_train)
 
     recipes = commands.add_parser("recipes", help="list the recipes, or show one in full")
     recipes.add_argument("name", nargs="?", help="a recipe to show field by field")
     recipes.set_defaults(func=_recipes)
 
-    evaluate = commands.add_parser("evaluate", help="reload a run and evaluate it on its test set")
-    evaluate.add_argument("run_dir", type=Path, help="a run folder written by `cnnlab train`")
-    evaluate.add_argument("--data-dir", help="folder holding the data set's files (for a --data run: the folder, "
-                                             "if it has moved)")
-    evaluate.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
-    evaluate.set_defaults(func=_evaluate)
+    def run_command(name: str, func, summary: str) -> argparse.ArgumentParser:
+        """A subcommand that reads one run folder and its test data."""
+        command = commands.add_parser(name, help=summary)
+        command.add_argument("run_dir", type=Path, help="a run folder written by `cnnlab train`")
+        command.add_argument("--data-dir", help="folder holding the data set's files (for a --data run: the "
+                                                "folder, if it has moved)")
+        command.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+        command.set_defaults(func=func)
+        return command
+
+    run_command("evaluate", _evaluate, "reload a run and evaluate it on its test set: per-class scores, "
+                                       "confusion matrix, worst mistakes")
+    explain = run_command("explain", _explain, "draw what a run's network sees: filters, feature maps and the "
+                                               "pixels behind a prediction")
+    explain.add_argument("image", nargs="?", type=Path, help="an image file (default: a test image, see --index)")
+    explain.add_argument("--index", type=int, default=0, help="which test image, when no IMAGE is given (default 0)")
+    run_command("report", _report, "write one self-contained HTML page about a run")
+
+    runs = commands.add_parser("runs", help="list the runs in a folder, or `runs compare RUN RUN...`",
+                               usage="cnnlab runs [DIR] | cnnlab runs compare RUN RUN... [--out PNG]")
+    runs.add_argument("items", nargs="*", metavar="DIR | compare RUN...",
+                      help="a folder of runs to list (default: runs), or 'compare' and two or more run folders")
+    runs.add_argument("--out", type=Path, help="with compare: where the figure goes (default: compare.png "
+                                               "beside the first run)")
+    runs.set_defaults(func=_runs)
 
     inspect = commands.add_parser("inspect", help="size, mode, array and network shapes of image files (lab 1)")
     inspect.add_argument("images", nargs="+", metavar="IMAGE", help="image files (PNG, JPEG, BMP, GIF, WebP, TIFF…)")

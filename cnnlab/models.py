@@ -112,29 +112,37 @@ class LayerRow:
     params: int
 
 
-def summarize(model: nn.Module, in_shape: Shape) -> list[LayerRow]:
-    """One row per leaf layer, found by running one blank image through the model."""
-    rows: list[LayerRow] = []
+def trace(model: nn.Module, images: torch.Tensor) -> list[tuple[str, nn.Module, torch.Tensor]]:
+    """Each leaf layer's name, module and output (batch axis kept), in the order they ran on ``images``.
+
+    Runs in eval mode without gradients; the model's mode is restored afterwards.
+    """
+    outputs: list[tuple[str, nn.Module, torch.Tensor]] = []
     hooks = []
     for name, module in model.named_modules():
         if next(module.children(), None) is not None:
             continue  # containers: their leaves are listed instead
 
         def record(module, inputs, output, name=name):
-            rows.append(LayerRow(name, type(module).__name__, tuple(output.shape[1:]),
-                                 sum(p.numel() for p in module.parameters())))
+            outputs.append((name, module, output))
         hooks.append(module.register_forward_hook(record))
-    device = next(model.parameters()).device
     was_training = model.training
     try:
         model.eval()
         with torch.no_grad():
-            model(torch.zeros((1, *in_shape), device=device))
+            model(images)
     finally:
         model.train(was_training)
         for hook in hooks:
             hook.remove()
-    return rows
+    return outputs
+
+
+def summarize(model: nn.Module, in_shape: Shape) -> list[LayerRow]:
+    """One row per leaf layer, found by running one blank image through the model."""
+    blank = torch.zeros((1, *in_shape), device=next(model.parameters()).device)
+    return [LayerRow(name, type(module).__name__, tuple(output.shape[1:]), sum(p.numel() for p in module.parameters()))
+            for name, module, output in trace(model, blank)]
 
 
 def count_params(model: nn.Module) -> int:

@@ -28,7 +28,7 @@ def show_image(axis, image: torch.Tensor | np.ndarray) -> None:
     axis.set_yticks([])
 
 
-def _save(figure, path: Path) -> None:
+def save_figure(figure, path: Path) -> None:
     from .runs import atomic_write
     import io
 
@@ -48,7 +48,7 @@ def plot_sample(image: torch.Tensor, label: int, classes: Sequence[str], path: P
     figure, axis = plt.subplots(figsize=(3, 3))
     show_image(axis, image)
     axis.set_title(f"Training sample: {_label_text(label, classes)}")
-    _save(figure, path)
+    save_figure(figure, path)
 
 
 def plot_curves(history: list[EpochResult], metric: str, path: Path) -> None:
@@ -62,7 +62,7 @@ def plot_curves(history: list[EpochResult], metric: str, path: Path) -> None:
     axis.set_title(f"{metric.capitalize()} per epoch")
     axis.grid(alpha=0.3)
     axis.legend()
-    _save(figure, path)
+    save_figure(figure, path)
 
 
 def plot_predictions(images: torch.Tensor, labels: Sequence[int], predicted: Sequence[int],
@@ -76,7 +76,7 @@ def plot_predictions(images: torch.Tensor, labels: Sequence[int], predicted: Seq
         if named:
             title += f"\n{classes[label]} / {classes[guess]}"
         axis.set_title(title, fontsize=10, color="black" if label == guess else "crimson")
-    _save(figure, path)
+    save_figure(figure, path)
 
 
 def plot_image(image: torch.Tensor | np.ndarray, title: str, path: Path) -> None:
@@ -84,7 +84,7 @@ def plot_image(image: torch.Tensor | np.ndarray, title: str, path: Path) -> None
     figure, axis = plt.subplots(figsize=(4, 4))
     show_image(axis, image)
     axis.set_title(title, fontsize=9)
-    _save(figure, path)
+    save_figure(figure, path)
 
 
 def plot_probabilities(image: torch.Tensor, probabilities: torch.Tensor, classes: Sequence[str], title: str,
@@ -102,7 +102,7 @@ def plot_probabilities(image: torch.Tensor, probabilities: torch.Tensor, classes
     right.set_xlim(0, 1)
     right.set_xlabel("probability")
     figure.suptitle(title, fontsize=10)
-    _save(figure, path)
+    save_figure(figure, path)
 
 
 def figure_path(folder: Path, source: str | Path, taken: set[Path]) -> Path:

@@ -89,6 +89,24 @@ def read_history(path: Path) -> list[EpochResult]:
                 for r in csv.DictReader(f)]
 
 
+def tensorboard_writer(folder: Path):
+    """A TensorBoard SummaryWriter logging into ``folder``; needs the optional ``tensorboard`` package."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise CnnlabError("--tensorboard needs the tensorboard package: pip install 'cnnlab[tensorboard]'") from None
+    return SummaryWriter(str(folder))
+
+
+def log_epoch(writer, row: EpochResult) -> None:
+    """history.csv's numbers for one epoch, as TensorBoard scalars, flushed so a crashed run keeps them."""
+    for metric in ("loss", "accuracy"):
+        writer.add_scalar(f"{metric}/train", getattr(row, metric), row.epoch)
+        writer.add_scalar(f"{metric}/validation", getattr(row, f"val_{metric}"), row.epoch)
+    writer.add_scalar("seconds_per_epoch", row.seconds, row.epoch)
+    writer.flush()
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Weights: safetensors, checked on the way in
 # ---------------------------------------------------------------------------------------------------------
@@ -249,11 +267,12 @@ def load_test_set(info: ModelInfo, data_dir: str | os.PathLike | None = None) ->
 # A recipe, start to finish: the tutorial's steps 1–11 into one run folder
 # ---------------------------------------------------------------------------------------------------------
 def train_recipe(recipe: Recipe, data_dir: str | os.PathLike | None = None, runs_dir: str | os.PathLike = "runs",
-                 verbose: bool = True, folder: "ImageFolder | None" = None) -> Path:
+                 verbose: bool = True, folder: "ImageFolder | None" = None, tensorboard: bool = False) -> Path:
     """Load and split the data, build the model, fit, evaluate on the test set, save everything; the run folder.
 
     ``folder`` (from ``cnnlab.images.load_folder``) replaces the recipe's data set: its own val/ replaces the
-    split, and without a test/ there is no test evaluation.
+    split, and without a test/ there is no test evaluation. ``tensorboard`` also logs each epoch under
+    ``RUN_DIR/tensorboard/``.
     """
     from rich.console import Console
 
@@ -270,6 +289,7 @@ def train_recipe(recipe: Recipe, data_dir: str | os.PathLike | None = None, runs
         raise CnnlabError(f"recipe {recipe.name!r} trains on {recipe.dataset!r}; a folder of your own images "
                           "goes with --data FOLDER (and dataset 'folder')")
     run_dir = new_run_dir(runs_dir, recipe.name)  # before the data: an unwritable folder fails fast
+    board = tensorboard_writer(run_dir / "tensorboard") if tensorboard else None  # so does a missing package
 
     if folder is None:
         (train_all, test), val = load_dataset(recipe.dataset, data_dir), None
@@ -293,10 +313,14 @@ def train_recipe(recipe: Recipe, data_dir: str | os.PathLike | None = None, runs
 
     def checkpoint(state) -> None:
         write_history(run_dir / "history.csv", state.history)
+        if board is not None:
+            log_epoch(board, state.history[-1])
 
     started = time.perf_counter()
     history = fit(model, train, val, recipe, device, on_epoch_end=checkpoint, verbose=verbose)
     train_seconds = time.perf_counter() - started
+    if board is not None:
+        board.close()
 
     if test is not None:
         test_metrics = evaluate(model, test, recipe, device)

@@ -86,3 +86,19 @@ def fake_cifar(tmp_path) -> Path:
 @pytest.fixture
 def runs_dir(tmp_path) -> Path:
     return tmp_path / "runs"
+
+
+@pytest.fixture(scope="session")
+def trained_runs(tmp_path_factory) -> dict[str, Path]:
+    """A CNN and an MLP trained briefly on fake digits (enough to learn them), and the data folder.
+
+    Shared by the tests that look at finished runs; a test that writes into a run should copy it first.
+    """
+    from cnnlab import get_recipe, train_recipe, with_overrides
+
+    data = make_idx_dataset(tmp_path_factory.mktemp("data") / "mnist")
+    runs = tmp_path_factory.mktemp("runs")
+    settings = {"optimizer": "adam", "batch_size": 32, "device": "cpu"}
+    return {"data": data,
+            "cnn": train_recipe(with_overrides(get_recipe("mnist-cnn"), {**settings, "epochs": 2}), data, runs, False),
+            "mlp": train_recipe(with_overrides(get_recipe("mnist-mlp"), {**settings, "epochs": 3}), data, runs, False)}

@@ -189,7 +189,7 @@ def test_folder_with_train_val_test_reloads_for_evaluate(tmp_path, runs_dir, cap
     assert metrics["test_accuracy"] is not None
     assert cli.main(["evaluate", out]) == 0
     evaluated = capsys.readouterr().out
-    assert evaluated.strip().endswith(f"test accuracy: {metrics['test_accuracy']:.4f}")
+    assert evaluated.splitlines()[0].endswith(f"test accuracy: {metrics['test_accuracy']:.4f}")
 
     moved = tmp_path / "moved"
     root.rename(moved)

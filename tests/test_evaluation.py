@@ -1,0 +1,72 @@
+"""`cnnlab evaluate`: per-class scores, the confusion matrix, confused pairs and worst mistakes."""
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+
+import pytest
+import torch
+from PIL import Image
+
+from cnnlab import cli
+from cnnlab.evaluation import class_scores, confusion_matrix, most_confused, worst_mistakes
+
+LABELS = torch.tensor([0, 0, 1, 1, 2, 2])
+PREDICTED = torch.tensor([0, 1, 1, 1, 0, 2])
+
+
+def test_confusion_and_scores_by_hand():
+    confusion = confusion_matrix(LABELS, PREDICTED, 4)  # class 3: never seen, never predicted
+    assert confusion.tolist() == [[1, 1, 0, 0], [0, 2, 0, 0], [1, 0, 1, 0], [0, 0, 0, 0]]
+    scores = class_scores(confusion, ("a", "b", "c", "d"))
+    assert [s.name for s in scores] == ["a", "b", "c", "d"]
+    assert [s.precision for s in scores] == pytest.approx([1 / 2, 2 / 3, 1, 0])
+    assert [s.recall for s in scores] == pytest.approx([1 / 2, 1, 1 / 2, 0])
+    assert [s.f1 for s in scores] == pytest.approx([1 / 2, 0.8, 2 / 3, 0])
+    assert [s.support for s in scores] == [2, 2, 2, 0]
+    assert most_confused(confusion) == [(0, 1, 1), (2, 0, 1)]  # true→predicted, off the diagonal only
+
+
+def test_worst_mistakes_are_the_most_confident_wrong_ones():
+    probabilities = torch.tensor([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.05, 0.95], [0.7, 0.3]])
+    labels = torch.tensor([0, 0, 1, 0, 0])  # wrong: #1 (0.8), #2 (0.6), #3 (0.95)
+    mistakes = worst_mistakes(probabilities, labels, count=2)
+    assert [(m.index, m.label, m.predicted) for m in mistakes] == [(3, 0, 1), (1, 0, 1)]
+    assert mistakes[0].probability == pytest.approx(0.95)
+
+
+def test_evaluate_writes_its_files_and_keeps_the_tutorial_line(trained_runs, tmp_path, capsys):
+    run_dir = shutil.copytree(trained_runs["cnn"], tmp_path / "run")
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert cli.main(["evaluate", str(run_dir), "--data-dir", str(trained_runs["data"]), "--device", "cpu"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == f"Test loss: {metrics['test_loss']:.4f} - test accuracy: {metrics['test_accuracy']:.4f}"
+    assert "precision" in out[1] + out[2] and any(line.startswith("Wrote 8 files") for line in out)
+
+    folder = run_dir / "evaluation"
+    with open(folder / "per_class.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["class"] for r in rows] == list("0123456789")
+    assert sum(int(r["support"]) for r in rows) == 60  # the fake test set
+    with open(folder / "confusion_counts.csv") as f:
+        counts = [[int(v) for v in row[1:]] for row in list(csv.reader(f))[1:]]
+    assert sum(map(sum, counts)) == 60
+    assert sum(counts[i][i] for i in range(10)) / 60 == pytest.approx(metrics["test_accuracy"])
+    with open(folder / "confusion_normalized.csv") as f:
+        shares = [[float(v) for v in row[1:]] for row in list(csv.reader(f))[1:]]
+    assert all(sum(row) == pytest.approx(1, abs=1e-3) for row in shares)
+    saved = json.loads((folder / "metrics.json").read_text())
+    assert saved["test_accuracy"] == metrics["test_accuracy"] and set(saved["per_class"]) == set("0123456789")
+    for name in ("confusion.png", "mistakes.png"):
+        with Image.open(folder / name) as image:
+            assert image.width > 400 and image.height > 150
+
+
+def test_evaluate_refuses_test_data_with_other_classes(trained_runs, tmp_path, capsys):
+    run_dir = shutil.copytree(trained_runs["cnn"], tmp_path / "run")
+    info = json.loads((run_dir / "model.json").read_text())
+    (run_dir / "model.json").write_text(json.dumps({**info, "classes": list("abcdefghij")}))
+    code = cli.main(["evaluate", str(run_dir), "--data-dir", str(trained_runs["data"]), "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert code == 1 and "trained on classes a, b" in err and "Traceback" not in err
