@@ -18,11 +18,11 @@ from .errors import CnnlabError, UsageError  # noqa: E402
 from .models import MODELS, create_model, summarize  # noqa: E402
 from .predict import predict, predict_proba  # noqa: E402
 from .recipes import RECIPES, Recipe, get_recipe, with_overrides  # noqa: E402
-from .runs import load_run, train_recipe  # noqa: E402
+from .runs import load_run, resume_run, train_recipe  # noqa: E402
 from .train import evaluate, fit  # noqa: E402
 
 __all__ = [
     "DATASETS", "MODELS", "RECIPES", "CnnlabError", "ImageSet", "Recipe", "UsageError", "create_model", "evaluate",
-    "fit", "get_recipe", "load_dataset", "load_run", "predict", "predict_proba", "split", "summarize",
-    "train_recipe", "with_overrides",
+    "fit", "get_recipe", "load_dataset", "load_run", "predict", "predict_proba", "resume_run", "split",
+    "summarize", "train_recipe", "with_overrides",
 ]

@@ -12,12 +12,12 @@ from pathlib import Path
 from .errors import CnnlabError, UsageError
 
 # Flags that replace one recipe field each; `--set FIELD=VALUE` reaches every other field.
-RECIPE_FLAGS = ("epochs", "batch_size", "optimizer", "lr", "seed", "val_fraction", "device")
+RECIPE_FLAGS = ("epochs", "batch_size", "optimizer", "lr", "seed", "val_fraction", "device", "deterministic")
 
 
 def _train(args: argparse.Namespace) -> int:
     from .recipes import get_recipe, with_overrides
-    from .runs import train_recipe
+    from .runs import resume_run, train_recipe
 
     overrides = {field: getattr(args, field) for field in RECIPE_FLAGS if getattr(args, field) is not None}
     for item in args.set:
@@ -25,8 +25,16 @@ def _train(args: argparse.Namespace) -> int:
         if not sep:
             raise UsageError(f"--set {item!r}: expected FIELD=VALUE, e.g. --set label_smoothing=0.1")
         overrides[field.strip().replace("-", "_")] = value
-    recipe = with_overrides(get_recipe(args.recipe), overrides)
-    run_dir = train_recipe(recipe, data_dir=args.data_dir, runs_dir=args.runs_dir, verbose=not args.quiet)
+    if args.resume:
+        if args.recipe or set(overrides) - {"epochs"}:
+            raise UsageError("--resume continues the run's own recipe: give no recipe name and, of its fields, "
+                             "only --epochs (to train further)")
+        run_dir = resume_run(args.resume, epochs=args.epochs, data_dir=args.data_dir, verbose=not args.quiet)
+    elif args.recipe:
+        recipe = with_overrides(get_recipe(args.recipe), overrides)
+        run_dir = train_recipe(recipe, data_dir=args.data_dir, runs_dir=args.runs_dir, verbose=not args.quiet)
+    else:
+        raise UsageError("name a recipe (`cnnlab recipes` lists them), or --resume RUN_DIR")
     print(run_dir)
     return 0
 
@@ -70,10 +78,15 @@ def _evaluate(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cnnlab", description="Train, evaluate and look inside image classifiers.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
+    # --debug after the command too; SUPPRESS keeps a subcommand from resetting one given before it
+    debug = argparse.ArgumentParser(add_help=False)
+    debug.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    train = commands.add_parser("train", help="train a recipe into a new run folder")
-    train.add_argument("recipe", help="a recipe name (see `cnnlab recipes`)")
+    train = commands.add_parser("train", parents=[debug], help="train a recipe into a new run folder")
+    train.add_argument("recipe", nargs="?", help="a recipe name (see `cnnlab recipes`)")
+    train.add_argument("--resume", type=Path, metavar="RUN_DIR",
+                       help="continue an interrupted run from its last checkpoint (with --epochs: train further)")
     train.add_argument("--epochs", help="passes over the training split")
     train.add_argument("--batch-size", dest="batch_size", help="images per optimiser step")
     train.add_argument("--optimizer", help="sgd, adam, adamw, nadam, rmsprop or adagrad")
@@ -81,6 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", help="seed for weights, shuffling and dropout")
     train.add_argument("--val-fraction", dest="val_fraction", help="share of training images held out (0–1)")
     train.add_argument("--device", help="auto, cpu, cuda, cuda:N or mps")
+    train.add_argument("--deterministic", action="store_const", const=True,
+                       help="deterministic CUDA kernels (slower); CPU runs repeat exactly without it")
     train.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                        help="replace any recipe field (repeatable)")
     train.add_argument("--data-dir", help="folder holding the data set's files (else CNNLAB_DATA, the cache, "
@@ -89,11 +104,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--quiet", action="store_true", help="print only the run folder")
     train.set_defaults(func=_train)
 
-    recipes = commands.add_parser("recipes", help="list the recipes, or show one in full")
+    recipes = commands.add_parser("recipes", parents=[debug], help="list the recipes, or show one in full")
     recipes.add_argument("name", nargs="?", help="a recipe to show field by field")
     recipes.set_defaults(func=_recipes)
 
-    evaluate = commands.add_parser("evaluate", help="reload a run and evaluate it on its test set")
+    evaluate = commands.add_parser("evaluate", parents=[debug], help="reload a run and evaluate it on its test set")
     evaluate.add_argument("run_dir", type=Path, help="a run folder written by `cnnlab train`")
     evaluate.add_argument("--data-dir", help="folder holding the data set's files")
     evaluate.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
@@ -109,19 +124,20 @@ def main(argv: list[str] | None = None) -> int:
         return int(exit_.code or 0)
     try:
         return args.func(args)
-    except UsageError as error:
+    except KeyboardInterrupt as interrupt:
+        return _fail(f"interrupted{f': {interrupt}' if str(interrupt) else ''}", 130)
+    except Exception as error:
         if args.debug:
             raise
-        print(f"cnnlab: error: {error}", file=sys.stderr)
-        return 2
-    except CnnlabError as error:
-        if args.debug:
-            raise
-        print(f"cnnlab: error: {error}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("cnnlab: interrupted", file=sys.stderr)
-        return 130
+        if isinstance(error, CnnlabError):
+            return _fail(f"error: {error}", 2 if isinstance(error, UsageError) else 1)
+        # A fault no check foresaw (a bug, a full disk): one line all the same, and how to see more.
+        return _fail(f"error: {type(error).__name__}: {error} (--debug shows the traceback)", 1)
+
+
+def _fail(message: str, code: int) -> int:
+    print("cnnlab: " + " ".join(message.splitlines()), file=sys.stderr)
+    return code
 
 
 if __name__ == "__main__":
