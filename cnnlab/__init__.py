@@ -27,12 +27,12 @@ from .models import MODELS, create_model, summarize  # noqa: E402
 from .predict import predict, predict_files, predict_proba  # noqa: E402
 from .recipes import RECIPES, Recipe, get_recipe, with_overrides  # noqa: E402
 from .report import write_report  # noqa: E402
-from .runs import load_run, train_recipe  # noqa: E402
+from .runs import load_run, resume_run, train_recipe  # noqa: E402
 from .train import evaluate, fit  # noqa: E402
 
 __all__ = [
     "DATASETS", "MODELS", "RECIPES", "CnnlabError", "ImageSet", "Recipe", "UsageError", "compare_runs",
     "create_model", "evaluate", "evaluate_run", "explain_run", "fit", "get_recipe", "inspect_image", "list_runs",
     "load_dataset", "load_folder", "load_run", "predict", "predict_files", "predict_proba", "prepare", "read_image",
-    "split", "summarize", "train_recipe", "with_overrides", "write_report",
+    "resume_run", "split", "summarize", "train_recipe", "with_overrides", "write_report",
 ]

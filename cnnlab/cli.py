@@ -12,14 +12,14 @@ from pathlib import Path
 from .errors import CnnlabError, UsageError
 
 # Flags that replace one recipe field each; `--set FIELD=VALUE` reaches every other field.
-RECIPE_FLAGS = ("model", "epochs", "batch_size", "optimizer", "lr", "seed", "val_fraction", "device")
+RECIPE_FLAGS = ("model", "epochs", "batch_size", "optimizer", "lr", "seed", "val_fraction", "device", "deterministic")
 FOLDER_FLAGS = ("size", "channels", "preprocess", "strict")  # only with --data
 
 
 def _train(args: argparse.Namespace) -> int:
     from .images import load_folder
     from .recipes import FOLDER_RECIPE, get_recipe, with_overrides
-    from .runs import train_recipe
+    from .runs import resume_run, train_recipe
 
     overrides = {field: getattr(args, field) for field in RECIPE_FLAGS if getattr(args, field) is not None}
     for item in args.set:
@@ -27,9 +27,16 @@ def _train(args: argparse.Namespace) -> int:
         if not sep:
             raise UsageError(f"--set {item!r}: expected FIELD=VALUE, e.g. --set label_smoothing=0.1")
         overrides[field.strip().replace("-", "_")] = value
+    if args.resume:
+        if args.recipe or args.data or set(overrides) - {"epochs"}:
+            raise UsageError("--resume continues the run's own recipe and data: give no recipe name, no --data "
+                             "and, of the recipe's fields, only --epochs (to train further)")
+        print(resume_run(args.resume, epochs=args.epochs, data_dir=args.data_dir, verbose=not args.quiet))
+        return 0
     if args.data is None:
         if args.recipe is None:
-            raise UsageError("give a recipe (see `cnnlab recipes`) or --data FOLDER of your own images")
+            raise UsageError("name a recipe (`cnnlab recipes` lists them), --data FOLDER of your own images, "
+                             "or --resume RUN_DIR")
         given = [f"--{flag}" for flag in FOLDER_FLAGS if getattr(args, flag) not in (None, False)]
         if given:
             raise UsageError(f"{', '.join(given)} only go with --data FOLDER")
@@ -222,9 +229,12 @@ def _runs(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cnnlab", description="Train, evaluate and look inside image classifiers.")
     parser.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
+    # --debug after the command too; SUPPRESS keeps a subcommand from resetting one given before it
+    debug = argparse.ArgumentParser(add_help=False)
+    debug.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    train = commands.add_parser("train", help="train a recipe, or a folder of your own images, into a new run folder")
+    train = commands.add_parser("train", parents=[debug], help="train a recipe, or a folder of your own images, into a new run folder")
     train.add_argument("recipe", nargs="?", help="a recipe name (see `cnnlab recipes`); optional with --data")
     train.add_argument("--data", type=Path, metavar="FOLDER",
                        help="your own images: one sub-folder per class, optionally inside train/, val/, test/")
@@ -237,6 +247,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="with --data: digit (MNIST-style), grey-fit (Fashion-MNIST-style) or crop (default)")
     train.add_argument("--strict", action="store_true", help="with --data: stop at an unreadable image "
                                                              "instead of skipping it")
+    train.add_argument("--resume", type=Path, metavar="RUN_DIR",
+                       help="continue an interrupted run from its last checkpoint (with --epochs: train further)")
     train.add_argument("--epochs", help="passes over the training split")
     train.add_argument("--batch-size", dest="batch_size", help="images per optimiser step")
     train.add_argument("--optimizer", help="sgd, adam, adamw, nadam, rmsprop or adagrad")
@@ -244,6 +256,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", help="seed for weights, shuffling and dropout")
     train.add_argument("--val-fraction", dest="val_fraction", help="share of training images held out (0–1)")
     train.add_argument("--device", help="auto, cpu, cuda, cuda:N or mps")
+    train.add_argument("--deterministic", action="store_const", const=True,
+                       help="deterministic CUDA kernels (slower); CPU runs repeat exactly without it")
     train.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                        help="replace any recipe field (repeatable)")
     train.add_argument("--data-dir", help="folder holding the data set's files (else CNNLAB_DATA, the cache, "
@@ -254,13 +268,13 @@ def build_parser() -> argparse.ArgumentParser:
                                                                   "RUN_DIR/tensorboard (needs cnnlab[tensorboard])")
     train.set_defaults(func=_train)
 
-    recipes = commands.add_parser("recipes", help="list the recipes, or show one in full")
+    recipes = commands.add_parser("recipes", parents=[debug], help="list the recipes, or show one in full")
     recipes.add_argument("name", nargs="?", help="a recipe to show field by field")
     recipes.set_defaults(func=_recipes)
 
     def run_command(name: str, func, summary: str) -> argparse.ArgumentParser:
         """A subcommand that reads one run folder and its test data."""
-        command = commands.add_parser(name, help=summary)
+        command = commands.add_parser(name, parents=[debug], help=summary)
         command.add_argument("run_dir", type=Path, help="a run folder written by `cnnlab train`")
         command.add_argument("--data-dir", help="folder holding the data set's files (for a --data run: the "
                                                 "folder, if it has moved)")
@@ -276,7 +290,7 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--index", type=int, default=0, help="which test image, when no IMAGE is given (default 0)")
     run_command("report", _report, "write one self-contained HTML page about a run")
 
-    runs = commands.add_parser("runs", help="list the runs in a folder, or `runs compare RUN RUN...`",
+    runs = commands.add_parser("runs", parents=[debug], help="list the runs in a folder, or `runs compare RUN RUN...`",
                                usage="cnnlab runs [DIR] | cnnlab runs compare RUN RUN... [--out PNG]")
     runs.add_argument("items", nargs="*", metavar="DIR | compare RUN...",
                       help="a folder of runs to list (default: runs), or 'compare' and two or more run folders")
@@ -284,14 +298,14 @@ def build_parser() -> argparse.ArgumentParser:
                                                "beside the first run)")
     runs.set_defaults(func=_runs)
 
-    inspect = commands.add_parser("inspect", help="size, mode, array and network shapes of image files (lab 1)")
+    inspect = commands.add_parser("inspect", parents=[debug], help="size, mode, array and network shapes of image files (lab 1)")
     inspect.add_argument("images", nargs="+", metavar="IMAGE", help="image files (PNG, JPEG, BMP, GIF, WebP, TIFF…)")
     inspect.add_argument("--save", type=Path, metavar="PATH",
                          help="write a figure of the image to PATH (with several images: PATH is a folder)")
     inspect.add_argument("--values", action="store_true", help="print the array's values too")
     inspect.set_defaults(func=_inspect)
 
-    predict = commands.add_parser("predict", help="predict image files with a trained run")
+    predict = commands.add_parser("predict", parents=[debug], help="predict image files with a trained run")
     predict.add_argument("run_dir", type=Path, help="a run folder written by `cnnlab train`")
     predict.add_argument("images", nargs="*", metavar="IMAGE", help="image files; bad ones are reported and skipped")
     predict.add_argument("--top", type=int, default=3, metavar="K", help="classes shown per image (default: 3)")
@@ -314,19 +328,20 @@ def main(argv: list[str] | None = None) -> int:
         return int(exit_.code or 0)
     try:
         return args.func(args)
-    except UsageError as error:
+    except KeyboardInterrupt as interrupt:
+        return _fail(f"interrupted{f': {interrupt}' if str(interrupt) else ''}", 130)
+    except Exception as error:
         if args.debug:
             raise
-        print(f"cnnlab: error: {error}", file=sys.stderr)
-        return 2
-    except CnnlabError as error:
-        if args.debug:
-            raise
-        print(f"cnnlab: error: {error}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("cnnlab: interrupted", file=sys.stderr)
-        return 130
+        if isinstance(error, CnnlabError):
+            return _fail(f"error: {error}", 2 if isinstance(error, UsageError) else 1)
+        # A fault no check foresaw (a bug, a full disk): one line all the same, and how to see more.
+        return _fail(f"error: {type(error).__name__}: {error} (--debug shows the traceback)", 1)
+
+
+def _fail(message: str, code: int) -> int:
+    print("cnnlab: " + " ".join(message.splitlines()), file=sys.stderr)
+    return code
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ import tarfile
 import tempfile
 import urllib.error
 import urllib.request
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -312,7 +313,7 @@ def _read_bytes(path: Path) -> bytes:
         opener = gzip.open if head == b"\x1f\x8b" else open
         with opener(path, "rb") as f:
             return f.read()
-    except (EOFError, gzip.BadGzipFile, OSError, ValueError) as error:
+    except (EOFError, OSError, ValueError, zlib.error) as error:  # zlib.error: a damaged deflate stream
         raise CnnlabError(f"{path}: cannot be read ({_reason(error)}); delete it and download it again") from None
 
 
@@ -328,48 +329,77 @@ def parse_idx(raw: bytes, source: str = "IDX data") -> np.ndarray:
         raise CnnlabError(f"{source}: IDX header cut short; delete it and download it again")
     dims = struct.unpack(f">{ndim}I", raw[4:header])
     expected = math.prod(dims)
+    if expected == 0:
+        raise CnnlabError(f"{source}: IDX header says {'×'.join(map(str, dims))}: no data; download it again")
     if len(raw) - header != expected:
         raise CnnlabError(f"{source}: holds {len(raw) - header} bytes of data but its header says "
                           f"{'×'.join(map(str, dims))} = {expected}; the file is damaged, download it again")
     return np.frombuffer(raw, dtype=np.uint8, offset=header).reshape(dims)
 
 
-_ALLOWED_GLOBALS = {
-    ("numpy.core.multiarray", "_reconstruct"),
-    ("numpy._core.multiarray", "_reconstruct"),
-    ("numpy", "ndarray"),
-    ("numpy", "dtype"),
-    ("_codecs", "encode"),  # how Python 3 writes bytes under pickle protocol 2
-}
+class _Dtype:
+    """What unpickling ``numpy.dtype`` gives: a plain number type made from its name. Its pickled state is
+    checked, never handed to NumPy, whose ``dtype.__setstate__`` trusts it (a crafted one corrupts memory)."""
+
+    NAMES = {f"{kind}{size}" for kind in "uif" for size in (1, 2, 4, 8)} | {"b1"}
+
+    def __init__(self, name: object, *flags: object):
+        if name not in self.NAMES:
+            raise pickle.UnpicklingError(f"dtype {name!r} is not allowed in a data file")
+        self.dtype = np.dtype(str(name))
+
+    def __setstate__(self, state: object) -> None:
+        # NumPy writes a plain dtype's state as (3, byte order, None, None, None, -1, -1, 0)
+        if not (isinstance(state, tuple) and len(state) == 8 and state[0] == 3 and state[1] in ("<", ">", "|", "=")
+                and state[2:] == (None, None, None, -1, -1, 0)):
+            raise pickle.UnpicklingError("a dtype's state is not that of a plain number type")
+        if state[1] in ("<", ">"):
+            self.dtype = self.dtype.newbyteorder(state[1])
+
+
+class _Array:
+    """What unpickling ``numpy.ndarray`` gives: ``array`` is read from its raw bytes by ``np.frombuffer``,
+    never by NumPy's ``ndarray.__setstate__``."""
+
+    array: np.ndarray | None = None
+
+    def __setstate__(self, state: object) -> None:
+        _version, shape, dtype, fortran, raw = state  # type: ignore[misc]  # a bad state raises, and is refused
+        if not (isinstance(shape, tuple) and all(type(n) is int and n >= 0 for n in shape)
+                and isinstance(dtype, _Dtype) and isinstance(fortran, bool) and isinstance(raw, (bytes, str))):
+            raise pickle.UnpicklingError("an array's state is malformed")
+        raw = raw.encode("latin1") if isinstance(raw, str) else raw  # Python 2's str, as CIFAR-10 was pickled
+        self.array = np.frombuffer(raw, dtype.dtype).reshape(shape, order="F" if fortran else "C")
+
+
+def _reconstruct(cls: object, shape: object, placeholder: object) -> _Array:
+    if cls is not _Array:
+        raise pickle.UnpicklingError("only plain NumPy arrays are allowed in a data file")
+    return _Array()
+
+
+def _encode(text: object, encoding: object = "utf-8") -> bytes:
+    if not isinstance(text, str) or encoding != "latin1":
+        raise pickle.UnpicklingError("only latin-1 text may become bytes in a data file")
+    return text.encode("latin1")
 
 
 class _BatchUnpickler(pickle.Unpickler):
-    """Admits only what CIFAR batches hold: dicts, lists, strings, numbers and plain numeric NumPy arrays."""
+    """Admits only what CIFAR batches hold: dicts, lists, strings, numbers and plain numeric arrays."""
+
+    GLOBALS = {
+        ("numpy.core.multiarray", "_reconstruct"): _reconstruct,
+        ("numpy._core.multiarray", "_reconstruct"): _reconstruct,
+        ("numpy", "ndarray"): _Array,
+        ("numpy", "dtype"): _Dtype,
+        ("_codecs", "encode"): _encode,  # how Python 3 writes bytes under pickle protocol 2
+    }
 
     def find_class(self, module: str, name: str):  # type: ignore[override]
-        if (module, name) not in _ALLOWED_GLOBALS:
-            raise pickle.UnpicklingError(f"{module}.{name} is not allowed in a data file")
-        if name == "dtype":
-            return _plain_dtype
-        if name == "_reconstruct":
-            return _reconstruct
-        if name == "encode":
-            import codecs
-            return codecs.encode
-        return np.ndarray
-
-
-def _plain_dtype(spec, *args):
-    dtype = np.dtype(spec, *args)
-    if dtype.hasobject:
-        raise pickle.UnpicklingError("object arrays are not allowed in a data file")
-    return dtype
-
-
-def _reconstruct(cls, shape, dtype):
-    if cls is not np.ndarray:
-        raise pickle.UnpicklingError("only plain NumPy arrays are allowed in a data file")
-    return np.ndarray.__new__(np.ndarray, shape, _plain_dtype(dtype))
+        try:
+            return self.GLOBALS[module, name]
+        except KeyError:
+            raise pickle.UnpicklingError(f"{module}.{name} is not allowed in a data file") from None
 
 
 def parse_cifar_batch(raw: bytes, source: str = "CIFAR batch") -> tuple[np.ndarray, np.ndarray]:
@@ -383,13 +413,15 @@ def parse_cifar_batch(raw: bytes, source: str = "CIFAR batch") -> tuple[np.ndarr
                           "delete it and download it again") from None
     if not isinstance(batch, dict) or "data" not in batch or "labels" not in batch:
         raise CnnlabError(f"{source}: not a CIFAR-10 batch (no 'data' and 'labels'); delete it and download it again")
-    images, labels = batch["data"], batch["labels"]
+    images, labels = (v.array if isinstance(v, _Array) else v for v in (batch["data"], batch["labels"]))
     if not isinstance(images, np.ndarray) or images.dtype != np.uint8 or images.ndim != 2 or images.shape[1] != 3072:
         raise CnnlabError(f"{source}: 'data' is not N×3072 uint8; delete it and download it again")
-    if not isinstance(labels, (list, np.ndarray)) or len(labels) != len(images) or \
-            not all(isinstance(v, (int, np.integer)) for v in labels):
-        raise CnnlabError(f"{source}: {len(labels) if hasattr(labels, '__len__') else '?'} labels for "
-                          f"{len(images)} images; delete it and download it again")
+    if isinstance(labels, np.ndarray):
+        labels = labels.tolist() if labels.ndim == 1 else None
+    if not isinstance(labels, list) or not all(type(v) is int and -2**63 <= v < 2**63 for v in labels):  # int64
+        raise CnnlabError(f"{source}: 'labels' is not a list of class numbers; delete it and download it again")
+    if len(labels) != len(images):
+        raise CnnlabError(f"{source}: {len(labels)} labels for {len(images)} images; delete it and download it again")
     return images.reshape(-1, 3, 32, 32), np.asarray(labels, dtype=np.int64)
 
 

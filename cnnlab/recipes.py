@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import re
 import types
 import typing
 from dataclasses import dataclass, fields, replace
@@ -35,6 +37,7 @@ class Recipe:
     split_seed: int = 9  # the split's RandomState seed; LABS.md step 2 (random_state=9)
     seed: int = 0  # weights, shuffling and dropout
     device: str = "auto"  # auto, cpu, cuda, cuda:N, mps
+    deterministic: bool = False  # deterministic CUDA kernels (slower); CPU runs are reproducible without it
 
     def resolved(self) -> "Recipe":
         """The recipe with defaults that depend on other fields filled in (the learning rate)."""
@@ -114,15 +117,31 @@ def parse_value(field: str, text: str) -> Any:
     raise UsageError(f"--{field.replace('_', '-')} {text!r}: expected {names}")
 
 
+def check_type(field: str, value: Any) -> Any:
+    """``value`` if it has the type of ``Recipe.<field>`` (an int passes for a float); else UsageError."""
+    hints = _field_types()
+    if field not in hints:
+        raise UsageError(f"unknown recipe field {field!r}: fields are {', '.join(hints)}")
+    options = typing.get_args(hints[field]) if isinstance(hints[field], types.UnionType) else (hints[field],)
+    for kind in options:
+        if value is None and kind is type(None) or kind in (bool, str) and isinstance(value, kind):
+            return value
+        if kind in (int, float) and isinstance(value, (int, kind)) and not isinstance(value, bool):
+            return kind(value)
+    names = " or ".join(getattr(o, "__name__", str(o)) for o in options)
+    raise UsageError(f"--{field.replace('_', '-')} {value!r}: expected {names}")
+
+
 def with_overrides(recipe: Recipe, overrides: dict[str, Any]) -> Recipe:
     """A copy of ``recipe`` with fields replaced (strings are parsed by the field's type), then checked."""
-    hints = _field_types()
-    parsed = {}
-    for field, value in overrides.items():
-        if field not in hints:
-            raise UsageError(f"unknown recipe field {field!r}: fields are {', '.join(hints)}")
-        parsed[field] = parse_value(field, value) if isinstance(value, str) else value
+    parsed = {field: parse_value(field, value) if isinstance(value, str) else check_type(field, value)
+              for field, value in overrides.items()}
     return validate(replace(recipe, **parsed))
+
+
+# A recipe's name names its run folder: no path separators, nothing hidden or unprintable, nothing the file
+# system cannot encode (lone surrogates).
+_FOLDER_NAME = re.compile(r"[^./\\\x00-\x1f\ud800-\udfff][^/\\\x00-\x1f\ud800-\udfff]{0,99}")
 
 
 def validate(recipe: Recipe) -> Recipe:
@@ -134,6 +153,14 @@ def validate(recipe: Recipe) -> Recipe:
     def bad(field: str, why: str) -> UsageError:
         return UsageError(f"--{field.replace('_', '-')} {getattr(recipe, field)!r}: {why}")
 
+    if not _FOLDER_NAME.fullmatch(recipe.name):
+        raise bad("name", "use 1–100 characters, not '/', '\\' or control characters, not a leading '.'")
+    for field in (f.name for f in fields(Recipe) if isinstance(getattr(recipe, f.name), float)):
+        if not math.isfinite(getattr(recipe, field)):
+            raise bad(field, "must be a finite number")
+    for field in ("seed", "split_seed"):
+        if not 0 <= getattr(recipe, field) < 2**32:  # what NumPy's RandomState accepts
+            raise bad(field, "must lie between 0 and 4294967295")
     if recipe.epochs < 1:
         raise bad("epochs", "must be at least 1")
     if recipe.batch_size < 1:
@@ -153,20 +180,22 @@ def validate(recipe: Recipe) -> Recipe:
         raise bad("dataset", f"choose one of {', '.join(DATASETS)}")
     if recipe.model not in MODELS:
         raise bad("model", f"choose one of {', '.join(MODELS)}")
-    device = recipe.device
-    if not (device in ("auto", "cpu", "cuda", "mps") or
-            (device.startswith("cuda:") and device[5:].isdigit())):
+    if not re.fullmatch(r"auto|cpu|mps|cuda(:[0-9]{1,3})?", recipe.device):
         raise bad("device", "choose auto, cpu, cuda, cuda:N or mps")
     return recipe
 
 
-def recipe_from_dict(data: dict[str, Any]) -> Recipe:
-    """Rebuild a recipe saved as JSON; fields this version does not know are refused, not ignored."""
-    known = {f.name for f in fields(Recipe)}
-    unknown = set(data) - known
+def recipe_from_dict(data: Any) -> Recipe:
+    """Rebuild a recipe saved as JSON, every field type-checked; fields this version does not know are refused."""
+    if not isinstance(data, dict):
+        raise UsageError("a recipe must be a JSON object of field: value")
+    unknown = set(data) - {f.name for f in fields(Recipe)}
     if unknown:
         raise UsageError(f"recipe has unknown fields {sorted(unknown)}; was it written by a newer cnnlab?")
-    return Recipe(**data)
+    missing = {"name", "dataset", "model"} - set(data)
+    if missing:
+        raise UsageError(f"recipe lacks the fields {sorted(missing)}")
+    return validate(Recipe(**{field: check_type(field, value) for field, value in data.items()}))
 
 
 def recipe_json(recipe: Recipe) -> str:

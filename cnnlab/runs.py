@@ -11,9 +11,11 @@ import io
 import json
 import os
 import platform
+import shutil
 import sys
 import tempfile
 import time
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,11 +24,13 @@ import torch
 from torch import nn
 
 from .data import ImageSet
-from .errors import CnnlabError
+from .errors import CnnlabError, UsageError
 from .recipes import Recipe, recipe_from_dict
 from .train import EpochResult
 
 if TYPE_CHECKING:
+    from rich.console import Console
+
     from .images import ImageFolder
 
 RUN_FORMAT = "cnnlab-run/1"
@@ -59,6 +63,11 @@ def atomic_write(path: Path, data: bytes | str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)  # the rename itself survives a power cut
+    finally:
+        os.close(directory)
 
 
 def write_json(path: Path, obj: Any) -> None:
@@ -70,7 +79,7 @@ def read_json(path: Path) -> Any:
         return json.loads(Path(path).read_text())
     except FileNotFoundError:
         raise CnnlabError(f"{path}: missing; is {Path(path).parent} a cnnlab run folder?") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+    except (ValueError, RecursionError) as error:  # bad JSON, bad UTF-8, too many digits, nested too deep
         raise CnnlabError(f"{path}: not valid JSON ({error}); the run folder is damaged") from None
 
 
@@ -84,9 +93,12 @@ def write_history(path: Path, history: list[EpochResult]) -> None:
 
 
 def read_history(path: Path) -> list[EpochResult]:
-    with open(path, newline="") as f:
-        return [EpochResult(int(r["epoch"]), *(float(r[k]) for k in HISTORY_FIELDS[1:]))
-                for r in csv.DictReader(f)]
+    try:
+        with open(path, newline="") as f:
+            return [EpochResult(int(r["epoch"]), *(float(r[k]) for k in HISTORY_FIELDS[1:]))
+                    for r in csv.DictReader(f)]
+    except (KeyError, TypeError, ValueError, csv.Error) as error:  # ValueError: bad numbers, bad UTF-8
+        raise CnnlabError(f"{path}: malformed ({error!r}); the run folder is damaged") from None
 
 
 def tensorboard_writer(folder: Path):
@@ -118,7 +130,7 @@ def save_weights(path: Path, model: nn.Module) -> None:
 
 
 def load_weights(path: Path, model: nn.Module) -> nn.Module:
-    """Load ``path`` into ``model``, refusing missing or extra keys, wrong shapes and non-finite values."""
+    """Load ``path`` into ``model`` (which may be built on the meta device: it then takes the file's tensors)."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
@@ -128,19 +140,25 @@ def load_weights(path: Path, model: nn.Module) -> nn.Module:
         raise CnnlabError(f"{path}: missing; the run has no weights (did training finish?)") from None
     except (SafetensorError, OSError, ValueError) as error:
         raise CnnlabError(f"{path}: not a readable safetensors file ({error}); the run folder is damaged") from None
-    expected = model.state_dict()
-    missing, extra = set(expected) - set(tensors), set(tensors) - set(expected)
-    if missing or extra:
-        raise CnnlabError(f"{path}: weights do not fit the model (missing {sorted(missing)[:3]}, "
-                          f"unexpected {sorted(extra)[:3]}); the run folder is damaged or from another model")
-    for key, tensor in tensors.items():
-        if tensor.shape != expected[key].shape:
-            raise CnnlabError(f"{path}: {key} has shape {tuple(tensor.shape)}, the model needs "
-                              f"{tuple(expected[key].shape)}; the run folder is damaged")
-        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
-            raise CnnlabError(f"{path}: {key} holds NaN or infinite values; the weights are unusable")
-    model.load_state_dict(tensors)
+    check_tensors(path, tensors, model.state_dict(), "the run folder is damaged or from another model")
+    model.load_state_dict(tensors, assign=True)
     return model
+
+
+def check_tensors(source: Path, tensors: dict[str, torch.Tensor], expected: dict[str, torch.Tensor],
+                  fix: str) -> None:
+    """Refuse missing or extra keys, other shapes or dtypes than ``expected``'s, and NaN or infinite values."""
+    missing, extra = sorted(set(expected) - set(tensors)), sorted(set(tensors) - set(expected))
+    if missing or extra:
+        what = [f"{name} {keys[:3]}" for name, keys in (("missing", missing), ("unexpected", extra)) if keys]
+        raise CnnlabError(f"{source}: tensors {' and '.join(what)}; {fix}")
+    for key, tensor in tensors.items():
+        want = expected[key]
+        if tensor.shape != want.shape or tensor.dtype != want.dtype:
+            raise CnnlabError(f"{source}: {key!r} is {tensor.dtype} {tuple(tensor.shape)}, where "
+                              f"{want.dtype} {tuple(want.shape)} is needed; {fix}")
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            raise CnnlabError(f"{source}: {key!r} holds NaN or infinite values; {fix}")
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -159,19 +177,28 @@ def new_run_dir(runs_dir: str | os.PathLike, name: str) -> Path:
                 break
             except FileExistsError:
                 continue
-        probe = run_dir / ".write-test"
-        probe.write_bytes(b"ok")
-        probe.unlink()
+        check_writable(run_dir)
     except OSError as error:
         raise CnnlabError(f"cannot write runs under {runs_dir} ({error.strerror or error}); "
                           "choose another folder with --runs-dir") from None
     return run_dir
 
 
+def check_writable(folder: Path) -> None:
+    """Raise OSError unless a file can be written in ``folder``."""
+    probe = folder / ".write-test"
+    probe.write_bytes(b"ok")
+    probe.unlink()
+
+
 def environment(device: torch.device) -> dict[str, Any]:
+    import numpy
+    import safetensors
+
     from . import __version__
 
     info = {"cnnlab": __version__, "python": sys.version.split()[0], "torch": torch.__version__,
+            "numpy": numpy.__version__, "safetensors": safetensors.__version__,
             "platform": platform.platform(), "device": str(device), "cpu_threads": torch.get_num_threads(),
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     if device.type == "cuda":
@@ -197,21 +224,25 @@ class ModelInfo:
         self.preprocess = self.preprocess or default_preprocess(self.dataset)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], source: Path) -> "ModelInfo":
+    def from_dict(cls, data: Any, source: Path) -> "ModelInfo":
         from .images import PREPROCESS
+        from .models import MODELS
 
-        if data.get("format") != RUN_FORMAT:
-            raise CnnlabError(f"{source}: format {data.get('format')!r} is not {RUN_FORMAT!r}; "
-                              "was it written by another version of cnnlab?")
-        if data.get("preprocess", "") not in ("", *PREPROCESS):
-            raise CnnlabError(f"{source}: unknown preprocessing {data['preprocess']!r}; "
-                              "was it written by a newer cnnlab?")
-        try:
-            return cls(model=str(data["model"]), in_shape=tuple(int(v) for v in data["in_shape"]),  # type: ignore
-                       classes=tuple(str(c) for c in data["classes"]), dataset=str(data["dataset"]),
-                       preprocess=str(data.get("preprocess", "")), folder=str(data.get("folder", "")))
-        except (KeyError, TypeError, ValueError) as error:
-            raise CnnlabError(f"{source}: missing or malformed field ({error}); the run folder is damaged") from None
+        if not isinstance(data, dict) or data.get("format") != RUN_FORMAT:
+            raise CnnlabError(f"{source}: not a {RUN_FORMAT!r} file; was it written by another version of cnnlab?")
+        model, in_shape, classes, dataset = (data.get(k) for k in ("model", "in_shape", "classes", "dataset"))
+        preprocess, folder = data.get("preprocess", ""), data.get("folder", "")
+        if not (isinstance(model, str) and model in MODELS and isinstance(dataset, str)
+                and isinstance(in_shape, list) and len(in_shape) == 3
+                and all(type(v) is int and 0 < v <= 2**16 for v in in_shape) and isinstance(classes, list)
+                and 0 < len(classes) <= 2**16 and all(isinstance(c, str) for c in classes)
+                and isinstance(folder, str) and isinstance(preprocess, str)):
+            raise CnnlabError(f"{source}: a field is missing or malformed (model, in_shape, classes, dataset, "
+                              "preprocess or folder); the run folder is damaged")
+        if preprocess not in ("", *PREPROCESS):
+            raise CnnlabError(f"{source}: unknown preprocessing {preprocess!r}; was it written by a newer cnnlab?")
+        return cls(model, tuple(in_shape), tuple(classes), dataset,  # type: ignore[arg-type]
+                   preprocess=preprocess, folder=folder)
 
 
 @dataclass
@@ -226,22 +257,45 @@ class Run:
     metrics: dict[str, Any]
 
 
-def save_run_files(run_dir: Path, recipe: Recipe, info: ModelInfo, device: torch.device) -> None:
+def save_run_files(run_dir: Path, recipe: Recipe, info: ModelInfo, device: torch.device,
+                   data_dir: str | os.PathLike | None = None) -> None:
     write_json(run_dir / "recipe.json", recipe.to_dict())
     write_json(run_dir / "model.json", asdict(info))
-    write_json(run_dir / "environment.json", environment(device))
+    write_json(run_dir / "environment.json", {
+        **environment(device), "seed": recipe.seed, "deterministic": recipe.deterministic,
+        "data_dir": None if data_dir is None else str(Path(data_dir).resolve()),  # where a resumed run looks
+    })
+
+
+def read_recipe(path: Path) -> Recipe:
+    try:
+        return recipe_from_dict(read_json(path))
+    except UsageError as error:  # a bad field here is a damaged file, not a bad command
+        raise CnnlabError(f"{path}: {error}; the run folder is damaged") from None
 
 
 def load_run(run_dir: str | os.PathLike) -> Run:
     """Rebuild a run's model from its folder (JSON and safetensors only) and read what it recorded."""
+    from .checkpoint import CHECKPOINT
     from .models import create_model
 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise CnnlabError(f"{run_dir}: no such run folder; `cnnlab train` prints the folder it writes")
-    recipe = recipe_from_dict(read_json(run_dir / "recipe.json"))
+    recipe = read_recipe(run_dir / "recipe.json")
     info = ModelInfo.from_dict(read_json(run_dir / "model.json"), run_dir / "model.json")
-    model = load_weights(run_dir / "weights.safetensors", create_model(info.model, info.in_shape, len(info.classes)))
+    # On the meta device, shapes without memory: nothing large is allocated, whatever model.json says.
+    with torch.device("meta"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # an absurd in_shape makes empty layers that warn; the check below speaks
+        model = create_model(info.model, info.in_shape, len(info.classes))
+        try:
+            model(torch.zeros(1, *info.in_shape))
+        except (RuntimeError, ValueError) as error:
+            raise CnnlabError(f"{run_dir / 'model.json'}: {info.model} cannot take images of shape "
+                              f"{info.in_shape} ({error}); the run folder is damaged") from None
+    if not (run_dir / "weights.safetensors").exists() and (run_dir / CHECKPOINT).exists():
+        raise CnnlabError(f"{run_dir}: training has not finished; continue it with `cnnlab train --resume {run_dir}`")
+    model = load_weights(run_dir / "weights.safetensors", model)
     model.eval()
     history = read_history(run_dir / "history.csv") if (run_dir / "history.csv").exists() else []
     metrics = read_json(run_dir / "metrics.json") if (run_dir / "metrics.json").exists() else {}
@@ -274,15 +328,8 @@ def train_recipe(recipe: Recipe, data_dir: str | os.PathLike | None = None, runs
     split, and without a test/ there is no test evaluation. ``tensorboard`` also logs each epoch under
     ``RUN_DIR/tensorboard/``.
     """
-    from rich.console import Console
+    from .train import resolve_device
 
-    from . import plots
-    from .data import load_dataset, split
-    from .models import count_params, create_model, summarize
-    from .predict import predict
-    from .train import evaluate, fit, resolve_device
-
-    console = Console(quiet=not verbose, highlight=False, soft_wrap=True)
     recipe = recipe.resolved()
     device = resolve_device(recipe.device)
     if (recipe.dataset == "folder") != (folder is not None):
@@ -290,7 +337,53 @@ def train_recipe(recipe: Recipe, data_dir: str | os.PathLike | None = None, runs
                           "goes with --data FOLDER (and dataset 'folder')")
     run_dir = new_run_dir(runs_dir, recipe.name)  # before the data: an unwritable folder fails fast
     board = tensorboard_writer(run_dir / "tensorboard") if tensorboard else None  # so does a missing package
+    return _train_into(run_dir, recipe, device, data_dir, verbose, resume=False, folder=folder, board=board)
 
+
+def resume_run(run_dir: str | os.PathLike, epochs: int | str | None = None,
+               data_dir: str | os.PathLike | None = None, verbose: bool = True) -> Path:
+    """Continue a run from its last checkpoint to the end of its recipe, or to ``epochs`` epochs in all.
+
+    The recipe and the data's folder come from the run folder; the history and weights come out as an
+    uninterrupted run on the same device would have given them.
+    """
+    from .recipes import with_overrides
+    from .train import resolve_device
+
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise CnnlabError(f"{run_dir}: no such run folder; `cnnlab train` prints the folder it writes")
+    recipe = read_recipe(run_dir / "recipe.json")
+    if epochs is not None:
+        recipe = with_overrides(recipe, {"epochs": epochs})
+    if data_dir is None:
+        recorded = read_json(run_dir / "environment.json")
+        data_dir = recorded.get("data_dir") if isinstance(recorded, dict) else None
+    try:
+        check_writable(run_dir)
+    except OSError as error:
+        raise CnnlabError(f"cannot write to {run_dir} ({error.strerror or error}); make it writable") from None
+    folder = None
+    if recipe.dataset == "folder":  # the same images, prepared the same way, in the same class order
+        from .images import load_folder
+
+        info = ModelInfo.from_dict(read_json(run_dir / "model.json"), run_dir / "model.json")
+        folder = load_folder(info.folder, info.in_shape, info.preprocess, classes=info.classes)
+    return _train_into(run_dir, recipe, resolve_device(recipe.device), data_dir, verbose, resume=True,
+                       folder=folder)
+
+
+def _train_into(run_dir: Path, recipe: Recipe, device: torch.device, data_dir: str | os.PathLike | None,
+                verbose: bool, resume: bool, folder: "ImageFolder | None" = None, board=None) -> Path:
+    from rich.console import Console
+
+    from . import plots
+    from .checkpoint import CHECKPOINT, data_fingerprint, load_checkpoint, save_checkpoint
+    from .data import load_dataset, split
+    from .models import count_params, create_model, summarize
+    from .train import TrainState, fit, start_state
+
+    console = Console(quiet=not verbose, highlight=False, soft_wrap=True)
     if folder is None:
         (train_all, test), val = load_dataset(recipe.dataset, data_dir), None
     else:
@@ -303,40 +396,85 @@ def train_recipe(recipe: Recipe, data_dir: str | os.PathLike | None = None, runs
     torch.manual_seed(recipe.seed)  # the initial weights, then dropout
     in_shape = tuple(train.images.shape[1:])
     model = create_model(recipe.model, in_shape, len(train.classes))  # type: ignore[arg-type]
-    console.print(format_summary(recipe.model, summarize(model, in_shape), count_params(model)))
+    if not resume:
+        console.print(format_summary(recipe.model, summarize(model, in_shape), count_params(model)))
+    state = start_state(model.to(device), recipe)  # on the device first: a checkpoint's moments load beside it
+    data = data_fingerprint(train, val)
+    checkpoint = run_dir / CHECKPOINT
+    if resume:
+        trained_on = load_checkpoint(checkpoint, state, device, data)
+        if state.epoch > recipe.epochs or state.epoch == recipe.epochs and (run_dir / "metrics.json").exists():
+            raise UsageError(f"{run_dir} has trained {state.epoch} epochs already; "
+                             f"pass --epochs N, more than {state.epoch}, to train further")
+        write_json(run_dir / "recipe.json", recipe.to_dict())  # --epochs may have raised the total
+        console.print(f"resuming {run_dir} after epoch {state.epoch} of {recipe.epochs}")
+        if trained_on != device.type:
+            console.print(f"note: it was trained on {trained_on}: from here on it will not match an "
+                          f"uninterrupted run bit for bit")
+    else:
+        preprocess, source = (folder.preprocess, str(folder.root.resolve())) if folder else ("", "")
+        info = ModelInfo(recipe.model, in_shape, train.classes, recipe.dataset,  # type: ignore[arg-type]
+                         preprocess=preprocess, folder=source)
+        try:  # epoch 0's checkpoint too: a folder that is full or unwritable fails here, before any training
+            save_run_files(run_dir, recipe, info, device, data_dir)
+            plots.plot_sample(train.images[0], int(train.labels[0]), train.classes, run_dir / "sample.png")
+            save_checkpoint(checkpoint, state, device, data)
+        except OSError as error:
+            raise CnnlabError(f"cannot write in {run_dir} ({error.strerror or error}); "
+                              "free some space or choose another --runs-dir") from None
+    free, needed = shutil.disk_usage(run_dir).free, 2 * checkpoint.stat().st_size  # the next one, then weights
+    if free < needed:
+        raise CnnlabError(f"{run_dir}: {free / 1e6:.0f} MB free, the run needs about {needed / 1e6:.0f} MB more; "
+                          "free some space or choose another --runs-dir")
 
-    preprocess, source = (folder.preprocess, str(folder.root.resolve())) if folder else ("", "")
-    info = ModelInfo(recipe.model, in_shape, train.classes, recipe.dataset,  # type: ignore[arg-type]
-                     preprocess=preprocess, folder=source)
-    save_run_files(run_dir, recipe, info, device)
-    plots.plot_sample(train.images[0], int(train.labels[0]), train.classes, run_dir / "sample.png")
+    saved = state.epoch  # the epoch the checkpoint on disk holds
 
-    def checkpoint(state) -> None:
+    def save(state: TrainState) -> None:
+        nonlocal saved
+        save_checkpoint(checkpoint, state, device, data)
         write_history(run_dir / "history.csv", state.history)
+        saved = state.epoch
         if board is not None:
             log_epoch(board, state.history[-1])
 
-    started = time.perf_counter()
-    history = fit(model, train, val, recipe, device, on_epoch_end=checkpoint, verbose=verbose)
-    train_seconds = time.perf_counter() - started
-    if board is not None:
-        board.close()
+    resume_hint = f"continue with `cnnlab train --resume {run_dir}`"
+    try:
+        history = fit(model, train, val, recipe, device, state=state, on_epoch_end=save, verbose=verbose)
+        _finish(run_dir, recipe, model, history, test, val, device, console)
+    except KeyboardInterrupt:
+        raise KeyboardInterrupt(f"{run_dir} holds epoch {saved} of {recipe.epochs}; {resume_hint}") from None
+    except torch.cuda.OutOfMemoryError:
+        raise CnnlabError(f"{device} ran out of memory with batches of {recipe.batch_size} images: lower "
+                          "--batch-size, or train on --device cpu") from None
+    except OSError as error:  # the disk filled up, or the folder went away, during training
+        raise CnnlabError(f"cannot write in {run_dir} ({error.strerror or error}); it holds epoch {saved}: "
+                          f"free some space, then {resume_hint}") from None
+    except CnnlabError as error:  # the loss diverged: the last good epoch stays on disk
+        raise type(error)(f"{error}; {run_dir} holds epoch {saved}") from None
+    finally:
+        if board is not None:
+            board.close()
+    return run_dir
+
+
+def _finish(run_dir: Path, recipe: Recipe, model: nn.Module, history: list[EpochResult], test: ImageSet | None,
+            val: ImageSet, device: torch.device, console: "Console") -> None:
+    """The tutorial's last steps: test loss and accuracy, the weights, the figures, then metrics.json.
+
+    A folder without test/ has no test set: its metrics are null and the predictions show validation images.
+    """
+    from . import plots
+    from .models import count_params
+    from .predict import predict
+    from .train import evaluate
 
     if test is not None:
         test_metrics = evaluate(model, test, recipe, device)
         console.print(f"Test loss: {test_metrics['loss']:.4f} - test accuracy: {test_metrics['accuracy']:.4f}")
     else:
         test_metrics = {"loss": None, "accuracy": None}
-        console.print(f"No test/ folder in {folder.root}: no test accuracy; the predictions show validation images")
+        console.print("No test/ folder: no test accuracy; the predictions show validation images")
     save_weights(run_dir / "weights.safetensors", model)
-    best = max(history, key=lambda row: row.val_accuracy)
-    write_json(run_dir / "metrics.json", {
-        "test_loss": test_metrics["loss"], "test_accuracy": test_metrics["accuracy"],
-        "best_val_accuracy": best.val_accuracy, "best_epoch": best.epoch,
-        "final_val_accuracy": history[-1].val_accuracy, "epochs": len(history),
-        "train_seconds": round(train_seconds, 3), "parameters": count_params(model),
-    })
-
     plots.plot_curves(history, "accuracy", run_dir / "accuracy.png")
     plots.plot_curves(history, "loss", run_dir / "loss.png")
     shown = test if test is not None else val
@@ -344,7 +482,13 @@ def train_recipe(recipe: Recipe, data_dir: str | os.PathLike | None = None, runs
     guesses = predict(model, shown.images[picks], device)
     plots.plot_predictions(shown.images[picks], shown.labels[picks].tolist(), guesses.tolist(), shown.classes,
                            run_dir / "predictions.png")
-    return run_dir
+    best = max(history, key=lambda row: row.val_accuracy)
+    write_json(run_dir / "metrics.json", {  # last: it marks the run finished
+        "test_loss": test_metrics["loss"], "test_accuracy": test_metrics["accuracy"],
+        "best_val_accuracy": best.val_accuracy, "best_epoch": best.epoch,
+        "final_val_accuracy": history[-1].val_accuracy, "epochs": len(history),
+        "train_seconds": round(sum(row.seconds for row in history), 3), "parameters": count_params(model),
+    })
 
 
 def format_summary(name: str, rows, total: int) -> "Table":

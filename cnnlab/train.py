@@ -8,6 +8,7 @@ at the epoch's end for validation.
 from __future__ import annotations
 
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -17,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .data import ImageSet
+from .errors import CnnlabError
 from .recipes import Recipe
 
 
@@ -49,8 +51,6 @@ def make_optimizer(recipe: Recipe, model: nn.Module) -> torch.optim.Optimizer:
 
 def resolve_device(name: str = "auto") -> torch.device:
     """'auto' picks CUDA, then Apple's MPS, then the CPU; an unavailable device is a clear error."""
-    from .errors import CnnlabError
-
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
@@ -64,6 +64,17 @@ def resolve_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
+def use_deterministic_algorithms() -> None:
+    """Deterministic kernels from here on (slower on CUDA): the same recipe and seed then give the same history.
+
+    Process-wide, as PyTorch's switch is. CPU kernels are deterministic already; this is for CUDA.
+    """
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS reads it when it starts
+    torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.deterministic = True
+    torch.backends.cudnn.benchmark = False
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Input and loss
 # ---------------------------------------------------------------------------------------------------------
@@ -74,10 +85,13 @@ def to_input(images: torch.Tensor) -> torch.Tensor:
 
 def loss_fn(logits: torch.Tensor, labels: torch.Tensor, recipe: Recipe) -> torch.Tensor:
     """Categorical cross-entropy, mean over the batch; with Keras's probability clipping when ``loss_clip`` > 0."""
-    if recipe.loss_clip == 0:
+    # cross_entropy's CUDA kernel has no deterministic version; the sum below has.
+    if recipe.loss_clip == 0 and not (logits.is_cuda and torch.are_deterministic_algorithms_enabled()):
         return F.cross_entropy(logits, labels, label_smoothing=recipe.label_smoothing)
-    # Keras computes -log(clip(p, ε, 1-ε)): clamping log p is the same, and its gradient is zero where clipped.
-    log_probs = F.log_softmax(logits, dim=1).clamp(math.log(recipe.loss_clip), math.log1p(-recipe.loss_clip))
+    log_probs = F.log_softmax(logits, dim=1)
+    if recipe.loss_clip:
+        # Keras computes -log(clip(p, ε, 1-ε)): clamping log p is the same, and its gradient is zero where clipped.
+        log_probs = log_probs.clamp(math.log(recipe.loss_clip), math.log1p(-recipe.loss_clip))
     targets = F.one_hot(labels, logits.shape[1]).float()
     if recipe.label_smoothing:
         targets = targets * (1 - recipe.label_smoothing) + recipe.label_smoothing / logits.shape[1]
@@ -137,15 +151,19 @@ def fit(model: nn.Module, train: ImageSet, val: ImageSet, recipe: Recipe,
     """Train ``model`` on ``train`` for ``recipe.epochs``, validating on ``val`` after every epoch.
 
     ``state`` resumes an earlier run; ``on_epoch_end`` sees the state after each epoch (to save it).
-    Returns the history, one row per epoch.
+    Returns the history, one row per epoch. A loss that turns NaN or infinite raises CnnlabError before
+    ``on_epoch_end`` can see the broken weights.
     """
     device = torch.device(device)
+    if recipe.deterministic:
+        use_deterministic_algorithms()
     model.to(device)
     state = state or start_state(model, recipe)
     train_images = train.images.to(device)  # (N, C, H, W) uint8, resident for the whole run
     train_labels = train.labels.to(device)
     n, batch_size = len(train), recipe.batch_size
     steps = math.ceil(n / batch_size)  # the last batch is the remainder, as in Keras
+    check_every = 1 if device.type == "cpu" else 50  # a finiteness check waits for the device; on the CPU it is free
 
     with _progress(verbose) as progress:
         for epoch in range(state.epoch + 1, recipe.epochs + 1):
@@ -167,9 +185,12 @@ def fit(model: nn.Module, train: ImageSet, val: ImageSet, recipe: Recipe,
                 # Keras's running mean weighs each batch by its size; stays on the device, no sync here.
                 loss_sum += loss.detach() * len(batch)
                 correct += (logits.argmax(dim=1) == labels).sum()
+                if (step + 1) % check_every == 0 or step + 1 == steps:
+                    _stop_if_diverged(loss_sum.item(), epoch, step + 1, steps, check_every)
                 progress.advance(task)
 
             validation = evaluate(model, val, recipe, device)
+            _stop_if_diverged(validation["loss"], epoch)
             result = EpochResult(epoch, loss_sum.item() / n, correct.item() / n,
                                  validation["loss"], validation["accuracy"], time.perf_counter() - started)
             state.history.append(result)
@@ -179,6 +200,21 @@ def fit(model: nn.Module, train: ImageSet, val: ImageSet, recipe: Recipe,
             if on_epoch_end is not None:
                 on_epoch_end(state)
     return state.history
+
+
+def _stop_if_diverged(loss: float, epoch: int, step: int = 0, steps: int = 0, every: int = 1) -> None:
+    """Stop at a NaN or infinite loss, before the epoch's end can save the broken weights.
+
+    ``loss`` is the epoch's running sum up to ``step`` (checked every ``every`` steps), which turns non-finite
+    with the first batch that does; or, without a step, the validation loss.
+    """
+    if math.isfinite(loss):
+        return
+    first = (step - 1) // every * every + 1  # the first step since the last check
+    where = (f"on the validation set after epoch {epoch}" if not step else
+             f"in epoch {epoch} at step {step}/{steps}" if first == step else
+             f"in epoch {epoch} between steps {first} and {step} of {steps}")
+    raise CnnlabError(f"the loss became {loss} {where}; training stopped: lower the learning rate (--lr)")
 
 
 def format_epoch(result: EpochResult, epochs: int, steps: int) -> str:

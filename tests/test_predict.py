@@ -218,7 +218,7 @@ def test_folder_errors(setup, args, code, message, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["train"], "give a recipe"),
+    (["train"], "name a recipe"),
     (["train", "mnist-cnn", "--size", "32"], "--size only go with --data"),
     (["train", "x", "--data", ".", "--size", "0"], "at least 2 pixels"),
 ])

@@ -64,3 +64,28 @@ def test_saved_recipe_with_unknown_fields_is_refused():
     saved = RECIPES["mnist-cnn"].to_dict() | {"warp_drive": True}
     with pytest.raises(UsageError, match="unknown fields"):
         recipe_from_dict(saved)
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("name", "../../etc", "not '/'"),  # the name becomes a folder under --runs-dir
+    ("name", ".hidden", "not a leading '.'"),
+    ("eps", "inf", "finite"),
+    ("label_smoothing", "nan", "finite"),
+    ("seed", "-1", "between 0 and 4294967295"),
+    ("split_seed", "4294967296", "between 0 and 4294967295"),  # what NumPy's RandomState takes
+    ("device", "cuda:٣", "choose auto"),  # a digit to str.isdigit, not to torch
+    ("epochs", [3], "expected int"),  # values from the API are type-checked too
+    ("lr", True, "expected float"),
+    ("nesterov", 1, "expected bool"),
+])
+def test_values_that_would_fail_later_are_refused_now(field, value, message):
+    with pytest.raises(UsageError, match=message):
+        with_overrides(get_recipe("fashion-cnn"), {field: value})
+
+
+def test_saved_recipe_is_type_checked():
+    with pytest.raises(UsageError, match="--batch-size '128': expected int"):
+        recipe_from_dict(RECIPES["mnist-cnn"].to_dict() | {"batch_size": "128"})
+    with pytest.raises(UsageError, match="lacks the fields \\['model'\\]"):
+        recipe_from_dict({"name": "x", "dataset": "mnist"})
+    assert recipe_from_dict(RECIPES["mnist-cnn"].to_dict() | {"lr": 1}).lr == 1.0  # JSON's 1 for 1.0

@@ -1,0 +1,147 @@
+"""Checkpoints: the whole training state in one file, so that an interrupted run resumes exactly where it stopped.
+
+``checkpoint.safetensors`` holds the tensors — weights, the optimiser's moments, every random generator's
+state — and, in its metadata, JSON for the rest: the history, the optimiser's settings, the device and a
+fingerprint of the data. One file rather than a pair, so a crash can never leave one new and the other old;
+``atomic_write`` replaces it whole. Nothing is unpickled, and every value is checked before it is used.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .data import ImageSet
+from .errors import CnnlabError
+from .runs import atomic_write, check_tensors
+from .train import EpochResult, TrainState
+
+CHECKPOINT = "checkpoint.safetensors"
+FORMAT = "cnnlab-checkpoint/1"
+
+
+def data_fingerprint(*sets: ImageSet) -> str:
+    """A hash of the images and labels, so that a run resumes only on the data it started with."""
+    digest = hashlib.blake2b(digest_size=16)
+    for dataset in sets:
+        for tensor in (dataset.images, dataset.labels):
+            digest.update(tensor.contiguous().numpy().data)
+    return digest.hexdigest()
+
+
+def _rng_states(state: TrainState, device: torch.device) -> dict[str, torch.Tensor]:
+    """The generators training draws from: the shuffle's, the CPU's (dropout on the CPU), the device's."""
+    states = {"rng.shuffle": state.shuffle.get_state(), "rng.torch": torch.get_rng_state()}
+    if device.type == "cuda":
+        states["rng.cuda"] = torch.cuda.get_rng_state(device)
+    return states
+
+
+def save_checkpoint(path: Path, state: TrainState, device: torch.device, data: str) -> int:
+    """Write ``state`` and the random generators to ``path`` atomically; returns the file's size in bytes."""
+    from safetensors.torch import save
+
+    optimizer = state.optimizer.state_dict()
+    tensors = {f"model.{key}": value for key, value in state.model.state_dict().items()}
+    for index, entries in optimizer["state"].items():  # every entry of the built-in optimisers is a tensor
+        tensors.update({f"optimizer.{index}.{name}": value for name, value in entries.items()})
+    tensors.update(_rng_states(state, device))
+    meta = {"history": [asdict(row) for row in state.history], "param_groups": optimizer["param_groups"],
+            "device": device.type, "data": data}
+    payload = save({key: value.detach().cpu().contiguous() for key, value in tensors.items()},
+                   metadata={"format": FORMAT, "state": json.dumps(meta)})
+    atomic_write(path, payload)
+    return len(payload)
+
+
+def load_checkpoint(path: Path, state: TrainState, device: torch.device, data: str) -> str:
+    """Restore ``state`` — built afresh for the same recipe, on ``device`` — and the random generators.
+
+    Returns the device type the checkpoint was written on.
+    """
+    from safetensors import SafetensorError, safe_open
+
+    damaged = "the checkpoint is damaged: train the recipe afresh"
+    try:
+        with safe_open(str(path), framework="pt") as file:
+            header = file.metadata() or {}
+            tensors = {key: file.get_tensor(key) for key in file.keys()}
+        meta = json.loads(header["state"]) if header.get("format") == FORMAT else None
+    except FileNotFoundError:
+        raise CnnlabError(f"{path}: missing; {path.parent} has no checkpoint to resume from") from None
+    except (SafetensorError, OSError, ValueError, KeyError, RecursionError) as error:
+        raise CnnlabError(f"{path}: not a readable checkpoint ({error}); {damaged}") from None
+    if not isinstance(meta, dict) or not {"history", "param_groups", "device", "data"} <= set(meta):
+        raise CnnlabError(f"{path}: not a {FORMAT} file; {damaged}")
+    if meta["data"] != data:
+        raise CnnlabError(f"{path.parent} was trained on other data than was found now; pass the --data-dir "
+                          "it was trained with (its environment.json records it)")
+
+    parts: dict[str, dict[str, torch.Tensor]] = {"model": {}, "optimizer": {}, "rng": {}}
+    for key, tensor in tensors.items():
+        part, _, name = key.partition(".")
+        if part not in parts:
+            raise CnnlabError(f"{path}: unexpected tensor {key!r}; {damaged}")
+        parts[part][name] = tensor
+    rngs = {name.removeprefix("rng."): value for name, value in _rng_states(state, device).items()}
+    if meta["device"] != device.type:  # another device's generator means nothing here
+        parts["rng"].pop("cuda", None)
+        rngs.pop("cuda", None)
+    check_tensors(path, parts["model"], state.model.state_dict(), damaged)
+    check_tensors(path, parts["rng"], rngs, damaged)
+    optimizer = _optimizer_state(path, parts["optimizer"], meta["param_groups"], state.optimizer, damaged)
+    history = _history(path, meta["history"], damaged)
+
+    state.model.load_state_dict(parts["model"])
+    state.optimizer.load_state_dict(optimizer)
+    try:
+        state.shuffle.set_state(parts["rng"]["shuffle"])
+        torch.set_rng_state(parts["rng"]["torch"])
+        if "cuda" in rngs:
+            torch.cuda.set_rng_state(parts["rng"]["cuda"], device)
+    except RuntimeError as error:  # a generator refuses a state it could not have written
+        raise CnnlabError(f"{path}: a random generator's state is invalid ({error}); {damaged}") from None
+    state.history[:] = history
+    return str(meta["device"])
+
+
+def _optimizer_state(path: Path, tensors: dict[str, torch.Tensor], groups: Any, optimizer: torch.optim.Optimizer,
+                     damaged: str) -> dict[str, Any]:
+    """The optimiser's state dict from the checkpoint, checked against ``optimizer`` (built afresh)."""
+    def settings(group: Any) -> Any:  # all but the learning rate, which a schedule may have moved
+        return {key: value for key, value in group.items() if key != "lr"} if isinstance(group, dict) else group
+
+    fresh = json.loads(json.dumps(optimizer.state_dict()["param_groups"]))  # tuples as JSON gives them back
+    if not isinstance(groups, list) or list(map(settings, groups)) != list(map(settings, fresh)) or \
+            not all(type(group.get("lr")) in (int, float) and 0 < group["lr"] < float("inf") for group in groups):
+        raise CnnlabError(f"{path}: the optimiser's settings differ from those the recipe gives; {damaged}")
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    for key, tensor in tensors.items():
+        index, _, name = key.partition(".")
+        if not (index.isascii() and index.isdigit() and len(index) < 10) or int(index) >= len(params) or not name:
+            raise CnnlabError(f"{path}: unexpected optimiser tensor {key!r}; {damaged}")
+        shape = params[int(index)].shape
+        if tensor.shape not in (shape, torch.Size([])) or not tensor.is_floating_point() or \
+                not torch.isfinite(tensor).all():
+            raise CnnlabError(f"{path}: optimiser tensor {key!r} does not fit a parameter of shape {tuple(shape)} "
+                              f"or is not finite; {damaged}")
+        state.setdefault(int(index), {})[name] = tensor
+    if state and (len(state) != len(params) or len({frozenset(entries) for entries in state.values()}) != 1):
+        raise CnnlabError(f"{path}: the optimiser's state covers only some parameters; {damaged}")
+    return {"state": state, "param_groups": groups}
+
+
+def _history(path: Path, rows: Any, damaged: str) -> list[EpochResult]:
+    names = {f.name for f in fields(EpochResult)}
+    if not isinstance(rows, list):
+        raise CnnlabError(f"{path}: the history is not a list; {damaged}")
+    for epoch, row in enumerate(rows, start=1):
+        if not isinstance(row, dict) or row.keys() != names or row["epoch"] != epoch or \
+                not all(type(row[name]) in (int, float) for name in names):
+            raise CnnlabError(f"{path}: row {epoch} of the history is malformed; {damaged}")
+    return [EpochResult(**row) for row in rows]

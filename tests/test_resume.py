@@ -1,0 +1,171 @@
+"""Checkpoints and resuming: a run killed (SIGKILL) or interrupted (Ctrl-C) mid-epoch, then resumed, ends
+with exactly the history and weights of a run that was never interrupted; and a checkpoint is only ever
+read back whole and checked."""
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+
+import cnnlab
+from cnnlab import cli
+from conftest import make_idx_dataset
+
+REPO = Path(cnnlab.__file__).resolve().parents[1]
+# fashion-cnn on the fake digits: Adam's moments, dropout's draws and the shuffle all carry across epochs.
+# 96 training images in batches of 16: 6 steps an epoch.
+ARGS = ["fashion-cnn", "--set", "dataset=mnist", "--epochs", "3", "--batch-size", "16", "--seed", "3",
+        "--device", "cpu", "--quiet"]
+STEPS_PER_EPOCH = 6
+
+
+def history(run_dir: Path) -> list[dict]:
+    """Every number of every epoch, at full precision, but the wall time."""
+    with safe_open(str(run_dir / "checkpoint.safetensors"), "pt") as f:
+        rows = json.loads(f.metadata()["state"])["history"]
+    return [{k: v for k, v in row.items() if k != "seconds"} for row in rows]
+
+
+def train(*args: str) -> Path:
+    """Run `cnnlab train` in this process; the run folder it printed."""
+    out = _run_main(["train", *args])
+    return Path(out.strip().splitlines()[-1])
+
+
+def _run_main(argv: list[str]) -> str:
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = cli.main(argv)
+    assert code == 0, out.getvalue()
+    return out.getvalue()
+
+
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory) -> Path:
+    return make_idx_dataset(tmp_path_factory.mktemp("data") / "mnist", n_train=120, n_test=30)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(digits, tmp_path_factory) -> Path:
+    return train(*ARGS, "--data-dir", str(digits), "--runs-dir", str(tmp_path_factory.mktemp("runs")))
+
+
+@pytest.fixture(scope="module")
+def two_epochs(digits, tmp_path_factory) -> Path:
+    """A finished run of the first 2 of those 3 epochs (tests must leave it as they found it)."""
+    return train(*ARGS, "--epochs", "2", "--data-dir", str(digits), "--runs-dir", str(tmp_path_factory.mktemp("runs")))
+
+
+def assert_same_run(run_dir: Path, reference: Path) -> None:
+    assert history(run_dir) == history(reference)
+    weights, expected = load_file(run_dir / "weights.safetensors"), load_file(reference / "weights.safetensors")
+    assert weights.keys() == expected.keys()
+    assert all(torch.equal(weights[k], expected[k]) for k in expected)  # bit for bit
+    assert json.loads((run_dir / "metrics.json").read_text())["test_loss"] == \
+        json.loads((reference / "metrics.json").read_text())["test_loss"]
+
+
+# In a separate process: once `kill_at` optimiser steps are done, send this process `signal`.
+KILLER = """
+import os, signal, sys
+from torch.optim.optimizer import register_optimizer_step_post_hook
+steps = 0
+def hook(optimizer, args, kwargs):
+    global steps
+    steps += 1
+    if steps == {kill_at}:
+        os.kill(os.getpid(), signal.{signal})
+register_optimizer_step_post_hook(hook)
+from cnnlab import cli
+sys.exit(cli.main({argv!r}))
+"""
+
+
+@pytest.mark.parametrize("sig, code", [("SIGKILL", -signal.SIGKILL), ("SIGINT", 130)])
+def test_run_stopped_in_epoch_3_resumes_to_the_same_history_and_weights(sig, code, digits, uninterrupted, tmp_path):
+    argv = ["train", *ARGS, "--data-dir", str(digits), "--runs-dir", str(tmp_path)]
+    script = KILLER.format(kill_at=2 * STEPS_PER_EPOCH + 3, signal=sig, argv=argv)  # epoch 3, step 3
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert done.returncode == code, done.stderr
+    (run_dir,) = tmp_path.iterdir()
+    assert len(history(run_dir)) == 2 and not (run_dir / "weights.safetensors").exists()
+    assert not [p for p in run_dir.iterdir() if p.name.endswith(".tmp")]  # no temporary file left behind
+    if sig == "SIGINT":  # Ctrl-C: one line saying what is kept and how to go on
+        assert done.stderr.strip().splitlines() == [
+            f"cnnlab: interrupted: {run_dir} holds epoch 2 of 3; continue with `cnnlab train --resume {run_dir}`"]
+
+    assert train("--resume", str(run_dir)) == run_dir
+    assert_same_run(run_dir, uninterrupted)
+    assert [row["epoch"] for row in history(run_dir)] == [1, 2, 3]
+
+
+def test_a_finished_run_trains_further_with_epochs(digits, uninterrupted, tmp_path, capsys):
+    run_dir = train(*ARGS, "--epochs", "2", "--data-dir", str(digits), "--runs-dir", str(tmp_path))
+    assert cli.main(["train", "--resume", str(run_dir)]) == 2
+    assert "pass --epochs N, more than 2" in capsys.readouterr().err
+    assert train("--resume", str(run_dir), "--epochs", "3") == run_dir
+    assert_same_run(run_dir, uninterrupted)  # 2 epochs, then 1 more = 3 at once
+    assert json.loads((run_dir / "recipe.json").read_text())["epochs"] == 3
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--resume", "RUN", "mnist-cnn"], "give no recipe name"),
+    (["--resume", "RUN", "--lr", "0.1"], "only --epochs"),
+    (["--resume", "RUN", "--set", "seed=4"], "only --epochs"),
+    (["--resume", "RUN", "--epochs", "1"], "has trained 2 epochs already"),
+    ([], "name a recipe"),
+])
+def test_resume_refuses_changes(args, message, two_epochs, capsys):
+    assert cli.main(["train", *[str(two_epochs) if a == "RUN" else a for a in args]]) == 2
+    assert message in capsys.readouterr().err
+    assert json.loads((two_epochs / "recipe.json").read_text())["epochs"] == 2
+
+
+def test_resume_refuses_other_data(two_epochs, tmp_path, capsys):
+    other = make_idx_dataset(tmp_path / "other", seed=1)
+    assert cli.main(["train", "--resume", str(two_epochs), "--epochs", "3", "--data-dir", str(other)]) == 1
+    assert "trained on other data" in capsys.readouterr().err
+
+
+def test_environment_records_what_reproduces_the_run(uninterrupted):
+    environment = json.loads((uninterrupted / "environment.json").read_text())
+    assert environment["seed"] == 3 and environment["deterministic"] is False
+    assert environment["device"] == "cpu" and environment["torch"] == torch.__version__
+    assert {"python", "numpy", "safetensors", "cnnlab", "cpu_threads"} <= set(environment)
+    assert Path(environment["data_dir"]).is_absolute()
+
+
+@pytest.fixture
+def restore_determinism():
+    before = torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.deterministic
+    yield
+    torch.use_deterministic_algorithms(before[0])
+    torch.backends.cudnn.deterministic = before[1]
+
+
+def test_deterministic_flag_is_recorded_and_switched_on(digits, tmp_path, restore_determinism):
+    run_dir = train(*ARGS, "--epochs", "1", "--deterministic", "--data-dir", str(digits), "--runs-dir", str(tmp_path))
+    assert json.loads((run_dir / "recipe.json").read_text())["deterministic"] is True
+    assert json.loads((run_dir / "environment.json").read_text())["deterministic"] is True
+    assert torch.are_deterministic_algorithms_enabled()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("loss_clip", ["1e-7", "0"])  # Keras's clipped loss, and cross_entropy
+def test_deterministic_cuda_runs_repeat_exactly(loss_clip, digits, tmp_path, restore_determinism):
+    args = [*ARGS[:-3], "--device", "cuda", "--deterministic", "--set", f"loss_clip={loss_clip}", "--quiet",
+            "--data-dir", str(digits), "--runs-dir", str(tmp_path)]
+    first, second = train(*args), train(*args)
+    assert history(first) == history(second)
