@@ -306,3 +306,43 @@ def test_checkpoint_loader(checkpoint_template, data_):
     event("loaded")
     state.model(torch.rand(2, 1, 4, 4)).sum().backward()
     state.optimizer.step()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The image loader: a real file of each format, mutated, then read and prepared as predict would
+# ---------------------------------------------------------------------------------------------------------
+def _image_file(fmt: str, mode: str) -> bytes:
+    import io
+
+    from PIL import Image
+
+    rng = np.random.default_rng(len(fmt) + len(mode))
+    pixels = rng.integers(0, 255, (20, 14, 3), dtype=np.uint8)
+    image = Image.fromarray(pixels).convert(mode)
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt)
+    return buffer.getvalue()
+
+
+IMAGE_FILES = [_image_file(fmt, mode) for fmt, mode in
+               [("PNG", "L"), ("PNG", "RGBA"), ("PNG", "P"), ("JPEG", "RGB"), ("JPEG", "L"), ("GIF", "P"),
+                ("BMP", "RGB"), ("TIFF", "RGB"), ("WEBP", "RGB")]]
+
+
+@FUZZ
+@given(raw=st.sampled_from(IMAGE_FILES).flatmap(mutated) | st.binary(max_size=300),
+       method=st.sampled_from(["digit", "grey-fit", "crop"]))
+def test_fuzz_image_loader(raw, method, tmp_path_factory):
+    from cnnlab.images import prepare_file
+
+    path = tmp_path_factory.mktemp("img") / "image"
+    path.write_bytes(raw)
+    shape = (3, 16, 16) if method == "crop" else (1, 28, 28)
+    try:
+        image = prepare_file(path, method, shape)
+    except CnnlabError as error:
+        event("refused")
+        assert "\n" not in str(error) and str(path) in str(error)
+        return
+    event("read")
+    assert image.dtype == torch.uint8 and tuple(image.shape) == shape
