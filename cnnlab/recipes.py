@@ -35,6 +35,7 @@ class Recipe:
     split_seed: int = 9  # the split's RandomState seed; LABS.md step 2 (random_state=9)
     seed: int = 0  # weights, shuffling and dropout
     device: str = "auto"  # auto, cpu, cuda, cuda:N, mps
+    engine: str = "fast"  # how a step is computed, never what: fast, plain (PyTorch as written) or graph (CUDA)
 
     def resolved(self) -> "Recipe":
         """The recipe with defaults that depend on other fields filled in (the learning rate)."""
@@ -48,6 +49,7 @@ class Recipe:
         return dataclasses.asdict(self)
 
 
+ENGINES = ("fast", "plain", "graph")  # cnnlab.fast says what each does
 TUTORIAL = "LABS.md"
 RECIPES: dict[str, Recipe] = {
     recipe.name: recipe
@@ -152,6 +154,8 @@ def validate(recipe: Recipe) -> Recipe:
     if not (device in ("auto", "cpu", "cuda", "mps") or
             (device.startswith("cuda:") and device[5:].isdigit())):
         raise bad("device", "choose auto, cpu, cuda, cuda:N or mps")
+    if recipe.engine not in ENGINES:
+        raise bad("engine", f"choose one of {', '.join(ENGINES)}")
     return recipe
 
 
