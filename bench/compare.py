@@ -42,6 +42,9 @@ KERAS_VARIANTS = {
 }
 
 
+THREADS: dict[str, str] = {}  # --threads: the same cap for PyTorch (OpenMP) and TensorFlow
+
+
 @dataclass
 class Result:
     recipe: str
@@ -99,7 +102,7 @@ def keras_python(requested: str | None) -> str:
 
 
 def run_json(command: list[str], env: dict[str, str]) -> dict:
-    done = subprocess.run(command, env={**os.environ, **env}, capture_output=True, text=True)
+    done = subprocess.run(command, env={**os.environ, **THREADS, **env}, capture_output=True, text=True)
     lines = done.stdout.strip().splitlines()
     if done.returncode != 0 or not lines:
         raise SystemExit(f"failed ({done.returncode}): {' '.join(command)}\n{done.stderr[-3000:]}")
@@ -171,7 +174,11 @@ def main() -> None:
     parser.add_argument("--mnist-dir", type=Path, default=MNIST_SAMPLE)
     parser.add_argument("--fashion-dir", type=Path, help="Fashion-MNIST's folder (default: where cnnlab finds it)")
     parser.add_argument("--cli", action="store_true", help="also time the whole `cnnlab train fashion-cnn` command")
+    parser.add_argument("--threads", type=int, help="cap both frameworks' CPU threads (default: each its own)")
     args = parser.parse_args()
+    if args.threads:
+        THREADS.update({name: str(args.threads) for name in
+                        ("OMP_NUM_THREADS", "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS")})
 
     gpu = args.device.startswith("cuda")
     variants = [v for v in (args.keras or ("jax" if gpu else "installed,onednn")).split(",") if v and v != "none"]
@@ -191,7 +198,9 @@ def main() -> None:
                     results.append(run_cnnlab(engine, args.device, recipe_name, data, args.epochs))
                     print(f"  {results[-1].runner}: {results[-1].per_epoch:.2f} s/epoch", file=sys.stderr)
 
-    print(f"{machine(args.device)}; {time.strftime('%Y-%m-%d')}; {args.epochs} epochs a run, {args.repeat} run(s) each")
+    load = " ".join(f"{v:.1f}" for v in os.getloadavg())
+    print(f"{machine(args.device)}; {time.strftime('%Y-%m-%d %H:%M')}; {args.epochs} epochs a run, {args.repeat} run(s) "
+          f"each; load average at the end {load}" + (f"; threads capped at {args.threads}" if args.threads else ""))
     for versions in dict.fromkeys(r.versions for r in results):
         print(f"- {versions}")
     print()

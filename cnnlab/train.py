@@ -150,7 +150,8 @@ def fit(model: nn.Module, train: ImageSet, val: ImageSet, recipe: Recipe,
     """Train ``model`` on ``train`` for ``recipe.epochs``, validating on ``val`` after every epoch.
 
     ``state`` resumes an earlier run; ``on_epoch_end`` sees the state after each epoch (to save it).
-    Returns the history, one row per epoch.
+    ``recipe.engine`` picks how each step is computed (cnnlab.fast), never what. Returns the history,
+    one row per epoch.
     """
     device = torch.device(device)
     model.to(device)

@@ -31,8 +31,8 @@ def quantised_images(n: int, channels: int, size: int = 12, seed: int = 0) -> to
     return pixels.float() / 255
 
 
-@pytest.mark.parametrize("channels, kernels", [(1, 32), (3, 5)])
-def test_fused_block_matches_conv_relu_pool_and_its_gradients(channels, kernels):
+@pytest.mark.parametrize("channels, kernels, chunk", [(1, 32, 32), (3, 5, 32), (1, 8, 4)])
+def test_fused_block_matches_conv_relu_pool_and_its_gradients(channels, kernels, chunk):
     torch.manual_seed(0)
     images = quantised_images(6, channels)
     weight = torch.randn(kernels, channels, 3, 3, requires_grad=True)
@@ -43,7 +43,7 @@ def test_fused_block_matches_conv_relu_pool_and_its_gradients(channels, kernels)
     expected.backward(upstream)
     expected_grads = weight.grad.clone(), bias.grad.clone()
     weight.grad = bias.grad = None
-    got = fast.conv_relu_pool(images, weight, bias)
+    got = fast.conv_relu_pool(images, weight, bias, chunk=chunk)  # 6 images: one piece, or pieces of 4 and 2
     got.backward(upstream)
 
     assert got.shape == expected.shape
@@ -51,7 +51,8 @@ def test_fused_block_matches_conv_relu_pool_and_its_gradients(channels, kernels)
     torch.testing.assert_close(weight.grad, expected_grads[0], rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(bias.grad, expected_grads[1], rtol=1e-4, atol=1e-4)
     with torch.no_grad():  # evaluation takes the path that remembers no winners
-        torch.testing.assert_close(fast.conv_relu_pool(images, weight, bias), expected.detach(), rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(fast.conv_relu_pool(images, weight, bias, chunk=chunk), expected.detach(),
+                                   rtol=1e-5, atol=1e-5)
 
 
 def test_ties_send_the_gradient_to_the_first_maximum_as_max_pooling_does():
