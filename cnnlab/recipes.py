@@ -38,6 +38,7 @@ class Recipe:
     seed: int = 0  # weights, shuffling and dropout
     device: str = "auto"  # auto, cpu, cuda, cuda:N, mps
     deterministic: bool = False  # deterministic CUDA kernels (slower); CPU runs are reproducible without it
+    engine: str = "fast"  # how a step is computed, never what: fast, plain (PyTorch as written) or graph (CUDA)
 
     def resolved(self) -> "Recipe":
         """The recipe with defaults that depend on other fields filled in (the learning rate)."""
@@ -51,6 +52,7 @@ class Recipe:
         return dataclasses.asdict(self)
 
 
+ENGINES = ("fast", "plain", "graph")  # cnnlab.fast says what each does
 TUTORIAL = "LABS.md"
 RECIPES: dict[str, Recipe] = {
     recipe.name: recipe
@@ -182,6 +184,8 @@ def validate(recipe: Recipe) -> Recipe:
         raise bad("model", f"choose one of {', '.join(MODELS)}")
     if not re.fullmatch(r"auto|cpu|mps|cuda(:[0-9]{1,3})?", recipe.device):
         raise bad("device", "choose auto, cpu, cuda, cuda:N or mps")
+    if recipe.engine not in ENGINES:
+        raise bad("engine", f"choose one of {', '.join(ENGINES)}")
     return recipe
 
 

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import fast
 from .data import ImageSet
 from .errors import CnnlabError
 from .recipes import Recipe
@@ -27,26 +28,35 @@ from .recipes import Recipe
 # ---------------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class OptimizerKind:
-    build: Callable[..., torch.optim.Optimizer]
+    build: Callable[..., torch.optim.Optimizer]  # (parameters, recipe, **options of the fast engine)
     default_lr: float  # Keras's default learning rate for this optimiser
+    fused: bool = False  # PyTorch has a fused kernel for it: one pass over the parameters a step
+    capturable: bool = False  # takes capturable=True, which a CUDA graph of its step needs
 
 
 OPTIMIZERS: dict[str, OptimizerKind] = {
-    "sgd": OptimizerKind(lambda p, r: torch.optim.SGD(p, lr=r.lr, momentum=r.momentum, nesterov=r.nesterov,
-                                                      weight_decay=r.weight_decay), 0.01),
-    "adam": OptimizerKind(lambda p, r: torch.optim.Adam(p, lr=r.lr, eps=r.eps, weight_decay=r.weight_decay), 1e-3),
-    "adamw": OptimizerKind(lambda p, r: torch.optim.AdamW(p, lr=r.lr, eps=r.eps, weight_decay=r.weight_decay), 1e-3),
-    "nadam": OptimizerKind(lambda p, r: torch.optim.NAdam(p, lr=r.lr, eps=r.eps, weight_decay=r.weight_decay), 1e-3),
-    "rmsprop": OptimizerKind(lambda p, r: torch.optim.RMSprop(p, lr=r.lr, alpha=0.9, eps=r.eps, momentum=r.momentum,
-                                                              weight_decay=r.weight_decay), 1e-3),
-    "adagrad": OptimizerKind(lambda p, r: torch.optim.Adagrad(p, lr=r.lr, eps=r.eps, weight_decay=r.weight_decay,
-                                                              initial_accumulator_value=0.1), 1e-3),
+    "sgd": OptimizerKind(lambda p, r, **o: torch.optim.SGD(p, lr=r.lr, momentum=r.momentum, nesterov=r.nesterov,
+                                                           weight_decay=r.weight_decay, **o), 0.01, fused=True),
+    "adam": OptimizerKind(lambda p, r, **o: torch.optim.Adam(p, lr=r.lr, eps=r.eps, weight_decay=r.weight_decay, **o),
+                          1e-3, fused=True, capturable=True),
+    "adamw": OptimizerKind(lambda p, r, **o: torch.optim.AdamW(p, lr=r.lr, eps=r.eps, weight_decay=r.weight_decay,
+                                                               **o), 1e-3, fused=True, capturable=True),
+    "nadam": OptimizerKind(lambda p, r, **o: torch.optim.NAdam(p, lr=r.lr, eps=r.eps, weight_decay=r.weight_decay,
+                                                               **o), 1e-3, capturable=True),
+    "rmsprop": OptimizerKind(lambda p, r, **o: torch.optim.RMSprop(p, lr=r.lr, alpha=0.9, eps=r.eps, momentum=r.momentum,
+                                                                   weight_decay=r.weight_decay, **o), 1e-3,
+                             capturable=True),
+    "adagrad": OptimizerKind(lambda p, r, **o: torch.optim.Adagrad(p, lr=r.lr, eps=r.eps, weight_decay=r.weight_decay,
+                                                                   initial_accumulator_value=0.1, **o), 1e-3,
+                             fused=True),
 }
 
 
 def make_optimizer(recipe: Recipe, model: nn.Module) -> torch.optim.Optimizer:
     recipe = recipe.resolved()
-    return OPTIMIZERS[recipe.optimizer].build(model.parameters(), recipe)
+    kind = OPTIMIZERS[recipe.optimizer]
+    device = next(model.parameters()).device
+    return kind.build(model.parameters(), recipe, **fast.optimizer_options(kind, recipe.engine, device))
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -98,17 +108,20 @@ def loss_fn(logits: torch.Tensor, labels: torch.Tensor, recipe: Recipe) -> torch
     return -(targets * log_probs).sum(dim=1).mean()
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def evaluate(model: nn.Module, dataset: ImageSet, recipe: Recipe, device: torch.device | str = "cpu",
-             batch_size: int = 1000) -> dict[str, float]:
+             batch_size: int | None = None) -> dict[str, float]:
     """Loss and accuracy over a whole set in eval mode (dropout off), in large batches."""
+    device = torch.device(device)
+    batch_size = batch_size or fast.eval_batch_size(device)
     model.eval()
+    forward = fast.forward_fn(model, device, recipe.engine)
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
     for start in range(0, len(dataset), batch_size):
         images = to_input(dataset.images[start:start + batch_size].to(device, non_blocking=True))
         labels = dataset.labels[start:start + batch_size].to(device, non_blocking=True)
-        logits = model(images)
+        logits = forward(images)
         loss_sum += loss_fn(logits, labels, recipe) * len(labels)
         correct += (logits.argmax(dim=1) == labels).sum()
     return {"loss": loss_sum.item() / len(dataset), "accuracy": correct.item() / len(dataset)}
@@ -151,8 +164,9 @@ def fit(model: nn.Module, train: ImageSet, val: ImageSet, recipe: Recipe,
     """Train ``model`` on ``train`` for ``recipe.epochs``, validating on ``val`` after every epoch.
 
     ``state`` resumes an earlier run; ``on_epoch_end`` sees the state after each epoch (to save it).
-    Returns the history, one row per epoch. A loss that turns NaN or infinite raises CnnlabError before
-    ``on_epoch_end`` can see the broken weights.
+    ``recipe.engine`` picks how each step is computed (cnnlab.fast), never what. Returns the history, one row
+    per epoch. A loss that turns NaN or infinite raises CnnlabError before ``on_epoch_end`` can see the broken
+    weights.
     """
     device = torch.device(device)
     if recipe.deterministic:
@@ -164,27 +178,31 @@ def fit(model: nn.Module, train: ImageSet, val: ImageSet, recipe: Recipe,
     n, batch_size = len(train), recipe.batch_size
     steps = math.ceil(n / batch_size)  # the last batch is the remainder, as in Keras
     check_every = 1 if device.type == "cpu" else 50  # a finiteness check waits for the device; on the CPU it is free
+    forward = fast.forward_fn(model, device, recipe.engine)  # the model's own forward, or the same sums fused
+    loss_sum = torch.zeros((), device=device)  # the epoch's sums stay on the device: no sync inside an epoch
+    correct = torch.zeros((), device=device, dtype=torch.long)
 
-    with _progress(verbose) as progress:
+    def train_step(batch: torch.Tensor) -> None:
+        images, labels = to_input(train_images[batch]), train_labels[batch]
+        logits = forward(images)
+        loss = loss_fn(logits, labels, recipe)
+        state.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        state.optimizer.step()
+        loss_sum.add_(loss.detach() * len(batch))  # Keras's running mean weighs each batch by its size
+        correct.add_((logits.argmax(dim=1) == labels).sum())
+
+    step_fn = fast.cuda_graphed(train_step, batch_size, device) if recipe.engine == "graph" else train_step
+    with _progress(verbose) as progress, fast.settings(device, recipe.engine):
         for epoch in range(state.epoch + 1, recipe.epochs + 1):
             started = time.perf_counter()
             task = progress.add_task(f"Epoch {epoch}/{recipe.epochs}", total=steps)
             model.train()
             order = torch.randperm(n, generator=state.shuffle).to(device)  # reshuffled every epoch
-            loss_sum = torch.zeros((), device=device)
-            correct = torch.zeros((), device=device, dtype=torch.long)
-
+            loss_sum.zero_()
+            correct.zero_()
             for step in range(steps):
-                batch = order[step * batch_size:(step + 1) * batch_size]
-                images, labels = to_input(train_images[batch]), train_labels[batch]
-                logits = model(images)
-                loss = loss_fn(logits, labels, recipe)
-                state.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                state.optimizer.step()
-                # Keras's running mean weighs each batch by its size; stays on the device, no sync here.
-                loss_sum += loss.detach() * len(batch)
-                correct += (logits.argmax(dim=1) == labels).sum()
+                step_fn(order[step * batch_size:(step + 1) * batch_size])
                 if (step + 1) % check_every == 0 or step + 1 == steps:
                     _stop_if_diverged(loss_sum.item(), epoch, step + 1, steps, check_every)
                 progress.advance(task)

@@ -1,0 +1,175 @@
+"""The fast engines compute what the plain one computes: the fused block, its gradients, a few steps of training."""
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from cnnlab import fast
+from cnnlab.data import ImageSet
+from cnnlab.errors import UsageError
+from cnnlab.models import create_model
+from cnnlab.recipes import get_recipe, with_overrides
+from cnnlab.train import OPTIMIZERS, evaluate, fit, make_optimizer
+
+CPU = torch.device("cpu")
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+def plain_block(images, weight, bias):
+    return F.max_pool2d(F.relu(F.conv2d(images, weight, bias, padding=1)), 2)
+
+
+def quantised_images(n: int, channels: int, size: int = 12, seed: int = 0) -> torch.Tensor:
+    """Pixels k/255 as the data sets give them, with flat patches (zeros, saturated) where the pooling window ties."""
+    generator = torch.Generator().manual_seed(seed)
+    pixels = torch.randint(0, 256, (n, channels, size, size), generator=generator)
+    pixels[:, :, :4, :4] = 0
+    pixels[:, :, -4:, -4:] = 255
+    return pixels.float() / 255
+
+
+@pytest.mark.parametrize("channels, kernels, chunk", [(1, 32, 32), (3, 5, 32), (1, 8, 4)])
+def test_fused_block_matches_conv_relu_pool_and_its_gradients(channels, kernels, chunk):
+    torch.manual_seed(0)
+    images = quantised_images(6, channels)
+    weight = torch.randn(kernels, channels, 3, 3, requires_grad=True)
+    bias = (0.1 * torch.randn(kernels)).requires_grad_()
+    upstream = torch.randn(6, kernels, 6, 6)
+
+    expected = plain_block(images, weight, bias)
+    expected.backward(upstream)
+    expected_grads = weight.grad.clone(), bias.grad.clone()
+    weight.grad = bias.grad = None
+    got = fast.conv_relu_pool(images, weight, bias, chunk=chunk)  # 6 images: one piece, or pieces of 4 and 2
+    got.backward(upstream)
+
+    assert got.shape == expected.shape
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(weight.grad, expected_grads[0], rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(bias.grad, expected_grads[1], rtol=1e-4, atol=1e-4)
+    with torch.no_grad():  # evaluation takes the path that remembers no winners
+        torch.testing.assert_close(fast.conv_relu_pool(images, weight, bias, chunk=chunk), expected.detach(),
+                                   rtol=1e-5, atol=1e-5)
+
+
+def test_ties_send_the_gradient_to_the_first_maximum_as_max_pooling_does():
+    # A kernel that sees only its centre, on an image whose 2×2 cells repeat each value along their rows
+    # (and, in half the cells, down the columns too): the offsets tie, but their 3×3 neighbourhoods differ,
+    # so the kernel's gradient shows which offset won.
+    cells = quantised_images(2, 1, size=5) + 0.01  # positive, so ReLU passes every window
+    lower = cells + 0.25 * (torch.rand(cells.shape, generator=torch.Generator().manual_seed(1)) < 0.5)
+    rows = torch.stack([cells, lower], dim=3).flatten(2, 3)  # (2, 1, 10, 5): top row, then bottom row
+    images = rows.repeat_interleave(2, dim=3)  # (2, 1, 10, 10)
+    weight = torch.zeros(1, 1, 3, 3)
+    weight[0, 0, 1, 1] = 1.0
+    weight.requires_grad_()
+    bias = torch.zeros(1, requires_grad=True)
+    upstream = torch.randn(2, 1, 5, 5)
+    plain_block(images, weight, bias).backward(upstream)
+    expected = weight.grad.clone()
+    weight.grad = None
+    fast.conv_relu_pool(images, weight, bias).backward(upstream)
+    torch.testing.assert_close(weight.grad, expected)
+
+
+def test_fast_forward_is_the_model_and_falls_back_where_it_cannot_fuse():
+    torch.manual_seed(0)
+    model = create_model("cnn-dropout", (1, 28, 28), 10).eval()
+    images = torch.rand(5, 1, 28, 28)
+    forward = fast.forward_fn(model, CPU, "fast")
+    assert forward is not model
+    torch.testing.assert_close(forward(images), model(images), rtol=1e-5, atol=1e-5)
+    assert fast.forward_fn(model, CPU, "plain") is model
+    for name, shape in (("mlp", (1, 28, 28)), ("cnn-deep", (3, 32, 32))):
+        other = create_model(name, shape, 10)
+        assert fast.forward_fn(other, CPU, "fast") is other  # nothing to fuse: the model runs as written
+
+
+def tiny_split(n: int, seed: int) -> ImageSet:
+    generator = torch.Generator().manual_seed(seed)
+    images = torch.randint(0, 256, (n, 1, 28, 28), dtype=torch.uint8, generator=generator)
+    labels = torch.randint(0, 10, (n,), generator=generator)
+    images[labels % 2 == 0, :, 4:12, 4:12] = 255  # something to learn
+    return ImageSet(images, labels, tuple("0123456789"))
+
+
+@pytest.mark.parametrize("recipe_name", ["fashion-cnn", "mnist-cnn"])
+def test_fast_and_plain_engines_train_along_the_same_path(recipe_name):
+    """Same seed, same data: per-epoch losses, accuracies and the final weights agree within float tolerance."""
+    train, val = tiny_split(96, seed=1), tiny_split(40, seed=2)
+    runs = {}
+    for engine in ("plain", "fast"):
+        recipe = replace(get_recipe(recipe_name), engine=engine, epochs=3, batch_size=16).resolved()
+        torch.manual_seed(0)
+        model = create_model(recipe.model, (1, 28, 28), 10)
+        history = fit(model, train, val, recipe, verbose=False)
+        runs[engine] = (history, model.state_dict())
+    (plain_history, plain_weights), (fast_history, fast_weights) = runs["plain"], runs["fast"]
+    assert plain_history[-1].loss < plain_history[0].loss  # it trained: the comparison is not of two stills
+    for plain_row, fast_row in zip(plain_history, fast_history):
+        assert fast_row.loss == pytest.approx(plain_row.loss, rel=1e-4)
+        assert fast_row.val_loss == pytest.approx(plain_row.val_loss, rel=1e-4)
+        assert fast_row.accuracy == plain_row.accuracy and fast_row.val_accuracy == plain_row.val_accuracy
+    assert plain_weights.keys() == fast_weights.keys()  # the same model: run folders reload either way
+    for key in plain_weights:
+        torch.testing.assert_close(fast_weights[key], plain_weights[key], rtol=1e-3, atol=1e-5)
+
+
+def test_first_step_gradients_agree():
+    torch.manual_seed(0)
+    model = create_model("cnn", (1, 28, 28), 10)
+    images, labels = torch.randint(0, 256, (32, 1, 28, 28)).float() / 255, torch.randint(0, 10, (32,))
+    grads = {}
+    for engine in ("plain", "fast"):
+        model.zero_grad(set_to_none=True)
+        F.cross_entropy(fast.forward_fn(model, CPU, engine)(images), labels).backward()
+        grads[engine] = {name: p.grad.clone() for name, p in model.named_parameters()}
+    for name in grads["plain"]:
+        torch.testing.assert_close(grads["fast"][name], grads["plain"][name], rtol=1e-4, atol=1e-6)
+
+
+def test_evaluate_gives_the_same_numbers_on_either_engine():
+    torch.manual_seed(0)
+    model = create_model("cnn-dropout", (1, 28, 28), 10)
+    data = tiny_split(300, seed=3)
+    plain = evaluate(model, data, replace(get_recipe("fashion-cnn"), engine="plain"))
+    quick = evaluate(model, data, get_recipe("fashion-cnn"), batch_size=64)
+    assert quick["accuracy"] == plain["accuracy"]
+    assert quick["loss"] == pytest.approx(plain["loss"], rel=1e-5)
+
+
+def test_optimizer_options_per_engine():
+    model = create_model("mlp", (1, 28, 28), 10)
+    adam = get_recipe("fashion-cnn")
+    assert make_optimizer(replace(adam, engine="plain"), model).defaults["fused"] in (None, False)
+    assert make_optimizer(adam, model).defaults["fused"] is True
+    assert fast.optimizer_options(OPTIMIZERS["adam"], "graph", torch.device("cuda")) == {"fused": True,
+                                                                                       "capturable": True}
+    assert fast.optimizer_options(OPTIMIZERS["nadam"], "fast", CPU) == {}  # no fused kernel: PyTorch's default
+
+
+def test_engine_is_checked_and_graph_needs_cuda():
+    with pytest.raises(UsageError, match="--engine 'turbo': choose one of fast, plain, graph"):
+        with_overrides(get_recipe("mnist-mlp"), {"engine": "turbo"})
+    with pytest.raises(Exception, match="needs a CUDA device"):
+        fast.cuda_graphed(lambda batch: None, 8, CPU)
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_graph_engine_trains_along_the_fast_path_on_cuda():
+    """Full batches replayed as a CUDA graph, the short last batch eager: the same losses as the fast engine."""
+    train, val = tiny_split(100, seed=1), tiny_split(40, seed=2)  # 100 = 6 full batches of 16 and one of 4
+    histories = {}
+    for engine in ("fast", "graph"):
+        # Adam (capturable, fused) on the network without dropout, whose random masks a graph draws differently.
+        recipe = replace(get_recipe("fashion-cnn"), model="cnn", engine=engine, epochs=3, batch_size=16).resolved()
+        torch.manual_seed(0)
+        model = create_model(recipe.model, (1, 28, 28), 10)
+        histories[engine] = fit(model, train, val, recipe, device="cuda", verbose=False)
+    for fast_row, graph_row in zip(histories["fast"], histories["graph"]):
+        assert graph_row.loss == pytest.approx(fast_row.loss, rel=1e-3)
+        assert graph_row.val_loss == pytest.approx(fast_row.val_loss, rel=1e-3)
