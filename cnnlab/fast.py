@@ -204,25 +204,26 @@ def cuda_graphed(step: Callable[[torch.Tensor], None], batch_size: int, device: 
         raise CnnlabError(f"engine 'graph' needs a CUDA device, not {device}; use --set engine=fast")
     graph: torch.cuda.CUDAGraph | None = None
     static_batch = torch.empty(batch_size, dtype=torch.long, device=device)
+    side = torch.cuda.Stream(device)
     eager_runs = 0
+
+    def run_eagerly(batch: torch.Tensor) -> None:
+        side.wait_stream(torch.cuda.current_stream(device))
+        with torch.cuda.stream(side), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*capturable=True.*")  # it is, for the graph's sake
+            step(batch)
+        torch.cuda.current_stream(device).wait_stream(side)
 
     def run(batch: torch.Tensor) -> None:
         nonlocal graph, eager_runs
-        if graph is None or len(batch) != batch_size:
-            with warnings.catch_warnings():  # a capturable optimiser warns when it runs uncaptured
-                warnings.filterwarnings("ignore", message=".*capturable=True.*")
-                if len(batch) != batch_size or eager_runs < warmup:
-                    side = torch.cuda.Stream(device)
-                    side.wait_stream(torch.cuda.current_stream(device))
-                    with torch.cuda.stream(side):
-                        step(batch)
-                    torch.cuda.current_stream(device).wait_stream(side)
-                    eager_runs += 1
-                    return
-            graph = torch.cuda.CUDAGraph()
-            static_batch.copy_(batch)
-            with torch.cuda.graph(graph):  # records the step without running it
-                step(static_batch)
+        if len(batch) != batch_size or (graph is None and eager_runs < warmup):
+            run_eagerly(batch)
+            eager_runs += 1
+            return
         static_batch.copy_(batch)
+        if graph is None:
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):  # records the step on static_batch without running it
+                step(static_batch)
         graph.replay()
     return run
