@@ -62,7 +62,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     run = load_run(args.run_dir)
     _, test = load_dataset(run.info.dataset, args.data_dir)
-    metrics = evaluate(run.model, test, run.recipe, resolve_device(args.device))
+    metrics = evaluate(run.model, test, run.recipe, resolve_device(args.device), normalization=run.info.normalization)
     print(f"Test loss: {metrics['loss']:.4f} - test accuracy: {metrics['accuracy']:.4f}")
     return 0
 

@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .augment import Normalization
 from .errors import CnnlabError
 from .recipes import Recipe, recipe_from_dict
 from .train import EpochResult
@@ -165,6 +166,7 @@ class ModelInfo:
     in_shape: tuple[int, int, int]  # (C, H, W)
     classes: tuple[str, ...]
     dataset: str
+    normalization: Normalization | None = None  # the training split's per-channel statistics, when normalised
     format: str = RUN_FORMAT
 
     @classmethod
@@ -173,8 +175,12 @@ class ModelInfo:
             raise CnnlabError(f"{source}: format {data.get('format')!r} is not {RUN_FORMAT!r}; "
                               "was it written by another version of cnnlab?")
         try:
+            stats = data.get("normalization")
+            normalization = (Normalization(tuple(float(v) for v in stats["mean"]), tuple(float(v) for v in stats["std"]))
+                             if stats is not None else None)
             return cls(model=str(data["model"]), in_shape=tuple(int(v) for v in data["in_shape"]),  # type: ignore
-                       classes=tuple(str(c) for c in data["classes"]), dataset=str(data["dataset"]))
+                       classes=tuple(str(c) for c in data["classes"]), dataset=str(data["dataset"]),
+                       normalization=normalization)
         except (KeyError, TypeError, ValueError) as error:
             raise CnnlabError(f"{source}: missing or malformed field ({error}); the run folder is damaged") from None
 
@@ -225,7 +231,7 @@ def train_recipe(recipe: Recipe, data_dir: str | os.PathLike | None = None, runs
     from .data import load_dataset, split
     from .models import count_params, create_model, summarize
     from .predict import predict
-    from .train import evaluate, fit, resolve_device
+    from .train import evaluate, fit, resolve_device, start_state
 
     console = Console(quiet=not verbose, highlight=False)
     recipe = recipe.resolved()
@@ -242,7 +248,9 @@ def train_recipe(recipe: Recipe, data_dir: str | os.PathLike | None = None, runs
     model = create_model(recipe.model, in_shape, len(train.classes))  # type: ignore[arg-type]
     console.print(format_summary(recipe.model, summarize(model, in_shape), count_params(model)))
 
-    info = ModelInfo(recipe.model, in_shape, train.classes, recipe.dataset)  # type: ignore[arg-type]
+    state = start_state(model, recipe, train, device)  # the normalisation model.json keeps is settled here
+    info = ModelInfo(recipe.model, in_shape, train.classes, recipe.dataset,  # type: ignore[arg-type]
+                     state.normalization)
     save_run_files(run_dir, recipe, info, device)
     plots.plot_sample(train.images[0], int(train.labels[0]), train.classes, run_dir / "sample.png")
 
@@ -250,10 +258,10 @@ def train_recipe(recipe: Recipe, data_dir: str | os.PathLike | None = None, runs
         write_history(run_dir / "history.csv", state.history)
 
     started = time.perf_counter()
-    history = fit(model, train, val, recipe, device, on_epoch_end=checkpoint, verbose=verbose)
+    history = fit(model, train, val, recipe, device, state=state, on_epoch_end=checkpoint, verbose=verbose)
     train_seconds = time.perf_counter() - started
 
-    test_metrics = evaluate(model, test, recipe, device)
+    test_metrics = evaluate(model, test, recipe, device, normalization=info.normalization)
     console.print(f"Test loss: {test_metrics['loss']:.4f} - test accuracy: {test_metrics['accuracy']:.4f}")
     save_weights(run_dir / "weights.safetensors", model)
     best = max(history, key=lambda row: row.val_accuracy)
@@ -267,7 +275,7 @@ def train_recipe(recipe: Recipe, data_dir: str | os.PathLike | None = None, runs
     plots.plot_curves(history, "accuracy", run_dir / "accuracy.png")
     plots.plot_curves(history, "loss", run_dir / "loss.png")
     picks = torch.randperm(len(test), generator=torch.Generator().manual_seed(recipe.seed))[:3]
-    guesses = predict(model, test.images[picks], device)
+    guesses = predict(model, test.images[picks], device, info.normalization, recipe.tta)
     plots.plot_predictions(test.images[picks], test.labels[picks].tolist(), guesses.tolist(), test.classes,
                            run_dir / "predictions.png")
     return run_dir
