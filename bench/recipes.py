@@ -28,7 +28,7 @@ import torch
 
 import cnnlab.train
 from cnnlab import ImageSet, create_model, get_recipe, load_dataset, split
-from cnnlab.recipes import Recipe
+from cnnlab.recipes import Recipe, with_overrides
 from cnnlab.train import evaluate, fit, resolve_device, start_state
 
 
@@ -41,15 +41,16 @@ class ValidationClock:
     """Wraps ``cnnlab.train.evaluate``, which ``fit`` calls once an epoch, to add up the time it takes."""
 
     def __init__(self, device: torch.device):
-        self.device, self.seconds = device, 0.0
+        self.device, self.seconds, self.cpu_seconds = device, 0.0, 0.0
 
     def __enter__(self):
         def timed(*args, **kwargs):
             sync(self.device)
-            started = time.perf_counter()
+            started, cpu_started = time.perf_counter(), time.process_time()
             result = evaluate(*args, **kwargs)
             sync(self.device)
             self.seconds += time.perf_counter() - started
+            self.cpu_seconds += time.process_time() - cpu_started
             return result
 
         cnnlab.train.evaluate = timed
@@ -66,13 +67,13 @@ def train_once(recipe: Recipe, train: ImageSet, val: ImageSet, test: ImageSet, d
         sync(device)
         started, cpu_started = time.perf_counter(), time.process_time()
         state = start_state(model, recipe, train, device)
-        fit(model, train, val, recipe, device, state=state, verbose=False)
+        history = fit(model, train, val, recipe, device, state=state, verbose=False)
         sync(device)
         wall, cpu = time.perf_counter() - started, time.process_time() - cpu_started
     # fit leaves the weights it validated (the average, when the recipe keeps one) in the model
     accuracy = evaluate(model, test, recipe, device, normalization=state.normalization)["accuracy"]
-    return {"accuracy": accuracy, "train_s": wall - validation.seconds, "validation_s": validation.seconds,
-            "cpu_s": cpu}
+    return {"accuracy": accuracy, "val_accuracy": history[-1].val_accuracy, "train_s": wall - validation.seconds,
+            "validation_s": validation.seconds, "cpu_s": cpu - validation.cpu_seconds}
 
 
 def device_name(device: torch.device) -> str:
@@ -86,8 +87,8 @@ def mean_sd(values: list[float], digits: int) -> str:
     return f"{statistics.mean(values):.{digits}f} ± {sd:.{digits}f}"
 
 
-def bench_recipe(name: str, seeds: int, data_dir: str | None, device_choice: str) -> str:
-    recipe = get_recipe(name)
+def bench_recipe(name: str, seeds: range, data_dir: str | None, device_choice: str, overrides: dict[str, str]) -> str:
+    recipe = with_overrides(get_recipe(name), overrides)
     device = resolve_device(device_choice if device_choice != "auto" else recipe.device)
     recipe = replace(recipe.resolved(), device=str(device))
     train_all, test = load_dataset(recipe.dataset, data_dir)
@@ -96,16 +97,17 @@ def bench_recipe(name: str, seeds: int, data_dir: str | None, device_choice: str
     warm_up = train if device.type == "cuda" else train.subset(torch.arange(2048))  # kernels chosen, not counted
     train_once(replace(recipe, epochs=1), warm_up, val, test, device)
     runs = []
-    for seed in range(seeds):
+    for seed in seeds:
         load = os.getloadavg()[0]
         run = train_once(replace(recipe, seed=seed), train, val, test, device)
         runs.append(run)
-        print(f"  {name} seed {seed}: test accuracy {run['accuracy']:.4f}, training {run['train_s']:.1f} s "
-              f"(+{run['validation_s']:.1f} s validation; {run['cpu_s']:.0f} s of CPU), load average {load:.1f}",
+        print(f"  {name} seed {seed}: validation accuracy {run['val_accuracy']:.4f}, test accuracy "
+              f"{run['accuracy']:.4f}, training {run['train_s']:.1f} s "
+              f"(+{run['validation_s']:.1f} s validation), {run['cpu_s']:.0f} s of CPU in training, load average {load:.1f}",
               file=sys.stderr, flush=True)
     accuracy = mean_sd([100 * r["accuracy"] for r in runs], 2)
     seconds = mean_sd([r["train_s"] for r in runs], 1 if device.type == "cpu" else 2)
-    return (f"| {name} | {recipe.dataset} ({len(train):,} train) | {accuracy} % | {seeds} | {seconds} s | "
+    return (f"| {name} | {recipe.dataset} ({len(train):,} train) | {accuracy} % | {len(seeds)} | {seconds} s | "
             f"{device_name(device)} |")
 
 
@@ -158,19 +160,26 @@ def bench_airbench(seeds: int) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("recipes", nargs="*", help="recipe names (see `cnnlab recipes`)")
-    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--seeds", type=int, default=3, help="how many runs, one seed each")
+    parser.add_argument("--first-seed", type=int, default=0, help="to add runs to earlier ones")
     parser.add_argument("--data-dir", help="folder with the data set's files (e.g. the MNIST sample)")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help="replace a recipe field")
+    parser.add_argument("--threads", type=int, help="CPU threads for PyTorch (default: its own choice)")
     parser.add_argument("--airbench", action="store_true", help="also time airbench's train94 against cifar10-fast")
     args = parser.parse_args(argv)
     if not args.recipes and not args.airbench:
         parser.error("name at least one recipe, or --airbench")
 
-    print(f"# {time.strftime('%Y-%m-%d %H:%M')}, torch {torch.__version__}, {platform.node()}", flush=True)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    overrides = dict(item.split("=", 1) for item in args.set)
+    print(f"# {time.strftime('%Y-%m-%d %H:%M')}, torch {torch.__version__}, {' '.join(sys.argv[1:])}", flush=True)
     print("| recipe | data | test accuracy (mean ± sd) | n | training time (mean ± sd) | device |")
     print("| --- | --- | --- | --- | --- | --- |", flush=True)
     for name in args.recipes:
-        print(bench_recipe(name, args.seeds, args.data_dir, args.device), flush=True)
+        seeds = range(args.first_seed, args.first_seed + args.seeds)
+        print(bench_recipe(name, seeds, args.data_dir, args.device, overrides), flush=True)
     if args.airbench:
         print("\n".join(bench_airbench(args.seeds)), flush=True)
     return 0

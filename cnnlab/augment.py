@@ -7,6 +7,7 @@ that the training state carries, so a resumed run draws what an unbroken one wou
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -33,9 +34,13 @@ class Normalization:
 
     def apply(self, inputs: torch.Tensor) -> torch.Tensor:
         """Standardise float inputs in [0, 1] (N, C, H, W), in place."""
-        mean = torch.tensor(self.mean, device=inputs.device).view(1, -1, 1, 1)
-        std = torch.tensor(self.std, device=inputs.device).view(1, -1, 1, 1)
+        mean, std = self._on(inputs.device)
         return inputs.sub_(mean).div_(std)
+
+    @functools.cache  # once per device, not a host-to-device copy per batch
+    def _on(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        return (torch.tensor(self.mean, device=device).view(1, -1, 1, 1),
+                torch.tensor(self.std, device=device).view(1, -1, 1, 1))
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -163,12 +163,11 @@ def place(model: nn.Module, recipe: Recipe, device: torch.device) -> nn.Module:
 
 def start_state(model: nn.Module, recipe: Recipe, train: ImageSet, device: torch.device | str = "cpu") -> TrainState:
     """A fresh run's state; a model that sets itself up from data (airbench's whitening) does so here."""
-    from .models import init_from_data
-
     device = torch.device(device)
     place(model, recipe, device)
     normalization = Normalization.of(train.images) if recipe.normalize else None
-    init_from_data(model, to_input(train.images[:5000], normalization).to(device))
+    if hasattr(model, "init_from_data"):  # from the first 5,000 training images, as airbench does
+        model.init_from_data(to_input(train.images[:5000].to(device), normalization))
     optimizer = make_optimizer(recipe, model)
     total_steps = recipe.epochs * math.ceil(len(train) / recipe.batch_size)
     return TrainState(

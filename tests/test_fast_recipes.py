@@ -17,17 +17,35 @@ TUTORIAL = {"mnist-mlp", "mnist-cnn", "fashion-cnn", "cifar10-cnn"}
 FAST = sorted(set(RECIPES) - TUTORIAL)
 
 
+def fake_training_set(recipe, fake_mnist, fake_cifar):
+    """The fake files of the recipe's kind of image: CIFAR-10's for colour, MNIST's for 28×28 grey."""
+    if recipe.dataset == "cifar10":
+        return load_dataset("cifar10", fake_cifar)[0]
+    return load_dataset("mnist", fake_mnist)[0]
+
+
 @pytest.mark.parametrize("name", FAST)
 def test_recipe_trains_on_cpu_and_its_loss_falls(name, fake_mnist, fake_cifar):
     recipe = with_overrides(RECIPES[name], {"device": "cpu", "epochs": 3, "batch_size": 16})
-    data_dir = fake_cifar if recipe.dataset == "cifar10" else fake_mnist
-    train_all, _ = load_dataset("cifar10" if recipe.dataset == "cifar10" else "mnist", data_dir)
+    train_all = fake_training_set(recipe, fake_mnist, fake_cifar)
     train, val = split(train_all.subset(torch.arange(40)), 0.2, 0)  # 32 images: 2 steps an epoch
     torch.manual_seed(0)
     model = create_model(recipe.model, tuple(train.images.shape[1:]), 10)
     history = fit(model, train, val, recipe, "cpu", verbose=False)
     assert history[-1].loss < history[0].loss
     assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("name", ["cifar10-fast", "fashion-fast"])
+def test_gpu_recipe_trains_on_cuda_with_its_precision_and_layout(name, fake_mnist, fake_cifar):
+    recipe = with_overrides(RECIPES[name], {"device": "cuda", "epochs": 3, "batch_size": 32})
+    train, val = split(fake_training_set(recipe, fake_mnist, fake_cifar), 0.2, 0)
+    model = create_model(recipe.model, tuple(train.images.shape[1:]), 10)
+    history = fit(model, train, val, recipe, "cuda", verbose=False)
+    assert history[-1].loss < history[0].loss
+    assert next(model.parameters()).is_cuda
 
 
 def test_fast_recipes_use_what_they_declare():
