@@ -35,7 +35,8 @@ def data_fingerprint(*sets: ImageSet) -> str:
 
 def _rng_states(state: TrainState, device: torch.device) -> dict[str, torch.Tensor]:
     """The generators training draws from: the shuffle's, the CPU's (dropout on the CPU), the device's."""
-    states = {"rng.shuffle": state.shuffle.get_state(), "rng.torch": torch.get_rng_state()}
+    states = {"rng.shuffle": state.shuffle.get_state(), "rng.torch": torch.get_rng_state(),
+              "rng.augment": state.augment.get_state()}
     if device.type == "cuda":
         states["rng.cuda"] = torch.cuda.get_rng_state(device)
     return states
@@ -50,8 +51,11 @@ def save_checkpoint(path: Path, state: TrainState, device: torch.device, data: s
     for index, entries in optimizer["state"].items():  # every entry of the built-in optimisers is a tensor
         tensors.update({f"optimizer.{index}.{name}": value for name, value in entries.items()})
     tensors.update(_rng_states(state, device))
+    if state.average is not None:
+        tensors.update({f"average.{key}": value for key, value in state.average.model.state_dict().items()})
     meta = {"history": [asdict(row) for row in state.history], "param_groups": optimizer["param_groups"],
-            "device": device.type, "data": data}
+            "device": device.type, "data": data, "scheduler_steps": state.scheduler.last_epoch,
+            "average_updates": state.average.updates if state.average is not None else 0}
     payload = save({key: value.detach().cpu().contiguous() for key, value in tensors.items()},
                    metadata={"format": FORMAT, "state": json.dumps(meta)})
     atomic_write(path, payload)
@@ -81,7 +85,7 @@ def load_checkpoint(path: Path, state: TrainState, device: torch.device, data: s
         raise CnnlabError(f"{path.parent} was trained on other data than was found now; pass the --data-dir "
                           "it was trained with (its environment.json records it)")
 
-    parts: dict[str, dict[str, torch.Tensor]] = {"model": {}, "optimizer": {}, "rng": {}}
+    parts: dict[str, dict[str, torch.Tensor]] = {"model": {}, "optimizer": {}, "rng": {}, "average": {}}
     for key, tensor in tensors.items():
         part, _, name = key.partition(".")
         if part not in parts:
@@ -92,6 +96,11 @@ def load_checkpoint(path: Path, state: TrainState, device: torch.device, data: s
         parts["rng"].pop("cuda", None)
         rngs.pop("cuda", None)
     check_tensors(path, parts["model"], state.model.state_dict(), damaged)
+    if state.average is not None:
+        check_tensors(path, parts["average"], state.average.model.state_dict(), damaged)
+    steps, updates = meta.get("scheduler_steps", 0), meta.get("average_updates", 0)
+    if not (type(steps) is int and type(updates) is int and 0 <= steps and 0 <= updates):
+        raise CnnlabError(f"{path}: malformed schedule or average counters; {damaged}")
     check_tensors(path, parts["rng"], rngs, damaged)
     optimizer = _optimizer_state(path, parts["optimizer"], meta["param_groups"], state.optimizer, damaged)
     history = _history(path, meta["history"], damaged)
@@ -100,12 +109,16 @@ def load_checkpoint(path: Path, state: TrainState, device: torch.device, data: s
     state.optimizer.load_state_dict(optimizer)
     try:
         state.shuffle.set_state(parts["rng"]["shuffle"])
+        state.augment.set_state(parts["rng"]["augment"])
         torch.set_rng_state(parts["rng"]["torch"])
         if "cuda" in rngs:
             torch.cuda.set_rng_state(parts["rng"]["cuda"], device)
     except RuntimeError as error:  # a generator refuses a state it could not have written
         raise CnnlabError(f"{path}: a random generator's state is invalid ({error}); {damaged}") from None
     state.history[:] = history
+    state.scheduler.last_epoch = steps  # the optimiser's state already holds the learning rate it had reached
+    if state.average is not None:
+        state.average.load_state_dict({"model": parts["average"], "updates": updates})
     return str(meta["device"])
 
 

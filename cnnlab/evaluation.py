@@ -96,15 +96,15 @@ def worst_mistakes(probabilities: torch.Tensor, labels: torch.Tensor, count: int
 
 def analyse(run: Run, test: ImageSet, device: torch.device | str = "cpu") -> Evaluation:
     """Everything `cnnlab evaluate` reports, for ``run``'s model on ``test``."""
-    from .predict import predict_proba
+    from .predict import run_proba
     from .train import evaluate
 
     if tuple(test.classes) != tuple(run.info.classes):
         raise CnnlabError(f"{run.run_dir}: trained on classes {', '.join(run.info.classes)} but the test data has "
                           f"{', '.join(test.classes)}; evaluate it on the data it was trained for")
     run.model.to(device)
-    metrics = evaluate(run.model, test, run.recipe, device)  # the tutorial's numbers, as training printed them
-    probabilities = predict_proba(run.model, test.images, device)
+    metrics = evaluate(run.model, test, run.recipe, device, normalization=run.info.normalization)  # the tutorial's numbers, as training printed them
+    probabilities = run_proba(run, test.images, device)
     confusion = confusion_matrix(test.labels, probabilities.argmax(dim=1), len(test.classes))
     return Evaluation(test.classes, metrics["loss"], metrics["accuracy"], confusion,
                       class_scores(confusion, test.classes), most_confused(confusion),

@@ -16,6 +16,7 @@ from torch import nn
 
 from .errors import CnnlabError
 from .runs import Run, load_run
+from .augment import Normalization
 from .train import to_input
 
 FOLDER = "explain"
@@ -44,12 +45,12 @@ def dense_weights_as_images(model: nn.Module, in_shape: tuple[int, int, int]) ->
     return name, layer.weight.detach().cpu().reshape(-1, *in_shape)
 
 
-def feature_stages(model: nn.Module, image: torch.Tensor) -> list[Stage]:
+def feature_stages(model: nn.Module, image: torch.Tensor, normalization: Normalization | None = None) -> list[Stage]:
     """The input, then the feature maps after each convolution (with the activation that follows it) and after
     each pooling, up to where the network flattens them."""
     from .models import trace
 
-    inputs = to_input(image[None].to(next(model.parameters()).device))  # (1, C, H, W)
+    inputs = to_input(image[None].to(next(model.parameters()).device), normalization)  # (1, C, H, W)
     stages = [Stage("input", inputs[0].cpu())]
     for name, module, output in trace(model, inputs):
         if output.dim() != 4:
@@ -61,16 +62,18 @@ def feature_stages(model: nn.Module, image: torch.Tensor) -> list[Stage]:
     return stages
 
 
-def saliency(model: nn.Module, image: torch.Tensor, target: int) -> torch.Tensor:
+def saliency(model: nn.Module, image: torch.Tensor, target: int,
+             normalization: Normalization | None = None) -> torch.Tensor:
     """|∂ logit[target] / ∂ pixel|, the largest over channels: (H, W)."""
     device = next(model.parameters()).device
-    inputs = to_input(image[None].to(device)).requires_grad_(True)
+    inputs = to_input(image[None].to(device), normalization).requires_grad_(True)
     model.eval()
     (gradient,) = torch.autograd.grad(model(inputs)[0, target], inputs)  # the weights' gradients are not needed
     return gradient[0].abs().amax(dim=0).cpu()
 
 
-def occlusion(model: nn.Module, image: torch.Tensor, target: int, patch: int = PATCH, stride: int = 2) -> torch.Tensor:
+def occlusion(model: nn.Module, image: torch.Tensor, target: int, patch: int = PATCH, stride: int = 2,
+              normalization: Normalization | None = None) -> torch.Tensor:
     """How much the probability of ``target`` drops when a black ``patch``×``patch`` square covers each pixel,
     averaged over the squares that cover it: (H, W). Positive where the pixels supported the prediction."""
     from .predict import predict_proba
@@ -82,8 +85,8 @@ def occlusion(model: nn.Module, image: torch.Tensor, target: int, patch: int = P
     covered = image.repeat(len(corners), 1, 1, 1)  # (P, C, H, W) uint8
     for i, (top, left) in enumerate(corners):
         covered[i, :, top:top + patch, left:left + patch] = 0
-    baseline = predict_proba(model, image[None], device)[0, target]
-    drops = baseline - predict_proba(model, covered, device)[:, target]
+    baseline = predict_proba(model, image[None], device, normalization=normalization)[0, target]
+    drops = baseline - predict_proba(model, covered, device, normalization=normalization)[:, target]
     heat, count = torch.zeros(height, width), torch.zeros(height, width)
     for drop, (top, left) in zip(drops.tolist(), corners):
         heat[top:top + patch, left:left + patch] += drop
@@ -138,10 +141,10 @@ def explain_image(run: Run, image: torch.Tensor, folder: Path, source: str, labe
     from .predict import predict_proba
 
     folder.mkdir(parents=True, exist_ok=True)
-    model, classes = run.model, run.info.classes
-    probabilities = predict_proba(model, image[None], next(model.parameters()).device)[0]
+    model, classes, normalization = run.model, run.info.classes, run.info.normalization
+    probabilities = predict_proba(model, image[None], next(model.parameters()).device, normalization=normalization)[0]
     target = int(probabilities.argmax())
-    stages = feature_stages(model, image)
+    stages = feature_stages(model, image, normalization)
     explanation = Explanation(source, classes[target], float(probabilities[target]), label,
                               [(s.name, tuple(s.maps.shape)) for s in stages], notes=list(notes or []))
 
@@ -162,7 +165,8 @@ def explain_image(run: Run, image: torch.Tensor, folder: Path, source: str, labe
 
     title = f"{source}: predicted {classes[target]} ({probabilities[target]:.0%})"
     title += f", true {label}" if label else ""
-    plot_attribution(image, saliency(model, image, target), occlusion(model, image, target), title,
+    plot_attribution(image, saliency(model, image, target, normalization),
+                     occlusion(model, image, target, normalization=normalization), title,
                      classes[target], folder / "saliency.png")
     explanation.files.append(folder / "saliency.png")
     return explanation

@@ -73,7 +73,7 @@ def _opened(path: Path) -> Iterator[Image.Image]:
             yield image
     except FileNotFoundError:
         raise CnnlabError(f"{path}: no such file") from None
-    except (OSError, SyntaxError, ValueError, EOFError, struct.error, Image.DecompressionBombError) as error:
+    except (OSError, SyntaxError, ValueError, TypeError, EOFError, struct.error, Image.DecompressionBombError) as error:
         raise _read_error(path, error) from None  # OSError covers UnidentifiedImageError and truncation
 
 

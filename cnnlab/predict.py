@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Iterable, Iterator, Sequence
 import torch
 from torch import nn
 
+from .augment import Normalization, tta_logits
 from .data import ImageSet
 from .errors import CnnlabError
 from .train import to_input
@@ -19,17 +20,26 @@ if TYPE_CHECKING:
 
 @torch.no_grad()
 def predict_proba(model: nn.Module, images: torch.Tensor, device: torch.device | str = "cpu",
-                  batch_size: int = 1000) -> torch.Tensor:
-    """Softmax probabilities (N, classes) on the CPU for uint8 images (N, C, H, W)."""
+                  batch_size: int = 1000, normalization: Normalization | None = None,
+                  tta: str = "none") -> torch.Tensor:
+    """Softmax probabilities (N, classes) on the CPU for uint8 images (N, C, H, W); ``normalization`` and
+    ``tta`` are the run's (``ModelInfo.normalization``, ``Recipe.tta``)."""
     model.eval().to(device)
-    chunks = [torch.softmax(model(to_input(images[i:i + batch_size].to(device))), dim=1).cpu()
+    chunks = [torch.softmax(tta_logits(model, to_input(images[i:i + batch_size].to(device), normalization), tta),
+                            dim=1).cpu()
               for i in range(0, len(images), batch_size)]
     return torch.cat(chunks) if chunks else torch.empty(0)
 
 
-def predict(model: nn.Module, images: torch.Tensor, device: torch.device | str = "cpu") -> torch.Tensor:
+def predict(model: nn.Module, images: torch.Tensor, device: torch.device | str = "cpu",
+            normalization: Normalization | None = None, tta: str = "none") -> torch.Tensor:
     """The most probable class (N,) for each uint8 image."""
-    return predict_proba(model, images, device).argmax(dim=1)
+    return predict_proba(model, images, device, normalization=normalization, tta=tta).argmax(dim=1)
+
+
+def run_proba(run: "Run", images: torch.Tensor, device: torch.device | str = "cpu") -> torch.Tensor:
+    """``predict_proba`` with the run's own input standardisation and test-time augmentation."""
+    return predict_proba(run.model, images, device, normalization=run.info.normalization, tta=run.recipe.tta)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -79,7 +89,7 @@ def predict_files(run: "Run", paths: Iterable[str | os.PathLike], device: torch.
                 item.error = str(error)
         ready = [item for item in batch if item.error is None]
         if ready:
-            for item, probabilities in zip(ready, predict_proba(run.model, torch.stack([i.image for i in ready]),
+            for item, probabilities in zip(ready, run_proba(run, torch.stack([i.image for i in ready]),
                                                                 device)):
                 item.probabilities = probabilities
         yield from batch
@@ -93,4 +103,4 @@ def random_test_predictions(run: "Run", n: int, data_dir: str | os.PathLike | No
     test = load_test_set(run.info, data_dir)
     generator = torch.Generator().manual_seed(seed) if seed is not None else None
     picked = test.subset(torch.randperm(len(test), generator=generator)[:n])
-    return picked, predict(run.model, picked.images, device)
+    return picked, run_proba(run, picked.images, device).argmax(dim=1)

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
+from .augment import Normalization
 from .data import ImageSet
 from .errors import CnnlabError, UsageError
 from .recipes import Recipe, recipe_from_dict
@@ -214,6 +215,7 @@ class ModelInfo:
     in_shape: tuple[int, int, int]  # (C, H, W)
     classes: tuple[str, ...]
     dataset: str
+    normalization: Normalization | None = None  # the training split's per-channel statistics, when normalised
     format: str = RUN_FORMAT
     preprocess: str = ""  # how an image file becomes the input: a key of cnnlab.images.PREPROCESS; "": the data set's
     folder: str = ""  # dataset 'folder': the folder trained on, where `evaluate` looks for test/
@@ -232,6 +234,12 @@ class ModelInfo:
             raise CnnlabError(f"{source}: not a {RUN_FORMAT!r} file; was it written by another version of cnnlab?")
         model, in_shape, classes, dataset = (data.get(k) for k in ("model", "in_shape", "classes", "dataset"))
         preprocess, folder = data.get("preprocess", ""), data.get("folder", "")
+        stats = data.get("normalization")
+        try:
+            normalization = None if stats is None else Normalization(
+                tuple(float(v) for v in stats["mean"]), tuple(float(v) for v in stats["std"]))
+        except (KeyError, TypeError, ValueError):
+            raise CnnlabError(f"{source}: malformed normalization; the run folder is damaged") from None
         if not (isinstance(model, str) and model in MODELS and isinstance(dataset, str)
                 and isinstance(in_shape, list) and len(in_shape) == 3
                 and all(type(v) is int and 0 < v <= 2**16 for v in in_shape) and isinstance(classes, list)
@@ -242,7 +250,7 @@ class ModelInfo:
         if preprocess not in ("", *PREPROCESS):
             raise CnnlabError(f"{source}: unknown preprocessing {preprocess!r}; was it written by a newer cnnlab?")
         return cls(model, tuple(in_shape), tuple(classes), dataset,  # type: ignore[arg-type]
-                   preprocess=preprocess, folder=folder)
+                   normalization=normalization, preprocess=preprocess, folder=folder)
 
 
 @dataclass
@@ -289,7 +297,7 @@ def load_run(run_dir: str | os.PathLike) -> Run:
         warnings.simplefilter("ignore")  # an absurd in_shape makes empty layers that warn; the check below speaks
         model = create_model(info.model, info.in_shape, len(info.classes))
         try:
-            model(torch.zeros(1, *info.in_shape))
+            model.eval()(torch.zeros(1, *info.in_shape))  # eval: BatchNorm takes a batch of one
         except (RuntimeError, ValueError) as error:
             raise CnnlabError(f"{run_dir / 'model.json'}: {info.model} cannot take images of shape "
                               f"{info.in_shape} ({error}); the run folder is damaged") from None
@@ -398,7 +406,7 @@ def _train_into(run_dir: Path, recipe: Recipe, device: torch.device, data_dir: s
     model = create_model(recipe.model, in_shape, len(train.classes))  # type: ignore[arg-type]
     if not resume:
         console.print(format_summary(recipe.model, summarize(model, in_shape), count_params(model)))
-    state = start_state(model.to(device), recipe)  # on the device first: a checkpoint's moments load beside it
+    state = start_state(model, recipe, train, device)  # on the device first: a checkpoint's moments load beside it
     data = data_fingerprint(train, val)
     checkpoint = run_dir / CHECKPOINT
     if resume:
@@ -414,7 +422,7 @@ def _train_into(run_dir: Path, recipe: Recipe, device: torch.device, data_dir: s
     else:
         preprocess, source = (folder.preprocess, str(folder.root.resolve())) if folder else ("", "")
         info = ModelInfo(recipe.model, in_shape, train.classes, recipe.dataset,  # type: ignore[arg-type]
-                         preprocess=preprocess, folder=source)
+                         normalization=state.normalization, preprocess=preprocess, folder=source)
         try:  # epoch 0's checkpoint too: a folder that is full or unwritable fails here, before any training
             save_run_files(run_dir, recipe, info, device, data_dir)
             plots.plot_sample(train.images[0], int(train.labels[0]), train.classes, run_dir / "sample.png")
@@ -440,7 +448,7 @@ def _train_into(run_dir: Path, recipe: Recipe, device: torch.device, data_dir: s
     resume_hint = f"continue with `cnnlab train --resume {run_dir}`"
     try:
         history = fit(model, train, val, recipe, device, state=state, on_epoch_end=save, verbose=verbose)
-        _finish(run_dir, recipe, model, history, test, val, device, console)
+        _finish(run_dir, recipe, model, history, test, val, device, console, state.normalization)
     except KeyboardInterrupt:
         raise KeyboardInterrupt(f"{run_dir} holds epoch {saved} of {recipe.epochs}; {resume_hint}") from None
     except torch.cuda.OutOfMemoryError:
@@ -458,7 +466,7 @@ def _train_into(run_dir: Path, recipe: Recipe, device: torch.device, data_dir: s
 
 
 def _finish(run_dir: Path, recipe: Recipe, model: nn.Module, history: list[EpochResult], test: ImageSet | None,
-            val: ImageSet, device: torch.device, console: "Console") -> None:
+            val: ImageSet, device: torch.device, console: "Console", normalization: Normalization | None) -> None:
     """The tutorial's last steps: test loss and accuracy, the weights, the figures, then metrics.json.
 
     A folder without test/ has no test set: its metrics are null and the predictions show validation images.
@@ -469,7 +477,7 @@ def _finish(run_dir: Path, recipe: Recipe, model: nn.Module, history: list[Epoch
     from .train import evaluate
 
     if test is not None:
-        test_metrics = evaluate(model, test, recipe, device)
+        test_metrics = evaluate(model, test, recipe, device, normalization=normalization)
         console.print(f"Test loss: {test_metrics['loss']:.4f} - test accuracy: {test_metrics['accuracy']:.4f}")
     else:
         test_metrics = {"loss": None, "accuracy": None}
@@ -479,7 +487,7 @@ def _finish(run_dir: Path, recipe: Recipe, model: nn.Module, history: list[Epoch
     plots.plot_curves(history, "loss", run_dir / "loss.png")
     shown = test if test is not None else val
     picks = torch.randperm(len(shown), generator=torch.Generator().manual_seed(recipe.seed))[:3]
-    guesses = predict(model, shown.images[picks], device)
+    guesses = predict(model, shown.images[picks], device, normalization, recipe.tta)
     plots.plot_predictions(shown.images[picks], shown.labels[picks].tolist(), guesses.tolist(), shown.classes,
                            run_dir / "predictions.png")
     best = max(history, key=lambda row: row.val_accuracy)

@@ -18,9 +18,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import fast
+from .augment import Normalization, augment, tta_logits
 from .data import ImageSet
 from .errors import CnnlabError
 from .recipes import Recipe
+from .schedule import WeightAverage, make_scheduler, param_groups
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -56,7 +58,8 @@ def make_optimizer(recipe: Recipe, model: nn.Module) -> torch.optim.Optimizer:
     recipe = recipe.resolved()
     kind = OPTIMIZERS[recipe.optimizer]
     device = next(model.parameters()).device
-    return kind.build(model.parameters(), recipe, **fast.optimizer_options(kind, recipe.engine, device))
+    groups = param_groups(model, recipe.lr, recipe.weight_decay, recipe.norm_lr_scale)
+    return kind.build(groups, recipe, **fast.optimizer_options(kind, recipe.engine, device))
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -88,13 +91,28 @@ def use_deterministic_algorithms() -> None:
 # ---------------------------------------------------------------------------------------------------------
 # Input and loss
 # ---------------------------------------------------------------------------------------------------------
-def to_input(images: torch.Tensor) -> torch.Tensor:
-    """uint8 (N, C, H, W) → float in [0, 1], the tutorial's ``/ 255``."""
-    return images.float().div_(255.0)
+def to_input(images: torch.Tensor, normalization: Normalization | None = None) -> torch.Tensor:
+    """uint8 (N, C, H, W) → float in [0, 1], the tutorial's ``/ 255``; then standardised if the run says so."""
+    inputs = images.float().div_(255.0)
+    return normalization.apply(inputs) if normalization else inputs
+
+
+AUTOCASTS = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def autocast(device: torch.device, recipe: Recipe):
+    """The forward pass's mixed precision, as the recipe asks; a no-op when it is off."""
+    from .errors import CnnlabError
+
+    dtype = AUTOCASTS[recipe.autocast]
+    if dtype is torch.float16 and device.type != "cuda":
+        raise CnnlabError(f"--set autocast=fp16 needs a CUDA device, not {device}; use bf16 or off")
+    return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
 
 
 def loss_fn(logits: torch.Tensor, labels: torch.Tensor, recipe: Recipe) -> torch.Tensor:
     """Categorical cross-entropy, mean over the batch; with Keras's probability clipping when ``loss_clip`` > 0."""
+    logits = logits.float()  # mixed precision stops at the loss
     # cross_entropy's CUDA kernel has no deterministic version; the sum below has.
     if recipe.loss_clip == 0 and not (logits.is_cuda and torch.are_deterministic_algorithms_enabled()):
         return F.cross_entropy(logits, labels, label_smoothing=recipe.label_smoothing)
@@ -110,8 +128,9 @@ def loss_fn(logits: torch.Tensor, labels: torch.Tensor, recipe: Recipe) -> torch
 
 @torch.inference_mode()
 def evaluate(model: nn.Module, dataset: ImageSet, recipe: Recipe, device: torch.device | str = "cpu",
-             batch_size: int | None = None) -> dict[str, float]:
-    """Loss and accuracy over a whole set in eval mode (dropout off), in large batches."""
+             batch_size: int | None = None, normalization: Normalization | None = None) -> dict[str, float]:
+    """Loss and accuracy over a whole set in eval mode (dropout off), in large batches, with the recipe's
+    test-time augmentation; ``normalization`` is the run's (``ModelInfo.normalization``)."""
     device = torch.device(device)
     batch_size = batch_size or fast.eval_batch_size(device)
     model.eval()
@@ -119,9 +138,10 @@ def evaluate(model: nn.Module, dataset: ImageSet, recipe: Recipe, device: torch.
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
     for start in range(0, len(dataset), batch_size):
-        images = to_input(dataset.images[start:start + batch_size].to(device, non_blocking=True))
+        inputs = to_input(dataset.images[start:start + batch_size].to(device, non_blocking=True), normalization)
         labels = dataset.labels[start:start + batch_size].to(device, non_blocking=True)
-        logits = forward(images)
+        with autocast(device, recipe):
+            logits = tta_logits(forward, inputs, recipe.tta)
         loss_sum += loss_fn(logits, labels, recipe) * len(labels)
         correct += (logits.argmax(dim=1) == labels).sum()
     return {"loss": loss_sum.item() / len(dataset), "accuracy": correct.item() / len(dataset)}
@@ -147,15 +167,40 @@ class TrainState:
     model: nn.Module
     optimizer: torch.optim.Optimizer
     shuffle: torch.Generator  # draws each epoch's order of the training images
+    scheduler: torch.optim.lr_scheduler.LRScheduler  # the learning rate, stepped once per optimiser step
+    augment: torch.Generator  # on the training device: draws each batch's flips and shifts
+    normalization: Normalization | None = None  # the training split's statistics, when the recipe normalises
+    average: WeightAverage | None = None  # the weights that are validated, when the recipe averages them
     history: list[EpochResult] = field(default_factory=list)
 
     @property
     def epoch(self) -> int:  # epochs completed
         return len(self.history)
 
+    @property
+    def evaluated_model(self) -> nn.Module:
+        return self.average.model if self.average is not None else self.model
 
-def start_state(model: nn.Module, recipe: Recipe) -> TrainState:
-    return TrainState(model, make_optimizer(recipe, model), torch.Generator().manual_seed(recipe.seed))
+
+def place(model: nn.Module, recipe: Recipe, device: torch.device) -> nn.Module:
+    """The model on ``device``, in the memory layout the recipe asks for."""
+    return model.to(device, memory_format=torch.channels_last if recipe.channels_last else torch.contiguous_format)
+
+
+def start_state(model: nn.Module, recipe: Recipe, train: ImageSet, device: torch.device | str = "cpu") -> TrainState:
+    """A fresh run's state; a model that sets itself up from data (airbench's whitening) does so here."""
+    device = torch.device(device)
+    place(model, recipe, device)
+    normalization = Normalization.of(train.images) if recipe.normalize else None
+    if hasattr(model, "init_from_data"):  # from the first 5,000 training images, as airbench does
+        model.init_from_data(to_input(train.images[:5000].to(device), normalization))
+    optimizer = make_optimizer(recipe, model)
+    total_steps = recipe.epochs * math.ceil(len(train) / recipe.batch_size)
+    return TrainState(
+        model, optimizer, torch.Generator().manual_seed(recipe.seed),
+        scheduler=make_scheduler(optimizer, total_steps, recipe.schedule, recipe.warmup, recipe.lr_end),
+        augment=torch.Generator(device).manual_seed(recipe.seed), normalization=normalization,
+        average=WeightAverage(model, recipe.ema) if recipe.ema else None)
 
 
 def fit(model: nn.Module, train: ImageSet, val: ImageSet, recipe: Recipe,
@@ -165,14 +210,14 @@ def fit(model: nn.Module, train: ImageSet, val: ImageSet, recipe: Recipe,
 
     ``state`` resumes an earlier run; ``on_epoch_end`` sees the state after each epoch (to save it).
     ``recipe.engine`` picks how each step is computed (cnnlab.fast), never what. Returns the history, one row
-    per epoch. A loss that turns NaN or infinite raises CnnlabError before ``on_epoch_end`` can see the broken
-    weights.
+    per epoch. With weight averaging on, ``model`` ends holding the average, which is what was validated. A
+    loss that turns NaN or infinite raises CnnlabError before ``on_epoch_end`` can see the broken weights.
     """
     device = torch.device(device)
     if recipe.deterministic:
         use_deterministic_algorithms()
-    model.to(device)
-    state = state or start_state(model, recipe)
+    place(model, recipe, device)
+    state = state or start_state(model, recipe, train, device)
     train_images = train.images.to(device)  # (N, C, H, W) uint8, resident for the whole run
     train_labels = train.labels.to(device)
     n, batch_size = len(train), recipe.batch_size
@@ -183,12 +228,17 @@ def fit(model: nn.Module, train: ImageSet, val: ImageSet, recipe: Recipe,
     correct = torch.zeros((), device=device, dtype=torch.long)
 
     def train_step(batch: torch.Tensor) -> None:
-        images, labels = to_input(train_images[batch]), train_labels[batch]
-        logits = forward(images)
+        images = augment(train_images[batch], recipe.flip, recipe.translate, state.augment)  # as-is when off
+        labels = train_labels[batch]
+        with autocast(device, recipe):
+            logits = forward(to_input(images, state.normalization))
         loss = loss_fn(logits, labels, recipe)
         state.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         state.optimizer.step()
+        state.scheduler.step()
+        if state.average is not None:
+            state.average.update(model)
         loss_sum.add_(loss.detach() * len(batch))  # Keras's running mean weighs each batch by its size
         correct.add_((logits.argmax(dim=1) == labels).sum())
 
@@ -207,7 +257,7 @@ def fit(model: nn.Module, train: ImageSet, val: ImageSet, recipe: Recipe,
                     _stop_if_diverged(loss_sum.item(), epoch, step + 1, steps, check_every)
                 progress.advance(task)
 
-            validation = evaluate(model, val, recipe, device)
+            validation = evaluate(state.evaluated_model, val, recipe, device, normalization=state.normalization)
             _stop_if_diverged(validation["loss"], epoch)
             result = EpochResult(epoch, loss_sum.item() / n, correct.item() / n,
                                  validation["loss"], validation["accuracy"], time.perf_counter() - started)
@@ -217,6 +267,8 @@ def fit(model: nn.Module, train: ImageSet, val: ImageSet, recipe: Recipe,
                 progress.console.print(format_epoch(result, recipe.epochs, steps), soft_wrap=True)
             if on_epoch_end is not None:
                 on_epoch_end(state)
+    if state.average is not None:
+        model.load_state_dict(state.average.model.state_dict())
     return state.history
 
 

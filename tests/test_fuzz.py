@@ -281,10 +281,13 @@ def test_run_loader(name, run_template, data_):
 # ---------------------------------------------------------------------------------------------------------
 # The checkpoint loader
 # ---------------------------------------------------------------------------------------------------------
+TINY = data.ImageSet(torch.zeros(4, 1, 4, 4, dtype=torch.uint8), torch.arange(4) % 3, ("a", "b", "c"))
+
+
 @pytest.fixture(scope="module")
 def checkpoint_template(tmp_path_factory) -> tuple[Path, bytes]:
     torch.manual_seed(0)
-    state = start_state(create_model("mlp", (1, 4, 4), 3), get_recipe("fashion-cnn").resolved())
+    state = start_state(create_model("mlp", (1, 4, 4), 3), get_recipe("fashion-cnn").resolved(), TINY)
     state.model(torch.rand(2, 1, 4, 4)).sum().backward()
     state.optimizer.step()  # Adam's moments exist
     path = tmp_path_factory.mktemp("checkpoint") / "checkpoint.safetensors"
@@ -297,7 +300,7 @@ def checkpoint_template(tmp_path_factory) -> tuple[Path, bytes]:
 def test_checkpoint_loader(checkpoint_template, data_):
     path, valid = checkpoint_template
     path.write_bytes(data_.draw(safetensors_files(valid)))
-    state = start_state(create_model("mlp", (1, 4, 4), 3), get_recipe("fashion-cnn").resolved())
+    state = start_state(create_model("mlp", (1, 4, 4), 3), get_recipe("fashion-cnn").resolved(), TINY)
     try:
         load_checkpoint(path, state, torch.device("cpu"), "data")
     except CnnlabError as error:

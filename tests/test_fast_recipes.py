@@ -1,0 +1,77 @@
+"""The recipes beyond the tutorial: each trains a few steps on CPU on fake data and its loss falls, and a run
+that normalises keeps its statistics, so evaluation after reloading gives the numbers training gave."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from cnnlab import cli, load_run
+from cnnlab.data import load_dataset, split
+from cnnlab.models import create_model
+from cnnlab.recipes import RECIPES, with_overrides
+from cnnlab.train import evaluate, fit
+
+TUTORIAL = {"mnist-mlp", "mnist-cnn", "fashion-cnn", "cifar10-cnn"}
+FAST = sorted(set(RECIPES) - TUTORIAL)
+
+
+def fake_training_set(recipe, fake_mnist, fake_cifar):
+    """The fake files of the recipe's kind of image: CIFAR-10's for colour, MNIST's for 28×28 grey."""
+    if recipe.dataset == "cifar10":
+        return load_dataset("cifar10", fake_cifar)[0]
+    return load_dataset("mnist", fake_mnist)[0]
+
+
+@pytest.mark.parametrize("name", FAST)
+def test_recipe_trains_on_cpu_and_its_loss_falls(name, fake_mnist, fake_cifar):
+    recipe = with_overrides(RECIPES[name], {"device": "cpu", "epochs": 3, "batch_size": 16})
+    train_all = fake_training_set(recipe, fake_mnist, fake_cifar)
+    train, val = split(train_all.subset(torch.arange(40)), 0.2, 0)  # 32 images: 2 steps an epoch
+    torch.manual_seed(0)
+    model = create_model(recipe.model, tuple(train.images.shape[1:]), 10)
+    history = fit(model, train, val, recipe, "cpu", verbose=False)
+    assert history[-1].loss < history[0].loss
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("name", ["cifar10-fast", "fashion-fast"])
+def test_gpu_recipe_trains_on_cuda_with_its_precision_and_layout(name, fake_mnist, fake_cifar):
+    recipe = with_overrides(RECIPES[name], {"device": "cuda", "epochs": 3, "batch_size": 32})
+    train, val = split(fake_training_set(recipe, fake_mnist, fake_cifar), 0.2, 0)
+    model = create_model(recipe.model, tuple(train.images.shape[1:]), 10)
+    history = fit(model, train, val, recipe, "cuda", verbose=False)
+    assert history[-1].loss < history[0].loss
+    assert next(model.parameters()).is_cuda
+
+
+def test_fast_recipes_use_what_they_declare():
+    for name in FAST:
+        recipe = RECIPES[name]
+        assert recipe.description and recipe.normalize and recipe.schedule != "constant", name
+        assert recipe.loss_clip == 0 and (recipe.tta != "none") == recipe.flip, name  # mirrors at test if trained so
+    assert not RECIPES["mnist-fast"].flip and not RECIPES["mnist-cpu"].flip  # a mirrored digit is another symbol
+
+
+def test_normalised_run_keeps_its_statistics_and_reloads(fake_mnist, runs_dir, capsys):
+    args = ["train", "fashion-cpu", "--data-dir", str(fake_mnist), "--runs-dir", str(runs_dir), "--epochs", "2",
+            "--batch-size", "32", "--device", "cpu", "--set", "dataset=mnist", "--set", "ema=0.9"]
+    assert cli.main(args) == 0
+    out = capsys.readouterr().out
+    run_dir = out.strip().splitlines()[-1]
+    info = json.loads((runs_dir / run_dir.split("/")[-1] / "model.json").read_text())
+    mean, std = info["normalization"]["mean"][0], info["normalization"]["std"][0]
+    assert 0.05 < mean < 0.6 and 0.05 < std < 0.6  # the fake digits: dark noise with one bright block
+
+    run = load_run(run_dir)
+    assert run.info.normalization.mean == (mean,)
+    _, test = load_dataset("mnist", fake_mnist)
+    metrics = json.loads((run.run_dir / "metrics.json").read_text())
+    assert evaluate(run.model, test, run.recipe, normalization=run.info.normalization)["accuracy"] == \
+        metrics["test_accuracy"]
+    test_line = next(line for line in out.splitlines() if line.startswith("Test loss"))
+    assert cli.main(["evaluate", run_dir, "--data-dir", str(fake_mnist), "--device", "cpu"]) == 0
+    assert capsys.readouterr().out.splitlines()[0] == test_line
