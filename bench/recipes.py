@@ -3,7 +3,7 @@
     PYTHONPATH=. python bench/recipes.py fashion-cpu --seeds 3
     PYTHONPATH=. python bench/recipes.py mnist-cpu --seeds 3 --data-dir ../shared/datasets/mnist-sample
     PYTHONPATH=. python bench/recipes.py fashion-fast fashion-best mnist-fast cifar10-fast --seeds 5   # a GPU
-    PYTHONPATH=. python bench/recipes.py --airbench --seeds 5   # a GPU, with `pip install airbench==0.1.8`
+    PYTHONPATH=. python bench/recipes.py --airbench --seeds 5   # a GPU, after `pip install -e '.[airbench]'`
 
 Accuracy is on the untouched test set, after training on the recipe's training split; nothing here tunes on
 it. Training time is timed as airbench times it: from the start of ``fit`` (normalisation statistics and
