@@ -112,7 +112,9 @@ def test_fast_and_plain_engines_train_along_the_same_path(recipe_name):
     for plain_row, fast_row in zip(plain_history, fast_history):
         assert fast_row.loss == pytest.approx(plain_row.loss, rel=1e-4)
         assert fast_row.val_loss == pytest.approx(plain_row.val_loss, rel=1e-4)
-        assert fast_row.accuracy == plain_row.accuracy and fast_row.val_accuracy == plain_row.val_accuracy
+        # Float noise may flip the argmax of one near-tied image at the most.
+        assert abs(fast_row.accuracy - plain_row.accuracy) <= 1 / len(train)
+        assert abs(fast_row.val_accuracy - plain_row.val_accuracy) <= 1 / len(val)
     assert plain_weights.keys() == fast_weights.keys()  # the same model: run folders reload either way
     for key in plain_weights:
         torch.testing.assert_close(fast_weights[key], plain_weights[key], rtol=1e-3, atol=1e-5)
