@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from cnnlab import fast
 from cnnlab.data import ImageSet
-from cnnlab.errors import UsageError
+from cnnlab.errors import CnnlabError, UsageError
 from cnnlab.models import create_model
 from cnnlab.recipes import get_recipe, with_overrides
 from cnnlab.train import OPTIMIZERS, evaluate, fit, make_optimizer
@@ -156,7 +156,9 @@ def test_optimizer_options_per_engine():
 def test_engine_is_checked_and_graph_needs_cuda():
     with pytest.raises(UsageError, match="--engine 'turbo': choose one of fast, plain, graph"):
         with_overrides(get_recipe("mnist-mlp"), {"engine": "turbo"})
-    with pytest.raises(Exception, match="needs a CUDA device"):
+    with pytest.raises(UsageError, match="CUDA graphs need --device cuda"):
+        with_overrides(get_recipe("mnist-mlp"), {"engine": "graph", "device": "cpu"})
+    with pytest.raises(CnnlabError, match="needs a CUDA device"):  # device 'auto' on a machine without one
         fast.cuda_graphed(lambda batch: None, 8, CPU)
 
 
