@@ -248,6 +248,8 @@ def validate(recipe: Recipe) -> Recipe:
         raise bad("device", "choose auto, cpu, cuda, cuda:N or mps")
     if recipe.engine not in ENGINES:
         raise bad("engine", f"choose one of {', '.join(ENGINES)}")
+    if recipe.engine == "graph" and device in ("cpu", "mps"):
+        raise bad("engine", f"CUDA graphs need --device cuda (or auto on a CUDA machine), not {device}")
     return recipe
 
 

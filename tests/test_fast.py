@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from cnnlab import fast
 from cnnlab.data import ImageSet
-from cnnlab.errors import UsageError
+from cnnlab.errors import CnnlabError, UsageError
 from cnnlab.models import create_model
 from cnnlab.recipes import get_recipe, with_overrides
 from cnnlab.train import OPTIMIZERS, evaluate, fit, make_optimizer
@@ -112,7 +112,9 @@ def test_fast_and_plain_engines_train_along_the_same_path(recipe_name):
     for plain_row, fast_row in zip(plain_history, fast_history):
         assert fast_row.loss == pytest.approx(plain_row.loss, rel=1e-4)
         assert fast_row.val_loss == pytest.approx(plain_row.val_loss, rel=1e-4)
-        assert fast_row.accuracy == plain_row.accuracy and fast_row.val_accuracy == plain_row.val_accuracy
+        # Float noise may flip the argmax of one near-tied image at the most.
+        assert abs(fast_row.accuracy - plain_row.accuracy) <= 1 / len(train)
+        assert abs(fast_row.val_accuracy - plain_row.val_accuracy) <= 1 / len(val)
     assert plain_weights.keys() == fast_weights.keys()  # the same model: run folders reload either way
     for key in plain_weights:
         torch.testing.assert_close(fast_weights[key], plain_weights[key], rtol=1e-3, atol=1e-5)
@@ -154,7 +156,9 @@ def test_optimizer_options_per_engine():
 def test_engine_is_checked_and_graph_needs_cuda():
     with pytest.raises(UsageError, match="--engine 'turbo': choose one of fast, plain, graph"):
         with_overrides(get_recipe("mnist-mlp"), {"engine": "turbo"})
-    with pytest.raises(Exception, match="needs a CUDA device"):
+    with pytest.raises(UsageError, match="CUDA graphs need --device cuda"):
+        with_overrides(get_recipe("mnist-mlp"), {"engine": "graph", "device": "cpu"})
+    with pytest.raises(CnnlabError, match="needs a CUDA device"):  # device 'auto' on a machine without one
         fast.cuda_graphed(lambda batch: None, 8, CPU)
 
 
