@@ -187,6 +187,15 @@ def place(model: nn.Module, recipe: Recipe, device: torch.device) -> nn.Module:
     return model.to(device, memory_format=torch.channels_last if recipe.channels_last else torch.contiguous_format)
 
 
+def batch_bounds(n: int, batch_size: int) -> list[int]:
+    """Where each batch of an epoch starts, then ``n``: the last batch is the remainder, as in Keras, except
+    that a remainder of one image joins the batch before it (BatchNorm cannot train on a batch of one)."""
+    bounds = list(range(0, n, batch_size)) + [n]
+    if len(bounds) > 2 and bounds[-1] - bounds[-2] == 1:
+        del bounds[-2]
+    return bounds
+
+
 def start_state(model: nn.Module, recipe: Recipe, train: ImageSet, device: torch.device | str = "cpu") -> TrainState:
     """A fresh run's state; a model that sets itself up from data (airbench's whitening) does so here."""
     device = torch.device(device)
@@ -195,7 +204,7 @@ def start_state(model: nn.Module, recipe: Recipe, train: ImageSet, device: torch
     if hasattr(model, "init_from_data"):  # from the first 5,000 training images, as airbench does
         model.init_from_data(to_input(train.images[:5000].to(device), normalization))
     optimizer = make_optimizer(recipe, model)
-    total_steps = recipe.epochs * math.ceil(len(train) / recipe.batch_size)
+    total_steps = recipe.epochs * (len(batch_bounds(len(train), recipe.batch_size)) - 1)
     return TrainState(
         model, optimizer, torch.Generator().manual_seed(recipe.seed),
         scheduler=make_scheduler(optimizer, total_steps, recipe.schedule, recipe.warmup, recipe.lr_end),
@@ -221,7 +230,8 @@ def fit(model: nn.Module, train: ImageSet, val: ImageSet, recipe: Recipe,
     train_images = train.images.to(device)  # (N, C, H, W) uint8, resident for the whole run
     train_labels = train.labels.to(device)
     n, batch_size = len(train), recipe.batch_size
-    steps = math.ceil(n / batch_size)  # the last batch is the remainder, as in Keras
+    bounds = batch_bounds(n, batch_size)
+    steps = len(bounds) - 1
     check_every = 1 if device.type == "cpu" else 50  # a finiteness check waits for the device; on the CPU it is free
     forward = fast.forward_fn(model, device, recipe.engine)  # the model's own forward, or the same sums fused
     loss_sum = torch.zeros((), device=device)  # the epoch's sums stay on the device: no sync inside an epoch
@@ -252,7 +262,7 @@ def fit(model: nn.Module, train: ImageSet, val: ImageSet, recipe: Recipe,
             loss_sum.zero_()
             correct.zero_()
             for step in range(steps):
-                step_fn(order[step * batch_size:(step + 1) * batch_size])
+                step_fn(order[bounds[step]:bounds[step + 1]])
                 if (step + 1) % check_every == 0 or step + 1 == steps:
                     _stop_if_diverged(loss_sum.item(), epoch, step + 1, steps, check_every)
                 progress.advance(task)

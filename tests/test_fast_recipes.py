@@ -75,3 +75,14 @@ def test_normalised_run_keeps_its_statistics_and_reloads(fake_mnist, runs_dir, c
     test_line = next(line for line in out.splitlines() if line.startswith("Test loss"))
     assert cli.main(["evaluate", run_dir, "--data-dir", str(fake_mnist), "--device", "cpu"]) == 0
     assert capsys.readouterr().out.splitlines()[0] == test_line
+
+
+def test_a_last_batch_of_one_image_joins_the_batch_before_it(fake_mnist, runs_dir, capsys):
+    from cnnlab.train import batch_bounds
+
+    assert batch_bounds(257, 128) == [0, 128, 257] and batch_bounds(258, 128) == [0, 128, 256, 258]
+    assert batch_bounds(128, 128) == [0, 128] and batch_bounds(1, 128) == [0, 1]
+    # 240 fake digits → 192 training images; batches of 191 would leave one image, which BatchNorm refuses
+    code = cli.main(["train", "fashion-cpu", "--data-dir", str(fake_mnist), "--runs-dir", str(runs_dir),
+                     "--set", "dataset=mnist", "--epochs", "1", "--batch-size", "191", "--quiet"])
+    assert code == 0, capsys.readouterr().err
