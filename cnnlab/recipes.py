@@ -248,8 +248,11 @@ def validate(recipe: Recipe) -> Recipe:
         raise bad("device", "choose auto, cpu, cuda, cuda:N or mps")
     if recipe.engine not in ENGINES:
         raise bad("engine", f"choose one of {', '.join(ENGINES)}")
-    if recipe.engine == "graph" and device in ("cpu", "mps"):
-        raise bad("engine", f"CUDA graphs need --device cuda (or auto on a CUDA machine), not {device}")
+    if recipe.engine == "graph" and recipe.device in ("cpu", "mps"):
+        raise bad("engine", f"CUDA graphs need --device cuda (or auto on a CUDA machine), not {recipe.device}")
+    # A captured step replays the learning rate, weight-average decay and random draws it was captured with.
+    if recipe.engine == "graph" and (recipe.schedule != "constant" or recipe.ema or recipe.flip or recipe.translate):
+        raise bad("engine", "CUDA graphs replay a fixed step: use engine=fast with a schedule, ema, flip or translate")
     return recipe
 
 

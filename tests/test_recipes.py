@@ -89,3 +89,9 @@ def test_saved_recipe_is_type_checked():
     with pytest.raises(UsageError, match="lacks the fields \\['model'\\]"):
         recipe_from_dict({"name": "x", "dataset": "mnist"})
     assert recipe_from_dict(RECIPES["mnist-cnn"].to_dict() | {"lr": 1}).lr == 1.0  # JSON's 1 for 1.0
+
+
+def test_cuda_graphs_refuse_what_a_replayed_step_cannot_change():
+    for field, value in (("schedule", "cosine"), ("ema", "0.99"), ("flip", "true"), ("translate", "2")):
+        with pytest.raises(UsageError, match="replay a fixed step"):
+            with_overrides(get_recipe("fashion-cnn"), {"engine": "graph", "device": "cuda", field: value})
