@@ -157,6 +157,8 @@ def _recipes(args: argparse.Namespace) -> int:
     from .recipes import RECIPES, get_recipe
 
     console = Console(highlight=False)
+    if not console.is_terminal:  # piped or captured: no screen to fit, so never cut a name short
+        console.width = 120
     if args.name:
         recipe = get_recipe(args.name).resolved()
         table = Table("field", "value", title=recipe.name, title_justify="left")
