@@ -6,12 +6,15 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import CnnlabError, UsageError
 from .recipes import Recipe, recipe_from_dict
 from .runs import read_history, read_json
 from .train import EpochResult
+
+if TYPE_CHECKING:
+    from rich.table import Table
 
 
 @dataclass

@@ -11,13 +11,16 @@ import io
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import torch
 
 from .data import ImageSet
 from .errors import CnnlabError
 from .runs import Run, atomic_write, load_run, load_test_set, write_json
+
+if TYPE_CHECKING:
+    from rich.table import Table
 
 FOLDER = "evaluation"
 

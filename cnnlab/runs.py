@@ -31,6 +31,7 @@ from .train import EpochResult
 
 if TYPE_CHECKING:
     from rich.console import Console
+    from rich.table import Table
 
     from .images import ImageFolder
 
