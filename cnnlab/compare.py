@@ -54,11 +54,20 @@ def read_record(run_dir: str | os.PathLike) -> RunRecord:
 
 
 def list_runs(runs_dir: str | os.PathLike = "runs") -> list[RunRecord]:
-    """Every run folder directly under ``runs_dir``, oldest first."""
+    """Every run folder directly under ``runs_dir``, oldest first; a damaged one is named in a warning and
+    left out, so one bad folder never hides the others."""
+    from .images import warn
+
     runs_dir = Path(runs_dir)
     if not runs_dir.is_dir():
         raise CnnlabError(f"{runs_dir}: no such folder; `cnnlab train` writes runs under ./runs (or --runs-dir)")
-    records = [read_record(d) for d in sorted(runs_dir.iterdir()) if (d / "recipe.json").is_file()]
+    records = []
+    for folder in sorted(runs_dir.iterdir()):
+        if (folder / "recipe.json").is_file():
+            try:
+                records.append(read_record(folder))
+            except CnnlabError as error:
+                warn(f"skipped {error}")
     return sorted(records, key=lambda r: (r.environment.get("created", ""), r.run_dir.name))
 
 

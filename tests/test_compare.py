@@ -22,8 +22,11 @@ def test_runs_lists_every_run_with_its_numbers(trained_runs, tmp_path, capsys):
     unfinished = shutil.copytree(trained_runs["cnn"], folder / "mnist-cnn-unfinished")
     (unfinished / "metrics.json").unlink()
     (folder / "notes").mkdir()  # not a run: left out
+    damaged = shutil.copytree(trained_runs["mlp"], folder / "mnist-mlp-damaged")
+    (damaged / "recipe.json").write_text("{not json")  # named in a warning, and the others still listed
 
     records = list_runs(folder)  # by date, then name
+    assert "mnist-mlp-damaged/recipe.json" in capsys.readouterr().err
     assert [r.run_dir.name for r in records] == [trained_runs["cnn"].name, unfinished.name, trained_runs["mlp"].name]
     assert records[1].test_accuracy is None and records[1].best_val_accuracy == records[0].best_val_accuracy
 
