@@ -458,6 +458,13 @@ def load_dataset(name: str, data_dir: str | os.PathLike | None = None,
     return train, test
 
 
+def load_test_images(name: str, data_dir: str | os.PathLike | None = None, download: bool = True) -> ImageSet:
+    """Only the test part of a declared data set (evaluating a run need not parse 60,000 training images)."""
+    spec = get_spec(name)
+    _, paths = locate(spec, data_dir, download)
+    return _parse_part(spec, [paths[f.name] for f in spec.test_files])
+
+
 def find_dataset_dir(name: str, data_dir: str | os.PathLike | None = None) -> Path:
     """Where ``load_dataset`` reads ``name`` from (downloading it if needed)."""
     return locate(get_spec(name), data_dir)[0]

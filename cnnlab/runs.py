@@ -313,11 +313,11 @@ def load_run(run_dir: str | os.PathLike) -> Run:
 
 def load_test_set(info: ModelInfo, data_dir: str | os.PathLike | None = None) -> ImageSet:
     """The test images of a run's data set; for a folder run, its test/ part (``data_dir`` if it has moved)."""
-    from .data import load_dataset
+    from .data import load_test_images
     from .images import load_folder
 
     if info.dataset != "folder":
-        return load_dataset(info.dataset, data_dir)[1]
+        return load_test_images(info.dataset, data_dir)
     root = Path(data_dir or info.folder)
     test = load_folder(root, info.in_shape, info.preprocess, classes=info.classes, parts=("test",)).test
     if test is None:

@@ -154,3 +154,9 @@ class _RunsCode:
 def test_cifar_reader_refuses_bad_batches(payload, message):
     with pytest.raises(CnnlabError, match=message):
         data.parse_cifar_batch(payload, "data_batch_1")
+
+
+def test_test_images_alone_match_the_test_part(fake_mnist):
+    _, test = data.load_dataset("mnist", fake_mnist)
+    alone = data.load_test_images("mnist", fake_mnist)
+    assert torch.equal(alone.images, test.images) and torch.equal(alone.labels, test.labels)
