@@ -25,8 +25,8 @@ def predict_proba(model: nn.Module, images: torch.Tensor, device: torch.device |
     """Softmax probabilities (N, classes) on the CPU for uint8 images (N, C, H, W); ``normalization`` and
     ``tta`` are the run's (``ModelInfo.normalization``, ``Recipe.tta``)."""
     model.eval().to(device)
-    chunks = [torch.softmax(tta_logits(model, to_input(images[i:i + batch_size].to(device), normalization), tta),
-                            dim=1).cpu()
+    chunks = [torch.softmax(tta_logits(model, to_input(images[i:i + batch_size].to(device), normalization), tta)
+                            .float(), dim=1).cpu()
               for i in range(0, len(images), batch_size)]
     return torch.cat(chunks) if chunks else torch.empty(0)
 
@@ -38,8 +38,12 @@ def predict(model: nn.Module, images: torch.Tensor, device: torch.device | str =
 
 
 def run_proba(run: "Run", images: torch.Tensor, device: torch.device | str = "cpu") -> torch.Tensor:
-    """``predict_proba`` with the run's own input standardisation and test-time augmentation."""
-    return predict_proba(run.model, images, device, normalization=run.info.normalization, tta=run.recipe.tta)
+    """``predict_proba`` as the run's own evaluation computes it: its input standardisation, test-time
+    augmentation and mixed precision, so per-class figures agree with the test accuracy."""
+    from .train import autocast
+
+    with autocast(torch.device(device), run.recipe):
+        return predict_proba(run.model, images, device, normalization=run.info.normalization, tta=run.recipe.tta)
 
 
 # ---------------------------------------------------------------------------------------------------------

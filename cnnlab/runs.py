@@ -475,7 +475,7 @@ def _finish(run_dir: Path, recipe: Recipe, model: nn.Module, history: list[Epoch
     from . import plots
     from .models import count_params
     from .predict import predict
-    from .train import evaluate
+    from .train import autocast, evaluate
 
     if test is not None:
         test_metrics = evaluate(model, test, recipe, device, normalization=normalization)
@@ -488,7 +488,8 @@ def _finish(run_dir: Path, recipe: Recipe, model: nn.Module, history: list[Epoch
     plots.plot_curves(history, "loss", run_dir / "loss.png")
     shown = test if test is not None else val
     picks = torch.randperm(len(shown), generator=torch.Generator().manual_seed(recipe.seed))[:3]
-    guesses = predict(model, shown.images[picks], device, normalization, recipe.tta)
+    with autocast(device, recipe):  # as evaluate computed the test accuracy
+        guesses = predict(model, shown.images[picks], device, normalization, recipe.tta)
     plots.plot_predictions(shown.images[picks], shown.labels[picks].tolist(), guesses.tolist(), shown.classes,
                            run_dir / "predictions.png")
     best = max(history, key=lambda row: row.val_accuracy)

@@ -102,8 +102,6 @@ AUTOCASTS = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 def autocast(device: torch.device, recipe: Recipe):
     """The forward pass's mixed precision, as the recipe asks; a no-op when it is off."""
-    from .errors import CnnlabError
-
     dtype = AUTOCASTS[recipe.autocast]
     if dtype is torch.float16 and device.type != "cuda":
         raise CnnlabError(f"--set autocast=fp16 needs a CUDA device, not {device}; use bf16 or off")

@@ -86,3 +86,15 @@ def test_a_last_batch_of_one_image_joins_the_batch_before_it(fake_mnist, runs_di
     code = cli.main(["train", "fashion-cpu", "--data-dir", str(fake_mnist), "--runs-dir", str(runs_dir),
                      "--set", "dataset=mnist", "--epochs", "1", "--batch-size", "191", "--quiet"])
     assert code == 0, capsys.readouterr().err
+
+
+def test_per_class_figures_agree_with_the_test_accuracy_under_bf16_and_tta(fake_mnist, runs_dir, capsys):
+    from cnnlab.evaluation import evaluate_run
+
+    code = cli.main(["train", "fashion-cpu", "--data-dir", str(fake_mnist), "--runs-dir", str(runs_dir),
+                     "--set", "dataset=mnist", "--epochs", "1", "--quiet"])
+    assert code == 0
+    run_dir = capsys.readouterr().out.strip()
+    evaluation, _ = evaluate_run(run_dir, data_dir=fake_mnist, device="cpu")
+    # the confusion matrix comes from predict, the accuracy from evaluate: the same computation, the same count
+    assert evaluation.confusion.trace().item() == round(evaluation.accuracy * evaluation.confusion.sum().item())
