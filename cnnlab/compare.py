@@ -9,8 +9,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import CnnlabError, UsageError
-from .recipes import Recipe, recipe_from_dict
-from .runs import read_history, read_json
+from .recipes import Recipe
+from .runs import read_history, read_json, read_recipe
 from .train import EpochResult
 
 if TYPE_CHECKING:
@@ -49,7 +49,7 @@ def read_record(run_dir: str | os.PathLike) -> RunRecord:
         return read_json(run_dir / name) if (run_dir / name).is_file() else {}
 
     history = read_history(run_dir / "history.csv") if (run_dir / "history.csv").is_file() else []
-    return RunRecord(run_dir, recipe_from_dict(read_json(run_dir / "recipe.json")), history,
+    return RunRecord(run_dir, read_recipe(run_dir / "recipe.json"), history,
                      optional_json("metrics.json"), optional_json("environment.json"))
 
 
