@@ -181,8 +181,8 @@ class TrainState:
 
 
 def place(model: nn.Module, recipe: Recipe, device: torch.device) -> nn.Module:
-    """The model on ``device``, in the memory layout the recipe asks for."""
-    return model.to(device, memory_format=torch.channels_last if recipe.channels_last else torch.contiguous_format)
+    """The model on ``device``, in the memory layout the recipe and its engine ask for."""
+    return model.to(device, memory_format=fast.memory_format(model, device, recipe.engine, recipe.channels_last))
 
 
 def batch_bounds(n: int, batch_size: int) -> list[int]:

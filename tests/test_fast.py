@@ -12,7 +12,7 @@ from cnnlab.data import ImageSet
 from cnnlab.errors import CnnlabError, UsageError
 from cnnlab.models import create_model
 from cnnlab.recipes import get_recipe, with_overrides
-from cnnlab.train import OPTIMIZERS, evaluate, fit, make_optimizer
+from cnnlab.train import OPTIMIZERS, evaluate, fit, make_optimizer, place
 
 CPU = torch.device("cpu")
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -55,6 +55,25 @@ def test_fused_block_matches_conv_relu_pool_and_its_gradients(channels, kernels,
                                    rtol=1e-5, atol=1e-5)
 
 
+def test_fused_block_runs_under_bf16_autocast_as_the_plain_block_does():
+    torch.manual_seed(0)
+    images = quantised_images(6, 1)
+    weight = torch.randn(8, 1, 3, 3, requires_grad=True)
+    bias = (0.1 * torch.randn(8)).requires_grad_()
+    results = []
+    for block in (plain_block, fast.conv_relu_pool):
+        weight.grad = bias.grad = None
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = block(images, weight, bias)
+        out.float().square().sum().backward()
+        results.append((out.float(), weight.grad.clone(), bias.grad.clone()))
+    (expected, *expected_grads), (got, *got_grads) = results
+    assert weight.grad.dtype == bias.grad.dtype == torch.float32  # the parameters' own dtype
+    torch.testing.assert_close(got, expected, rtol=2e-2, atol=2e-2)  # bf16 keeps 8 bits of mantissa
+    for got_grad, expected_grad in zip(got_grads, expected_grads):
+        torch.testing.assert_close(got_grad, expected_grad, rtol=5e-2, atol=5e-2)
+
+
 def test_ties_send_the_gradient_to_the_first_maximum_as_max_pooling_does():
     # A kernel that sees only its centre, on an image whose 2×2 cells repeat each value along their rows
     # (and, in half the cells, down the columns too): the offsets tie, but their 3×3 neighbourhoods differ,
@@ -83,28 +102,62 @@ def test_fast_forward_is_the_model_and_falls_back_where_it_cannot_fuse():
     assert forward is not model
     torch.testing.assert_close(forward(images), model(images), rtol=1e-5, atol=1e-5)
     assert fast.forward_fn(model, CPU, "plain") is model
-    for name, shape in (("mlp", (1, 28, 28)), ("cnn-deep", (3, 32, 32))):
-        other = create_model(name, shape, 10)
-        assert fast.forward_fn(other, CPU, "fast") is other  # nothing to fuse: the model runs as written
+    mlp = create_model("mlp", (1, 28, 28), 10)
+    assert fast.forward_fn(mlp, CPU, "fast") is mlp  # nothing to fuse or reorder: the model runs as written
+    assert fast.forward_fn(model, torch.device("cuda"), "fast") is model  # cuDNN's kernels as they are
 
 
-def tiny_split(n: int, seed: int) -> ImageSet:
+def test_pooling_before_relu_gives_the_same_outputs_and_gradients():
+    """Lab 5's network (ReLU → MaxPool after its second convolution), ties included: flat patches of the
+    images give equal convolution outputs inside pooling windows, and negative ones windows that ReLU zeroes."""
+    torch.manual_seed(0)
+    model = create_model("cnn-deep", (3, 12, 12), 10).eval()
+    layers = fast.pool_before_relu(list(model.children()))
+    assert [type(layer).__name__ for layer in layers[2:6]] == ["Conv2d", "MaxPool2d", "ReLU", "Flatten"]
+    forward = fast.forward_fn(model, CPU, "fast")
+    images = quantised_images(6, 3) - 0.5
+    outputs, grads = {}, {}
+    for name, run in (("plain", model), ("fast", forward)):
+        model.zero_grad(set_to_none=True)
+        outputs[name] = run(images)
+        outputs[name].square().sum().backward()
+        grads[name] = {key: p.grad.clone() for key, p in model.named_parameters()}
+    torch.testing.assert_close(outputs["fast"], outputs["plain"], rtol=0, atol=0)
+    for key in grads["plain"]:
+        torch.testing.assert_close(grads["fast"][key], grads["plain"][key], rtol=0, atol=0)
+    assert any(grads["plain"][key].abs().sum() > 0 for key in grads["plain"])
+
+
+def test_fast_engine_trains_convolutional_networks_channels_last_on_the_cpu():
+    cnn, mlp = create_model("cnn-deep", (3, 8, 8), 10), create_model("mlp", (3, 8, 8), 10)
+    assert fast.memory_format(cnn, CPU, "fast", channels_last=False) == torch.channels_last
+    assert fast.memory_format(cnn, CPU, "plain", channels_last=False) == torch.contiguous_format
+    assert fast.memory_format(mlp, CPU, "fast", channels_last=False) == torch.contiguous_format
+    assert fast.memory_format(mlp, CPU, "plain", channels_last=True) == torch.channels_last  # the recipe asks
+
+
+def tiny_split(n: int, seed: int, shape: tuple[int, int, int] = (1, 28, 28)) -> ImageSet:
     generator = torch.Generator().manual_seed(seed)
-    images = torch.randint(0, 256, (n, 1, 28, 28), dtype=torch.uint8, generator=generator)
+    images = torch.randint(0, 256, (n, *shape), dtype=torch.uint8, generator=generator)
     labels = torch.randint(0, 10, (n,), generator=generator)
     images[labels % 2 == 0, :, 4:12, 4:12] = 255  # something to learn
     return ImageSet(images, labels, tuple("0123456789"))
 
 
-@pytest.mark.parametrize("recipe_name", ["fashion-cnn", "mnist-cnn"])
-def test_fast_and_plain_engines_train_along_the_same_path(recipe_name):
+# Lab 5's network trains channels-last under the fast engine; NHWC convolutions round differently from NCHW
+# ones, which three epochs of Adam on noise amplify past 1e-4, so its plain run takes the same layout (the
+# first-step gradients below compare the two layouts).
+@pytest.mark.parametrize("recipe_name, shape, plain_channels_last", [
+    ("fashion-cnn", (1, 28, 28), False), ("mnist-cnn", (1, 28, 28), False), ("cifar10-cnn", (3, 16, 16), True)])
+def test_fast_and_plain_engines_train_along_the_same_path(recipe_name, shape, plain_channels_last):
     """Same seed, same data: per-epoch losses, accuracies and the final weights agree within float tolerance."""
-    train, val = tiny_split(96, seed=1), tiny_split(40, seed=2)
+    train, val = tiny_split(96, seed=1, shape=shape), tiny_split(40, seed=2, shape=shape)
     runs = {}
     for engine in ("plain", "fast"):
-        recipe = replace(get_recipe(recipe_name), engine=engine, epochs=3, batch_size=16).resolved()
+        recipe = replace(get_recipe(recipe_name), engine=engine, epochs=3, batch_size=16,
+                         channels_last=plain_channels_last and engine == "plain").resolved()
         torch.manual_seed(0)
-        model = create_model(recipe.model, (1, 28, 28), 10)
+        model = create_model(recipe.model, shape, 10)
         history = fit(model, train, val, recipe, verbose=False)
         runs[engine] = (history, model.state_dict())
     (plain_history, plain_weights), (fast_history, fast_weights) = runs["plain"], runs["fast"]
@@ -120,12 +173,15 @@ def test_fast_and_plain_engines_train_along_the_same_path(recipe_name):
         torch.testing.assert_close(fast_weights[key], plain_weights[key], rtol=1e-3, atol=1e-5)
 
 
-def test_first_step_gradients_agree():
+@pytest.mark.parametrize("name, shape", [("cnn", (1, 28, 28)), ("cnn-deep", (3, 16, 16))])
+def test_first_step_gradients_agree(name, shape):
+    """Each engine in its own layout (lab 5's network is channels-last under the fast engine)."""
     torch.manual_seed(0)
-    model = create_model("cnn", (1, 28, 28), 10)
-    images, labels = torch.randint(0, 256, (32, 1, 28, 28)).float() / 255, torch.randint(0, 10, (32,))
+    model = create_model(name, shape, 10).eval()  # no dropout: both passes see the same network
+    images, labels = torch.randint(0, 256, (32, *shape)).float() / 255, torch.randint(0, 10, (32,))
     grads = {}
     for engine in ("plain", "fast"):
+        place(model, replace(get_recipe("fashion-cnn"), engine=engine), CPU)
         model.zero_grad(set_to_none=True)
         F.cross_entropy(fast.forward_fn(model, CPU, engine)(images), labels).backward()
         grads[engine] = {name: p.grad.clone() for name, p in model.named_parameters()}
