@@ -21,6 +21,7 @@ def main() -> None:
     parser.add_argument("--recipe", required=True)
     parser.add_argument("--epochs", type=int, required=True)
     parser.add_argument("--engine", default="fast")
+    parser.add_argument("--autocast", default="off", help="off, or bf16 (mixed precision, as TF32 is on a GPU)")
     parser.add_argument("--device", default="auto")
     args = parser.parse_args()
 
@@ -29,7 +30,7 @@ def main() -> None:
     train, val, test = (ImageSet(torch.from_numpy(data[f"{part}_images"]), torch.from_numpy(data[f"{part}_labels"]),
                                  classes) for part in ("train", "val", "test"))
     recipe = with_overrides(get_recipe(args.recipe), {"epochs": args.epochs, "engine": args.engine,
-                                                      "device": args.device}).resolved()
+                                                      "autocast": args.autocast, "device": args.device}).resolved()
     device = resolve_device(recipe.device)
     torch.manual_seed(recipe.seed)
     model = create_model(recipe.model, tuple(train.images.shape[1:]), len(classes))
@@ -38,7 +39,7 @@ def main() -> None:
     print(json.dumps({
         "epoch_seconds": [row.seconds for row in history], "val_accuracy": history[-1].val_accuracy,
         "test_accuracy": test_metrics["accuracy"], "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        "versions": f"cnnlab on torch {torch.__version__}, {torch.get_num_threads()} threads, engine {args.engine}",
+        "versions": f"cnnlab on torch {torch.__version__}, {torch.get_num_threads()} threads",
     }))
 
 

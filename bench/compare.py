@@ -118,17 +118,20 @@ def run_keras(python: str, variant: str, recipe_name: str, data: Path, epochs: i
     return Result(recipe_name, f"Keras, {label}", **out)
 
 
-def run_cnnlab(engine: str, device: str, recipe_name: str, data: Path, epochs: int) -> Result:
+def run_cnnlab(runner: str, device: str, recipe_name: str, data: Path, epochs: int) -> Result:
+    """``runner`` is an engine, or an engine and a mixed precision: ``fast+bf16``."""
+    engine, _, precision = runner.partition("+")
     out = run_json([sys.executable, str(BENCH / "cnnlab_lab.py"), "--data", str(data), "--recipe", recipe_name,
-                    "--epochs", str(epochs), "--engine", engine, "--device", device], {})
-    return Result(recipe_name, f"cnnlab {engine}", **out)
+                    "--epochs", str(epochs), "--engine", engine, "--autocast", precision or "off", "--device", device], {})
+    return Result(recipe_name, f"cnnlab {engine}" + (f", {precision} autocast" if precision else ""), **out)
 
 
-def time_cli(recipe_name: str, device: str, engine: str, fashion_dir: Path | None) -> float:
+def time_cli(recipe_name: str, device: str, runner: str, fashion_dir: Path | None) -> float:
     """The whole `cnnlab train` command, start to exit: imports, data, training, test, plots, run folder."""
+    engine, _, precision = runner.partition("+")
     with tempfile.TemporaryDirectory() as runs:
         command = [sys.executable, "-m", "cnnlab.cli", "train", recipe_name, "--device", device, "--quiet",
-                   "--runs-dir", runs, "--set", f"engine={engine}"]
+                   "--runs-dir", runs, "--set", f"engine={engine}", "--set", f"autocast={precision or 'off'}"]
         command += ["--data-dir", str(fashion_dir)] if fashion_dir else []
         started = time.perf_counter()
         subprocess.run(command, check=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True)
@@ -168,7 +171,8 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--keras", default=None, help="Keras variants, comma-separated, of: " + ", ".join(KERAS_VARIANTS)
                         + " (default: installed,onednn on a CPU, jax on a GPU); 'none' skips Keras")
-    parser.add_argument("--engines", default=None, help="cnnlab engines (default: fast,plain on a CPU, fast,graph on a GPU)")
+    parser.add_argument("--engines", default=None, help="cnnlab engines, each optionally with a mixed precision: fast+bf16 "
+                        "(default: fast,plain on a CPU, fast,graph on a GPU)")
     parser.add_argument("--repeat", type=int, default=1, help="run everything this many times, interleaved")
     parser.add_argument("--keras-python", help="a Python with Keras installed (default: bench/.venv-keras, made if missing)")
     parser.add_argument("--mnist-dir", type=Path, default=MNIST_SAMPLE)
@@ -208,7 +212,7 @@ def main() -> None:
     if args.cli:
         for engine in engines:
             seconds = time_cli("fashion-cnn", args.device, engine, args.fashion_dir)
-            print(f"\n`cnnlab train fashion-cnn --set engine={engine}` (10 epochs), start to exit: {seconds:.1f} s")
+            print(f"\n`cnnlab train fashion-cnn` with {engine} (10 epochs), start to exit: {seconds:.1f} s")
 
 
 if __name__ == "__main__":

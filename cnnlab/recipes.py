@@ -81,9 +81,10 @@ RECIPES: dict[str, Recipe] = {
 }
 
 # Beyond the tutorial. On a CPU: a small BatchNorm network, bf16, a triangle schedule, mirrored training
-# images and mirrored test-time copies; tuned on the validation split of Fashion-MNIST.
+# images and mirrored test-time copies; tuned on the validation split of Fashion-MNIST (8 epochs: 93.99 %
+# validation accuracy over 2 seeds, against 93.73 % for 5 epochs and 93.78 % for 8 with 1-pixel shifts).
 CPU_FAST = dict(
-    model="bn-cnn", epochs=5, batch_size=256, optimizer="sgd", lr=0.1, momentum=0.9, nesterov=True,
+    model="bn-cnn", epochs=8, batch_size=256, optimizer="sgd", lr=0.1, momentum=0.9, nesterov=True,
     weight_decay=5e-4, label_smoothing=0.1, loss_clip=0.0, normalize=True, flip=True, schedule="linear",
     warmup=0.2, tta="flip", autocast="bf16", channels_last=True,
 )
