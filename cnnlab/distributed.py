@@ -125,8 +125,9 @@ def shard(batch: torch.Tensor) -> tuple[torch.Tensor, float]:
 
 def data_parallel(model: nn.Module, recipe: Recipe, device: torch.device) -> Callable[[torch.Tensor], torch.Tensor]:
     """The engine's forward (cnnlab.fast); under torchrun inside DistributedDataParallel, which averages the
-    gradients over the processes in each backward pass, and with ``recipe.sync_batchnorm`` BatchNorm's
-    statistics taken over the global batch."""
+    gradients over the processes in each backward pass and hands rank 0's buffers (BatchNorm's running
+    statistics) to the others before each step. BatchNorm normalises each process's shard, or with
+    ``recipe.sync_batchnorm`` the global batch."""
     if world_size() > 1 and recipe.sync_batchnorm:
         nn.SyncBatchNorm.convert_sync_batchnorm(model)  # in place (cnnlab's networks are Sequential), same tensors
     forward = fast.forward_fn(model, device, recipe.engine)
