@@ -72,6 +72,10 @@ def make_cifar_dataset(folder: Path, n_per_batch: int = 40, seed: int = 0) -> Pa
     return folder
 
 
+RUN_FILES = {"recipe.json", "model.json", "environment.json", "history.csv", "metrics.json", "weights.safetensors",
+             "sample.png", "accuracy.png", "loss.png", "predictions.png"}  # what a finished run folder holds
+
+
 def history(run_dir: Path) -> list[dict]:
     """Every number of every epoch, at full precision, but the wall time."""
     with safe_open(str(run_dir / "checkpoint.safetensors"), "pt") as f:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -19,7 +18,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 
 from cnnlab import cli, distributed
-from conftest import KILLER, REPO, assert_same_run, history, make_idx_dataset
+from conftest import KILLER, REPO, RUN_FILES, assert_same_run, history, make_idx_dataset
 
 # 124 fake images: 99 train in batches of 20, so each epoch ends with a batch of 19 that the two processes
 # split 10 + 9 (the uneven case of the loss's weighting).
@@ -28,10 +27,10 @@ STEPS_PER_EPOCH = 5
 ARGS = ["fashion-cnn", "--epochs", "3", "--batch-size", "20", "--seed", "3", "--set", "flip=true", "--device", "cpu"]
 
 
-def torchrun(*args: str, processes: int = 2) -> subprocess.CompletedProcess:
+def torchrun(*args: str) -> subprocess.CompletedProcess:
     """``torchrun --nproc-per-node 2`` on a free port; ``args`` name a module (-m …) or a script."""
-    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(processes),
-                           "--standalone", *args], capture_output=True, text=True, timeout=120,
+    return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--standalone",
+                           *args], capture_output=True, text=True, timeout=120,
                           env={**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"})
 
 
@@ -58,9 +57,7 @@ def test_two_processes_train_one_run_that_rank_0_writes(two_processes):
                                                                                       "Epoch 3/3"]
     assert lines.count("Total params: 804,554") == 1 and sum(line.startswith("Test loss") for line in lines) == 1
     assert lines[-1] == str(run_dir)  # printed once, by rank 0
-    assert {"recipe.json", "model.json", "environment.json", "history.csv", "metrics.json", "weights.safetensors",
-            "checkpoint.safetensors", "sample.png", "accuracy.png", "loss.png", "predictions.png"} <= \
-        {path.name for path in run_dir.iterdir()}
+    assert RUN_FILES | {"checkpoint.safetensors"} <= {path.name for path in run_dir.iterdir()}
     environment = json.loads((run_dir / "environment.json").read_text())
     assert environment["world_size"] == 2 and environment["backend"] == "gloo"
     assert [row["epoch"] for row in history(run_dir)] == [1, 2, 3]
@@ -145,6 +142,18 @@ def test_a_run_of_two_processes_resumes_only_with_two(two_processes, capsys):
     assert cli.main(["train", "--resume", str(run_dir)]) == 2
     assert "was written by 2 training process(es), not 1: resume it under torchrun with 2 processes in all" in \
         capsys.readouterr().err
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two CUDA devices")
+def test_two_gpus_train_one_run_with_nccl_and_batchnorm_over_the_whole_batch(clothes, tmp_path):
+    done = torchrun("-m", "cnnlab.cli", "train", "fashion-cpu", "--epochs", "2", "--device", "cuda", "--quiet",
+                    "--set", "sync_batchnorm=true", "--data-dir", str(clothes), "--runs-dir", str(tmp_path))
+    assert done.returncode == 0, done.stderr
+    (run_dir,) = tmp_path.iterdir()
+    environment = json.loads((run_dir / "environment.json").read_text())
+    assert environment["backend"] == "nccl" and environment["device"] == "cuda:0"
+    assert (run_dir / "metrics.json").exists()
 
 
 @pytest.mark.parametrize("size", [16, 3, 7])
