@@ -4,6 +4,9 @@
 state — and, in its metadata, JSON for the rest: the history, the optimiser's settings, the device and a
 fingerprint of the data. One file rather than a pair, so a crash can never leave one new and the other old;
 ``atomic_write`` replaces it whole. Nothing is unpickled, and every value is checked before it is used.
+
+Under torchrun rank 0 writes it, holding every process's generators (``rng.NAME`` rank 0's, as one process
+names them, ``rng.RANK.NAME`` the others'), and every process resumes from it with its own.
 """
 from __future__ import annotations
 
@@ -15,8 +18,9 @@ from typing import Any
 
 import torch
 
+from . import distributed
 from .data import ImageSet
-from .errors import CnnlabError
+from .errors import CnnlabError, UsageError
 from .runs import atomic_write, check_tensors
 from .train import EpochResult, TrainState
 
@@ -43,18 +47,26 @@ def _rng_states(state: TrainState, device: torch.device) -> dict[str, torch.Tens
 
 
 def save_checkpoint(path: Path, state: TrainState, device: torch.device, data: str) -> int:
-    """Write ``state`` and the random generators to ``path`` atomically; returns the file's size in bytes."""
+    """Write ``state`` and the random generators to ``path`` atomically; returns the file's size in bytes.
+
+    Under torchrun every process calls it, to hand rank 0 its generators; the others write nothing (and return 0).
+    """
     from safetensors.torch import save
 
+    generators = distributed.gather(_rng_states(state, device))
+    if not distributed.is_main():
+        return 0
     optimizer = state.optimizer.state_dict()
     tensors = {f"model.{key}": value for key, value in state.model.state_dict().items()}
     for index, entries in optimizer["state"].items():  # every entry of the built-in optimisers is a tensor
         tensors.update({f"optimizer.{index}.{name}": value for name, value in entries.items()})
-    tensors.update(_rng_states(state, device))
+    for rank, states in enumerate(generators):
+        tensors.update({key.replace("rng.", f"rng.{rank}.") if rank else key: value for key, value in states.items()})
     if state.average is not None:
         tensors.update({f"average.{key}": value for key, value in state.average.model.state_dict().items()})
     meta = {"history": [asdict(row) for row in state.history], "param_groups": optimizer["param_groups"],
-            "device": device.type, "data": data, "scheduler_steps": state.scheduler.last_epoch,
+            "device": device.type, "world_size": len(generators), "data": data,
+            "scheduler_steps": state.scheduler.last_epoch,
             "average_updates": state.average.updates if state.average is not None else 0}
     payload = save({key: value.detach().cpu().contiguous() for key, value in tensors.items()},
                    metadata={"format": FORMAT, "state": json.dumps(meta)})
@@ -84,6 +96,13 @@ def load_checkpoint(path: Path, state: TrainState, device: torch.device, data: s
     if meta["data"] != data:
         raise CnnlabError(f"{path.parent} was trained on other data than was found now; pass the --data-dir "
                           "it was trained with (its environment.json records it)")
+    processes = meta.get("world_size", 1)
+    if type(processes) is not int or processes < 1:
+        raise CnnlabError(f"{path}: malformed world_size; {damaged}")
+    if processes != distributed.world_size():  # each process carries on with its own random generators
+        how = f"under torchrun with {processes} processes in all" if processes > 1 else "without torchrun"
+        raise UsageError(f"{path} was written by {processes} training process(es), not "
+                         f"{distributed.world_size()}: resume it {how}")
 
     parts: dict[str, dict[str, torch.Tensor]] = {"model": {}, "optimizer": {}, "rng": {}, "average": {}}
     for key, tensor in tensors.items():
@@ -91,9 +110,16 @@ def load_checkpoint(path: Path, state: TrainState, device: torch.device, data: s
         if part not in parts:
             raise CnnlabError(f"{path}: unexpected tensor {key!r}; {damaged}")
         parts[part][name] = tensor
+    generators: dict[str, dict[str, torch.Tensor]] = {}  # by rank: '' for rank 0's, named as one process's
+    for name, tensor in parts["rng"].items():
+        rank, _, generator = name.rpartition(".")
+        generators.setdefault(rank, {})[generator] = tensor
+    if not set(generators) <= {""} | {str(rank) for rank in range(1, processes)}:
+        raise CnnlabError(f"{path}: random generators of processes the run did not have; {damaged}")
+    own = generators.get(str(distributed.rank()) if distributed.rank() else "", {})
     rngs = {name.removeprefix("rng."): value for name, value in _rng_states(state, device).items()}
     if meta["device"] != device.type:  # another device's generator means nothing here
-        parts["rng"].pop("cuda", None)
+        own.pop("cuda", None)
         rngs.pop("cuda", None)
     check_tensors(path, parts["model"], state.model.state_dict(), damaged)
     if state.average is not None:
@@ -101,18 +127,18 @@ def load_checkpoint(path: Path, state: TrainState, device: torch.device, data: s
     steps, updates = meta.get("scheduler_steps", 0), meta.get("average_updates", 0)
     if not (type(steps) is int and type(updates) is int and 0 <= steps and 0 <= updates):
         raise CnnlabError(f"{path}: malformed schedule or average counters; {damaged}")
-    check_tensors(path, parts["rng"], rngs, damaged)
+    check_tensors(path, own, rngs, damaged)
     optimizer = _optimizer_state(path, parts["optimizer"], meta["param_groups"], state.optimizer, damaged)
     history = _history(path, meta["history"], damaged)
 
     state.model.load_state_dict(parts["model"])
     state.optimizer.load_state_dict(optimizer)
     try:
-        state.shuffle.set_state(parts["rng"]["shuffle"])
-        state.augment.set_state(parts["rng"]["augment"])
-        torch.set_rng_state(parts["rng"]["torch"])
+        state.shuffle.set_state(own["shuffle"])
+        state.augment.set_state(own["augment"])
+        torch.set_rng_state(own["torch"])
         if "cuda" in rngs:
-            torch.cuda.set_rng_state(parts["rng"]["cuda"], device)
+            torch.cuda.set_rng_state(own["cuda"], device)
     except RuntimeError as error:  # a generator refuses a state it could not have written
         raise CnnlabError(f"{path}: a random generator's state is invalid ({error}); {damaged}") from None
     state.history[:] = history

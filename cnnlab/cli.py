@@ -1,7 +1,7 @@
 """The command line: each subcommand parses, makes one library call and prints.
 
 Errors reach the user as one line on stderr: exit code 2 for a bad command or value, 1 for a failure,
-130 for Ctrl-C; ``--debug`` shows the traceback instead.
+130 for Ctrl-C; ``--debug`` shows the traceback instead. Under torchrun rank 0 alone prints results.
 """
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ FOLDER_FLAGS = ("size", "channels", "preprocess", "strict")  # only with --data
 
 
 def _train(args: argparse.Namespace) -> int:
+    from . import distributed
     from .images import load_folder
     from .recipes import FOLDER_RECIPE, get_recipe, with_overrides
     from .runs import resume_run, train_recipe
@@ -31,7 +32,9 @@ def _train(args: argparse.Namespace) -> int:
         if args.recipe or args.data or set(overrides) - {"epochs"}:
             raise UsageError("--resume continues the run's own recipe and data: give no recipe name, no --data "
                              "and, of the recipe's fields, only --epochs (to train further)")
-        print(resume_run(args.resume, epochs=args.epochs, data_dir=args.data_dir, verbose=not args.quiet))
+        run_dir = resume_run(args.resume, epochs=args.epochs, data_dir=args.data_dir, verbose=not args.quiet)
+        if distributed.is_main():
+            print(run_dir)
         return 0
     if args.data is None:
         if args.recipe is None:
@@ -49,7 +52,8 @@ def _train(args: argparse.Namespace) -> int:
         args.data, (args.channels, *(args.size or (None, None))), args.preprocess or "crop", strict=args.strict)
     run_dir = train_recipe(recipe, data_dir=args.data_dir, runs_dir=args.runs_dir, verbose=not args.quiet,
                            folder=folder, tensorboard=args.tensorboard)
-    print(run_dir)
+    if distributed.is_main():
+        print(run_dir)
     return 0
 
 
@@ -342,7 +346,14 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _fail(message: str, code: int) -> int:
-    print("cnnlab: " + " ".join(message.splitlines()), file=sys.stderr)
+    """One line on stderr. Under torchrun every process meets the same bad command or Ctrl-C, which rank 0
+    alone reports; any other failure is reported by the process that meets it, naming its rank."""
+    from . import distributed
+
+    rank = distributed.rank()
+    if rank and code in (2, 130):
+        return code
+    print(f"cnnlab{f' (rank {rank})' if rank else ''}: " + " ".join(message.splitlines()), file=sys.stderr)
     return code
 
 

@@ -51,6 +51,7 @@ class Recipe:
     tta: str = "none"  # test-time augmentation: none, flip (image + mirror), flip-translate (also ±1 pixel)
     autocast: str = "off"  # off, bf16 or fp16: mixed precision in the forward pass (fp16: CUDA only)
     channels_last: bool = False  # NHWC memory layout, which cuDNN and oneDNN convolve faster
+    sync_batchnorm: bool = False  # under torchrun on CUDA: BatchNorm's statistics over the global batch, not each shard
 
     def resolved(self) -> "Recipe":
         """The recipe with defaults that depend on other fields filled in (the learning rate)."""

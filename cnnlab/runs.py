@@ -2,7 +2,7 @@
 
 A run folder holds ``recipe.json`` (the resolved recipe), ``model.json`` (what rebuilds the network and how
 its input was prepared), ``weights.safetensors``, ``history.csv``, ``metrics.json``, ``environment.json``
-and the tutorial's figures. Nothing in it is ever unpickled.
+and the tutorial's figures. Nothing in it is ever unpickled. Under torchrun rank 0 alone writes it.
 """
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
+from . import distributed
 from .augment import Normalization
 from .data import ImageSet
 from .errors import CnnlabError, UsageError
@@ -202,6 +203,7 @@ def environment(device: torch.device) -> dict[str, Any]:
     info = {"cnnlab": __version__, "python": sys.version.split()[0], "torch": torch.__version__,
             "numpy": numpy.__version__, "safetensors": safetensors.__version__,
             "platform": platform.platform(), "device": str(device), "cpu_threads": torch.get_num_threads(),
+            "world_size": distributed.world_size(), "backend": distributed.backend(),  # processes training the run
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     if device.type == "cuda":
         info["device_name"] = torch.cuda.get_device_name(device)
@@ -335,7 +337,7 @@ def train_recipe(recipe: Recipe, data_dir: str | os.PathLike | None = None, runs
 
     ``folder`` (from ``cnnlab.images.load_folder``) replaces the recipe's data set: its own val/ replaces the
     split, and without a test/ there is no test evaluation. ``tensorboard`` also logs each epoch under
-    ``RUN_DIR/tensorboard/``.
+    ``RUN_DIR/tensorboard/``. Under torchrun every process trains the run, rank 0 writes it (cnnlab.distributed).
     """
     from .train import resolve_device
 
@@ -344,9 +346,11 @@ def train_recipe(recipe: Recipe, data_dir: str | os.PathLike | None = None, runs
     if (recipe.dataset == "folder") != (folder is not None):
         raise CnnlabError(f"recipe {recipe.name!r} trains on {recipe.dataset!r}; a folder of your own images "
                           "goes with --data FOLDER (and dataset 'folder')")
-    run_dir = new_run_dir(runs_dir, recipe.name)  # before the data: an unwritable folder fails fast
-    board = tensorboard_writer(run_dir / "tensorboard") if tensorboard else None  # so does a missing package
-    return _train_into(run_dir, recipe, device, data_dir, verbose, resume=False, folder=folder, board=board)
+    with distributed.process_group(recipe, device) as device:
+        # Before the data: an unwritable folder fails fast. Rank 0 makes it and tells the others its name.
+        run_dir = distributed.broadcast(new_run_dir(runs_dir, recipe.name) if distributed.is_main() else None)
+        board = tensorboard_writer(run_dir / "tensorboard") if tensorboard and distributed.is_main() else None
+        return _train_into(run_dir, recipe, device, data_dir, verbose, resume=False, folder=folder, board=board)
 
 
 def resume_run(run_dir: str | os.PathLike, epochs: int | str | None = None,
@@ -354,7 +358,8 @@ def resume_run(run_dir: str | os.PathLike, epochs: int | str | None = None,
     """Continue a run from its last checkpoint to the end of its recipe, or to ``epochs`` epochs in all.
 
     The recipe and the data's folder come from the run folder; the history and weights come out as an
-    uninterrupted run on the same device would have given them.
+    uninterrupted run on the same device would have given them. A run trained under torchrun resumes under
+    torchrun, with as many processes: each reads the checkpoint and takes its own random generators.
     """
     from .recipes import with_overrides
     from .train import resolve_device
@@ -369,7 +374,8 @@ def resume_run(run_dir: str | os.PathLike, epochs: int | str | None = None,
         recorded = read_json(run_dir / "environment.json")
         data_dir = recorded.get("data_dir") if isinstance(recorded, dict) else None
     try:
-        check_writable(run_dir)
+        if distributed.is_main():
+            check_writable(run_dir)
     except OSError as error:
         raise CnnlabError(f"cannot write to {run_dir} ({error.strerror or error}); make it writable") from None
     folder = None
@@ -378,8 +384,8 @@ def resume_run(run_dir: str | os.PathLike, epochs: int | str | None = None,
 
         info = ModelInfo.from_dict(read_json(run_dir / "model.json"), run_dir / "model.json")
         folder = load_folder(info.folder, info.in_shape, info.preprocess, classes=info.classes)
-    return _train_into(run_dir, recipe, resolve_device(recipe.device), data_dir, verbose, resume=True,
-                       folder=folder)
+    with distributed.process_group(recipe, resolve_device(recipe.device)) as device:
+        return _train_into(run_dir, recipe, device, data_dir, verbose, resume=True, folder=folder)
 
 
 def _train_into(run_dir: Path, recipe: Recipe, device: torch.device, data_dir: str | os.PathLike | None,
@@ -392,7 +398,8 @@ def _train_into(run_dir: Path, recipe: Recipe, device: torch.device, data_dir: s
     from .models import count_params, create_model, summarize
     from .train import TrainState, fit, start_state
 
-    console = Console(quiet=not verbose, highlight=False, soft_wrap=True)
+    main = distributed.is_main()  # the process that prints and writes; the others train beside it
+    console = Console(quiet=not (verbose and main), highlight=False, soft_wrap=True)
     if folder is None:
         (train_all, test), val = load_dataset(recipe.dataset, data_dir), None
     else:
@@ -415,7 +422,8 @@ def _train_into(run_dir: Path, recipe: Recipe, device: torch.device, data_dir: s
         if state.epoch > recipe.epochs or state.epoch == recipe.epochs and (run_dir / "metrics.json").exists():
             raise UsageError(f"{run_dir} has trained {state.epoch} epochs already; "
                              f"pass --epochs N, more than {state.epoch}, to train further")
-        write_json(run_dir / "recipe.json", recipe.to_dict())  # --epochs may have raised the total
+        if main:
+            write_json(run_dir / "recipe.json", recipe.to_dict())  # --epochs may have raised the total
         console.print(f"resuming {run_dir} after epoch {state.epoch} of {recipe.epochs}")
         if trained_on != device.type:
             console.print(f"note: it was trained on {trained_on}: from here on it will not match an "
@@ -425,31 +433,36 @@ def _train_into(run_dir: Path, recipe: Recipe, device: torch.device, data_dir: s
         info = ModelInfo(recipe.model, in_shape, train.classes, recipe.dataset,  # type: ignore[arg-type]
                          normalization=state.normalization, preprocess=preprocess, folder=source)
         try:  # epoch 0's checkpoint too: a folder that is full or unwritable fails here, before any training
-            save_run_files(run_dir, recipe, info, device, data_dir)
-            plots.plot_sample(train.images[0], int(train.labels[0]), train.classes, run_dir / "sample.png")
-            save_checkpoint(checkpoint, state, device, data)
+            if main:
+                save_run_files(run_dir, recipe, info, device, data_dir)
+                plots.plot_sample(train.images[0], int(train.labels[0]), train.classes, run_dir / "sample.png")
+            save_checkpoint(checkpoint, state, device, data)  # every process hands rank 0 its generators
         except OSError as error:
             raise CnnlabError(f"cannot write in {run_dir} ({error.strerror or error}); "
                               "free some space or choose another --runs-dir") from None
-    free, needed = shutil.disk_usage(run_dir).free, 2 * checkpoint.stat().st_size  # the next one, then weights
-    if free < needed:
-        raise CnnlabError(f"{run_dir}: {free / 1e6:.0f} MB free, the run needs about {needed / 1e6:.0f} MB more; "
-                          "free some space or choose another --runs-dir")
+    if main:
+        free, needed = shutil.disk_usage(run_dir).free, 2 * checkpoint.stat().st_size  # the next one, then weights
+        if free < needed:
+            raise CnnlabError(f"{run_dir}: {free / 1e6:.0f} MB free, the run needs about {needed / 1e6:.0f} MB "
+                              "more; free some space or choose another --runs-dir")
 
     saved = state.epoch  # the epoch the checkpoint on disk holds
 
     def save(state: TrainState) -> None:
         nonlocal saved
         save_checkpoint(checkpoint, state, device, data)
-        write_history(run_dir / "history.csv", state.history)
+        if main:
+            write_history(run_dir / "history.csv", state.history)
         saved = state.epoch
         if board is not None:
             log_epoch(board, state.history[-1])
 
-    resume_hint = f"continue with `cnnlab train --resume {run_dir}`"
+    resume_hint = f"continue with `cnnlab train --resume {run_dir}`" + (
+        f" under torchrun, {distributed.world_size()} processes in all" if distributed.world_size() > 1 else "")
     try:
         history = fit(model, train, val, recipe, device, state=state, on_epoch_end=save, verbose=verbose)
-        _finish(run_dir, recipe, model, history, test, val, device, console, state.normalization)
+        if main:
+            _finish(run_dir, recipe, model, history, test, val, device, console, state.normalization)
     except KeyboardInterrupt:
         raise KeyboardInterrupt(f"{run_dir} holds epoch {saved} of {recipe.epochs}; {resume_hint}") from None
     except torch.cuda.OutOfMemoryError:

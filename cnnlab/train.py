@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import fast
+from . import distributed, fast
 from .augment import Normalization, augment, tta_logits
 from .data import ImageSet
 from .errors import CnnlabError
@@ -185,28 +185,37 @@ def place(model: nn.Module, recipe: Recipe, device: torch.device) -> nn.Module:
     return model.to(device, memory_format=fast.memory_format(model, device, recipe.engine, recipe.channels_last))
 
 
-def batch_bounds(n: int, batch_size: int) -> list[int]:
+def batch_bounds(n: int, batch_size: int, processes: int = 1) -> list[int]:
     """Where each batch of an epoch starts, then ``n``: the last batch is the remainder, as in Keras, except
-    that a remainder of one image joins the batch before it (BatchNorm cannot train on a batch of one)."""
+    that a remainder too small to give each process two images (one process: a remainder of one) joins the
+    batch before it, since BatchNorm cannot train on one image. Under torchrun these are the global batches,
+    which the ``processes`` share out (``distributed.shard``)."""
     bounds = list(range(0, n, batch_size)) + [n]
-    if len(bounds) > 2 and bounds[-1] - bounds[-2] == 1:
+    if len(bounds) > 2 and bounds[-1] - bounds[-2] < 2 * processes:
         del bounds[-2]
     return bounds
 
 
 def start_state(model: nn.Module, recipe: Recipe, train: ImageSet, device: torch.device | str = "cpu") -> TrainState:
-    """A fresh run's state; a model that sets itself up from data (airbench's whitening) does so here."""
+    """A fresh run's state; a model that sets itself up from data (airbench's whitening) does so here.
+
+    Under torchrun every process builds the same weights; each then draws its own augmentation and dropout,
+    from ``recipe.seed`` plus its rank (rank 0 draws what one process would).
+    """
     device = torch.device(device)
     place(model, recipe, device)
     normalization = Normalization.of(train.images) if recipe.normalize else None
     if hasattr(model, "init_from_data"):  # from the first 5,000 training images, as airbench does
         model.init_from_data(to_input(train.images[:5000].to(device), normalization))
     optimizer = make_optimizer(recipe, model)
-    total_steps = recipe.epochs * (len(batch_bounds(len(train), recipe.batch_size)) - 1)
+    total_steps = recipe.epochs * (len(batch_bounds(len(train), recipe.batch_size, distributed.world_size())) - 1)
+    rank = distributed.rank()  # 0 in one process
+    if rank:  # after the weights, which must be the same in every process
+        torch.manual_seed(recipe.seed + rank)
     return TrainState(
         model, optimizer, torch.Generator().manual_seed(recipe.seed),
         scheduler=make_scheduler(optimizer, total_steps, recipe.schedule, recipe.warmup, recipe.lr_end),
-        augment=torch.Generator(device).manual_seed(recipe.seed), normalization=normalization,
+        augment=torch.Generator(device).manual_seed(recipe.seed + rank), normalization=normalization,
         average=WeightAverage(model, recipe.ema) if recipe.ema else None)
 
 
@@ -219,8 +228,13 @@ def fit(model: nn.Module, train: ImageSet, val: ImageSet, recipe: Recipe,
     ``recipe.engine`` picks how each step is computed (cnnlab.fast), never what. Returns the history, one row
     per epoch. With weight averaging on, ``model`` ends holding the average, which is what was validated. A
     loss that turns NaN or infinite raises CnnlabError before ``on_epoch_end`` can see the broken weights.
+
+    Under torchrun (cnnlab.distributed) each process runs its shard of every batch and DDP averages the
+    gradients: the same steps as one process on the whole batch. Every process validates the whole split, so
+    each holds the numbers one process would print; only rank 0 prints them.
     """
     device = torch.device(device)
+    verbose = verbose and distributed.is_main()
     if recipe.deterministic:
         use_deterministic_algorithms()
     place(model, recipe, device)
@@ -228,26 +242,27 @@ def fit(model: nn.Module, train: ImageSet, val: ImageSet, recipe: Recipe,
     train_images = train.images.to(device)  # (N, C, H, W) uint8, resident for the whole run
     train_labels = train.labels.to(device)
     n, batch_size = len(train), recipe.batch_size
-    bounds = batch_bounds(n, batch_size)
+    bounds = batch_bounds(n, batch_size, distributed.world_size())
     steps = len(bounds) - 1
     check_every = 1 if device.type == "cpu" else 50  # a finiteness check waits for the device; on the CPU it is free
-    forward = fast.forward_fn(model, device, recipe.engine)  # the model's own forward, or the same sums fused
+    forward = distributed.data_parallel(model, recipe, device)  # the model's forward, or the same sums fused; in DDP
     loss_sum = torch.zeros((), device=device)  # the epoch's sums stay on the device: no sync inside an epoch
     correct = torch.zeros((), device=device, dtype=torch.long)
 
     def train_step(batch: torch.Tensor) -> None:
-        images = augment(train_images[batch], recipe.flip, recipe.translate, state.augment)  # as-is when off
-        labels = train_labels[batch]
+        shard, share = distributed.shard(batch)  # this process's images of the batch (all of them in one process)
+        images = augment(train_images[shard], recipe.flip, recipe.translate, state.augment)  # as-is when off
+        labels = train_labels[shard]
         with autocast(device, recipe):
             logits = forward(to_input(images, state.normalization))
         loss = loss_fn(logits, labels, recipe)
         state.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        (loss * share).backward()  # DDP averages the processes' gradients: the whole batch's mean
         state.optimizer.step()
         state.scheduler.step()
         if state.average is not None:
             state.average.update(model)
-        loss_sum.add_(loss.detach() * len(batch))  # Keras's running mean weighs each batch by its size
+        loss_sum.add_(loss.detach() * len(shard))  # Keras's running mean weighs each batch by its size
         correct.add_((logits.argmax(dim=1) == labels).sum())
 
     step_fn = fast.cuda_graphed(train_step, batch_size, device) if recipe.engine == "graph" else train_step
@@ -264,6 +279,7 @@ def fit(model: nn.Module, train: ImageSet, val: ImageSet, recipe: Recipe,
                 if (step + 1) % check_every == 0 or step + 1 == steps:
                     _stop_if_diverged(loss_sum.item(), epoch, step + 1, steps, check_every)
                 progress.advance(task)
+            distributed.sum_over_processes(loss_sum, correct)  # the whole batches' sums, once an epoch
 
             validation = evaluate(state.evaluated_model, val, recipe, device, normalization=state.normalization)
             _stop_if_diverged(validation["loss"], epoch)

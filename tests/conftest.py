@@ -1,15 +1,21 @@
-"""Fixtures that write small data sets in the real file formats, so no test downloads anything."""
+"""Fixtures that write small data sets in the real file formats, so no test downloads anything; and what the
+tests of whole runs share: comparing two runs, killing a training process."""
 from __future__ import annotations
 
 import gzip
+import json
 import pickle
 import struct
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+REPO = Path(__file__).resolve().parents[1]  # the checkout under test: PYTHONPATH for the processes tests start
+SHARED = REPO.parent / "shared"
 MNIST_SAMPLE = SHARED / "datasets" / "mnist-sample"
 FASHION_SYSTEM = Path("/usr/share/datasets/fashion-mnist")
 
@@ -64,6 +70,43 @@ def make_cifar_dataset(folder: Path, n_per_batch: int = 40, seed: int = 0) -> Pa
         labels = rng.integers(0, 10, size=n_per_batch)
         (batches / name).write_bytes(cifar_batch_bytes(learnable_images(labels, (3, 32, 32), rng), labels))
     return folder
+
+
+RUN_FILES = {"recipe.json", "model.json", "environment.json", "history.csv", "metrics.json", "weights.safetensors",
+             "sample.png", "accuracy.png", "loss.png", "predictions.png"}  # what a finished run folder holds
+
+
+def history(run_dir: Path) -> list[dict]:
+    """Every number of every epoch, at full precision, but the wall time."""
+    with safe_open(str(run_dir / "checkpoint.safetensors"), "pt") as f:
+        rows = json.loads(f.metadata()["state"])["history"]
+    return [{k: v for k, v in row.items() if k != "seconds"} for row in rows]
+
+
+def assert_same_run(run_dir: Path, reference: Path) -> None:
+    assert history(run_dir) == history(reference)
+    weights, expected = load_file(run_dir / "weights.safetensors"), load_file(reference / "weights.safetensors")
+    assert weights.keys() == expected.keys()
+    assert all(torch.equal(weights[k], expected[k]) for k in expected)  # bit for bit
+    assert json.loads((run_dir / "metrics.json").read_text())["test_loss"] == \
+        json.loads((reference / "metrics.json").read_text())["test_loss"]
+
+
+# A script for a separate process: once `kill_at` optimiser steps are done, the main process (rank 0 under
+# torchrun) sends itself `signal`.
+KILLER = """
+import os, signal, sys
+from torch.optim.optimizer import register_optimizer_step_post_hook
+steps = 0
+def hook(optimizer, args, kwargs):
+    global steps
+    steps += 1
+    if steps == {kill_at} and os.environ.get("RANK", "0") == "0":
+        os.kill(os.getpid(), signal.{signal})
+register_optimizer_step_post_hook(hook)
+from cnnlab import cli
+sys.exit(cli.main({argv!r}))
+"""
 
 
 @pytest.fixture(autouse=True)

@@ -11,10 +11,7 @@ import torch.nn.functional as F
 from cnnlab import cli, get_recipe, load_run
 from cnnlab.data import load_dataset
 from cnnlab.train import evaluate, loss_fn
-from conftest import MNIST_SAMPLE
-
-RUN_FILES = {"recipe.json", "model.json", "environment.json", "history.csv", "metrics.json", "weights.safetensors",
-             "sample.png", "accuracy.png", "loss.png", "predictions.png"}
+from conftest import MNIST_SAMPLE, RUN_FILES
 
 
 def train(capsys, *args) -> tuple[int, str, str]:

@@ -15,8 +15,7 @@ from cnnlab.data import load_dataset
 from cnnlab.models import create_model
 from cnnlab.predict import predict, predict_files
 from cnnlab.runs import ModelInfo, load_run, save_run_files, save_weights
-from conftest import MNIST_SAMPLE, learnable_images
-from test_cli import RUN_FILES
+from conftest import MNIST_SAMPLE, RUN_FILES, learnable_images
 from test_images import BAD_FILES
 
 

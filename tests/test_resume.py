@@ -14,26 +14,15 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors import safe_open
-from safetensors.torch import load_file
 
-import cnnlab
 from cnnlab import cli
-from conftest import make_idx_dataset
+from conftest import KILLER, REPO, assert_same_run, history, make_idx_dataset
 
-REPO = Path(cnnlab.__file__).resolve().parents[1]
 # fashion-cnn on the fake digits: Adam's moments, dropout's draws and the shuffle all carry across epochs.
 # 96 training images in batches of 16: 6 steps an epoch.
 ARGS = ["fashion-cnn", "--set", "dataset=mnist", "--epochs", "3", "--batch-size", "16", "--seed", "3",
         "--device", "cpu", "--quiet"]
 STEPS_PER_EPOCH = 6
-
-
-def history(run_dir: Path) -> list[dict]:
-    """Every number of every epoch, at full precision, but the wall time."""
-    with safe_open(str(run_dir / "checkpoint.safetensors"), "pt") as f:
-        rows = json.loads(f.metadata()["state"])["history"]
-    return [{k: v for k, v in row.items() if k != "seconds"} for row in rows]
 
 
 def train(*args: str) -> Path:
@@ -64,31 +53,6 @@ def uninterrupted(digits, tmp_path_factory) -> Path:
 def two_epochs(digits, tmp_path_factory) -> Path:
     """A finished run of the first 2 of those 3 epochs (tests must leave it as they found it)."""
     return train(*ARGS, "--epochs", "2", "--data-dir", str(digits), "--runs-dir", str(tmp_path_factory.mktemp("runs")))
-
-
-def assert_same_run(run_dir: Path, reference: Path) -> None:
-    assert history(run_dir) == history(reference)
-    weights, expected = load_file(run_dir / "weights.safetensors"), load_file(reference / "weights.safetensors")
-    assert weights.keys() == expected.keys()
-    assert all(torch.equal(weights[k], expected[k]) for k in expected)  # bit for bit
-    assert json.loads((run_dir / "metrics.json").read_text())["test_loss"] == \
-        json.loads((reference / "metrics.json").read_text())["test_loss"]
-
-
-# In a separate process: once `kill_at` optimiser steps are done, send this process `signal`.
-KILLER = """
-import os, signal, sys
-from torch.optim.optimizer import register_optimizer_step_post_hook
-steps = 0
-def hook(optimizer, args, kwargs):
-    global steps
-    steps += 1
-    if steps == {kill_at}:
-        os.kill(os.getpid(), signal.{signal})
-register_optimizer_step_post_hook(hook)
-from cnnlab import cli
-sys.exit(cli.main({argv!r}))
-"""
 
 
 @pytest.mark.parametrize("sig, code", [("SIGKILL", -signal.SIGKILL), ("SIGINT", 130)])
