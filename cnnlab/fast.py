@@ -186,6 +186,25 @@ def eval_batch_size(device: torch.device) -> int:
     return 10_000 if device.type == "cuda" else 256
 
 
+def native_bf16(device: torch.device) -> bool:
+    """Does ``device`` compute in bf16 natively? Elsewhere bf16 autocast is emulated and slower than fp32."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type != "cpu":
+        return True  # MPS and others: nothing to ask, so nothing to warn about
+    probes = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    probes = [probe for probe in probes if probe is not None]  # private in PyTorch: absent in some versions
+    return not probes or any(probe() for probe in probes)
+
+
+def precision_note(device: torch.device, autocast: str) -> str | None:
+    """A line for the user when the recipe's mixed precision will slow ``device`` down instead of speeding it up."""
+    if autocast == "bf16" and not native_bf16(device):
+        where = "this CPU has no AVX512-BF16 or AMX" if device.type == "cpu" else f"{device} has no native bf16"
+        return f"{where}, so the recipe's bf16 autocast is slow here; --set autocast=off trains in fp32"
+    return None
+
+
 @contextlib.contextmanager
 def settings(device: torch.device, engine: str) -> Iterator[None]:
     """The fast engines' settings: TF32 and cuDNN's autotuner on CUDA (restored afterwards); on the CPU,

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from . import distributed
+from . import distributed, fast
 from .augment import Normalization
 from .data import ImageSet
 from .errors import CnnlabError, UsageError
@@ -408,6 +408,8 @@ def _train_into(run_dir: Path, recipe: Recipe, device: torch.device, data_dir: s
     console.print(f"{recipe.name}: {folder.root if folder else recipe.dataset} — {len(train):,} train / "
                   f"{len(val):,} validation / {f'{len(test):,}' if test is not None else 'no'} test images, "
                   f"on {device}")
+    if note := fast.precision_note(device, recipe.autocast):
+        console.print(f"note: {note}")
 
     torch.manual_seed(recipe.seed)  # the initial weights, then dropout
     in_shape = tuple(train.images.shape[1:])

@@ -98,3 +98,17 @@ def test_per_class_figures_agree_with_the_test_accuracy_under_bf16_and_tta(fake_
     evaluation, _ = evaluate_run(run_dir, data_dir=fake_mnist, device="cpu")
     # the confusion matrix comes from predict, the accuracy from evaluate: the same computation, the same count
     assert evaluation.confusion.trace().item() == round(evaluation.accuracy * evaluation.confusion.sum().item())
+
+
+def test_bf16_on_a_cpu_without_native_bf16_says_so_and_trains(fake_mnist, runs_dir, capsys, monkeypatch):
+    from cnnlab import fast
+
+    monkeypatch.setattr(fast, "native_bf16", lambda device: False)
+    code = cli.main(["train", "fashion-cpu", "--data-dir", str(fake_mnist), "--runs-dir", str(runs_dir),
+                     "--set", "dataset=mnist", "--epochs", "1"])
+    assert code == 0
+    notes = [line for line in capsys.readouterr().out.splitlines() if line.startswith("note:")]
+    assert notes == ["note: this CPU has no AVX512-BF16 or AMX, so the recipe's bf16 autocast is slow here; "
+                     "--set autocast=off trains in fp32"]
+    assert fast.precision_note(torch.device("cpu"), "off") is None
+
