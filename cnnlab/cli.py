@@ -6,6 +6,7 @@ Errors reach the user as one line on stderr: exit code 2 for a bad command or va
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -336,6 +337,9 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except KeyboardInterrupt as interrupt:
         return _fail(f"interrupted{f': {interrupt}' if str(interrupt) else ''}", 130)
+    except BrokenPipeError:  # the reader went away (`cnnlab evaluate RUN | head`): stop quietly, as Unix tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # else Python's exit flush complains
+        return 1  # what rich's console does when the same happens to its output
     except Exception as error:
         if args.debug:
             raise

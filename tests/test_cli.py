@@ -116,3 +116,25 @@ def test_cifar_recipe_end_to_end(fake_cifar, runs_dir, capsys):
     code, out, _ = train(capsys, "cifar10-cnn", "--data-dir", str(fake_cifar), "--runs-dir", str(runs_dir),
                          "--epochs", "1", "--batch-size", "50")
     assert code == 0 and "Total params: 2,125,578" in out
+
+
+
+@pytest.mark.parametrize("command", [["inspect", "{image}"], ["recipes", "fashion-cnn"]])  # print(), rich
+def test_a_reader_that_goes_away_stops_the_command_quietly(tmp_path, command):
+    """`cnnlab inspect IMAGE | head -1`, the pipe closed before cnnlab writes: no error line, exit code 1."""
+    import os
+    import subprocess
+    import sys
+
+    from PIL import Image
+
+    from conftest import REPO
+
+    Image.new("L", (8, 8), 200).save(tmp_path / "grey.png")
+    reader, writer = os.pipe()
+    os.close(reader)  # nobody will read what cnnlab writes
+    argv = [part.format(image=tmp_path / "grey.png") for part in command]
+    done = subprocess.run([sys.executable, "-m", "cnnlab.cli", *argv], stdout=writer, stderr=subprocess.PIPE,
+                          text=True, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
+    os.close(writer)
+    assert (done.returncode, done.stderr) == (1, "")
