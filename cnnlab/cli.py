@@ -165,6 +165,17 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _serve(args: argparse.Namespace) -> int:
+    from .serve import make_server
+
+    with make_server(args.run_dir, args.host, args.port, args.device) as server:
+        host, port = server.server_address[:2]
+        print(f"Serving {args.run_dir} on http://{host}:{port} (GET /health, POST /predict); Ctrl-C stops",
+              flush=True)
+        server.serve_forever()
+    return 0
+
+
 def _recipes(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
@@ -344,6 +355,14 @@ def build_parser() -> argparse.ArgumentParser:
                         help="images per call: any number (default), or fixed at N")
     export.set_defaults(func=_export)
 
+    serve = commands.add_parser("serve", parents=[debug], help="answer predictions over HTTP (local use; "
+                                                               "not hardened for the open internet)")
+    serve.add_argument("run_dir", type=Path, help="a run folder written by `cnnlab train`")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this "
+                                                           "machine only)")
+    serve.add_argument("--port", type=int, default=8000, help="port to listen on (default: 8000; 0: any free)")
+    serve.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    serve.set_defaults(func=_serve)
     return parser
 
 
