@@ -159,7 +159,7 @@ def _export(args: argparse.Namespace) -> int:
 
     export = export_onnx(args.run_dir, args.output, parse_batch(args.batch))
     print(f"Wrote {export.path} ({export.bytes / 1e6:.1f} MB)")
-    print(f"onnxruntime on {export.checked} random images: largest difference from cnnlab's probabilities "
+    print(f"onnxruntime on {export.checked} random image{'s' * (export.checked != 1)}: largest difference from cnnlab's probabilities "
           f"{export.max_difference:.1e} (at most {TOLERANCE:g})" if export.max_difference is not None else
           "onnxruntime is not installed: the file was not run (pip install 'cnnlab[export]')")
     return 0
