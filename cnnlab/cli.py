@@ -158,7 +158,7 @@ def _export(args: argparse.Namespace) -> int:
     from .export import TOLERANCE, export_onnx, parse_batch
 
     export = export_onnx(args.run_dir, args.output, parse_batch(args.batch))
-    print(f"Wrote {export.path} ({export.bytes / 1e6:.1f} MB)")
+    print(f"Wrote {export.path} ({export.size / 1e6:.1f} MB)")
     print(f"onnxruntime on {export.checked} random image{'s' * (export.checked != 1)}: largest difference from cnnlab's probabilities "
           f"{export.max_difference:.1e} (at most {TOLERANCE:g})" if export.max_difference is not None else
           "onnxruntime is not installed: the file was not run (pip install 'cnnlab[export]')")
@@ -349,7 +349,7 @@ def build_parser() -> argparse.ArgumentParser:
     export = commands.add_parser("export", parents=[debug], help="write a run's network as ONNX, preprocessing "
                                                                  "and softmax inside, then check it")
     export.add_argument("run_dir", type=Path, help="a run folder written by `cnnlab train`")
-    export.add_argument("--format", choices=("onnx",), default="onnx", help="the file format (default: onnx)")
+    export.add_argument("--format", choices=("onnx",), default="onnx", help="the file format (onnx, the only one so far)")
     export.add_argument("--output", type=Path, metavar="PATH", help="where it goes (default: RUN_DIR/model.onnx)")
     export.add_argument("--batch", default="dynamic", metavar="dynamic|N",
                         help="images per call: any number (default), or fixed at N")

@@ -14,6 +14,7 @@ import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -21,6 +22,9 @@ from torch import nn
 from .augment import Normalization, tta_logits
 from .errors import CnnlabError, UsageError
 from .train import to_input
+
+if TYPE_CHECKING:
+    from .runs import Run
 
 OPSET = 17
 VERIFY_IMAGES = 8  # random images run through both onnxruntime and cnnlab after an export
@@ -42,7 +46,7 @@ class Pipeline(nn.Module):
 @dataclass
 class Export:
     path: Path
-    bytes: int
+    size: int  # bytes
     checked: int  # images compared with cnnlab's own predictions; 0 without onnxruntime
     max_difference: float | None  # the largest difference in probability found; None when not checked
 
@@ -108,10 +112,10 @@ def export_onnx(run_dir: str | os.PathLike, output: str | os.PathLike | None = N
     return Export(path, len(data), checked, difference)
 
 
-def metadata(run) -> dict[str, str]:
+def metadata(run: "Run") -> dict[str, str]:
     """What a user of the ONNX file needs to feed it and read its answer, as strings (JSON where structured)."""
-    from .images import PREPROCESS
     from . import __version__
+    from .images import PREPROCESS
 
     info = run.info
     normalization = info.normalization
@@ -132,7 +136,7 @@ def metadata(run) -> dict[str, str]:
     }
 
 
-def verify(data: bytes, run) -> tuple[int, float | None]:
+def verify(data: bytes, run: "Run") -> tuple[int, float | None]:
     """(images compared, largest difference in probability) between onnxruntime and ``predict_proba``.
 
     (0, None) without onnxruntime. A difference above TOLERANCE is an error: the export is wrong.

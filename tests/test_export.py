@@ -51,7 +51,7 @@ def run_onnx(path: Path, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tens
 def test_export_gives_cnnlab_probabilities_for_every_tutorial_model_and_batchnorm(tmp_path, model):
     run_dir = write_run(tmp_path / model, model)
     result = export.export_onnx(run_dir)
-    assert result.path == run_dir / "model.onnx" and result.bytes == result.path.stat().st_size
+    assert result.path == run_dir / "model.onnx" and result.size == result.path.stat().st_size
     assert result.checked == export.VERIFY_IMAGES and result.max_difference <= 1e-4
 
     images = torch.randint(0, 256, (5, *SHAPE), dtype=torch.uint8, generator=torch.Generator().manual_seed(7))
