@@ -113,7 +113,9 @@ def test_a_port_in_use_is_one_line(server, digit_run):
 def test_cli_serve_answers_then_stops_on_ctrl_c(digit_run):
     process = subprocess.Popen([sys.executable, "-m", "cnnlab.cli", "serve", str(digit_run), "--port", "0"],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               env={**os.environ, "PYTHONPATH": str(REPO)})
+                               env={**os.environ, "PYTHONPATH": str(REPO)},
+                               # a shell's background job ignores SIGINT, and its children would inherit that
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         line = process.stdout.readline()
         assert line.startswith(f"Serving {digit_run} on http://127.0.0.1:") and line.endswith("Ctrl-C stops\n")
