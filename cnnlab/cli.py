@@ -155,6 +155,28 @@ def _predict(args: argparse.Namespace) -> int:
     return _finish(failed, len(args.images))
 
 
+def _export(args: argparse.Namespace) -> int:
+    from .export import TOLERANCE, export_onnx, parse_batch
+
+    export = export_onnx(args.run_dir, args.output, parse_batch(args.batch))
+    print(f"Wrote {export.path} ({export.size / 1e6:.1f} MB)")
+    print(f"onnxruntime on {export.checked} random image{'s' * (export.checked != 1)}: largest difference from cnnlab's probabilities "
+          f"{export.max_difference:.1e} (at most {TOLERANCE:g})" if export.max_difference is not None else
+          "onnxruntime is not installed: the file was not run (pip install 'cnnlab[export]')")
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from .serve import make_server
+
+    with make_server(args.run_dir, args.host, args.port, args.device) as server:
+        host, port = server.server_address[:2]
+        print(f"Serving {args.run_dir} on http://{host}:{port} (GET /health, POST /predict); Ctrl-C stops",
+              flush=True)
+        server.serve_forever()
+    return 0
+
+
 def _recipes(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
@@ -324,6 +346,24 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--data-dir", help="with --random: folder holding the data set's files")
     predict.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     predict.set_defaults(func=_predict)
+
+    export = commands.add_parser("export", parents=[debug], help="write a run's network as ONNX, preprocessing "
+                                                                 "and softmax inside, then check it")
+    export.add_argument("run_dir", type=Path, help="a run folder written by `cnnlab train`")
+    export.add_argument("--format", choices=("onnx",), default="onnx", help="the file format (onnx, the only one so far)")
+    export.add_argument("--output", type=Path, metavar="PATH", help="where it goes (default: RUN_DIR/model.onnx)")
+    export.add_argument("--batch", default="dynamic", metavar="dynamic|N",
+                        help="images per call: any number (default), or fixed at N")
+    export.set_defaults(func=_export)
+
+    serve = commands.add_parser("serve", parents=[debug], help="answer predictions over HTTP (local use; "
+                                                               "not hardened for the open internet)")
+    serve.add_argument("run_dir", type=Path, help="a run folder written by `cnnlab train`")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this "
+                                                           "machine only)")
+    serve.add_argument("--port", type=int, default=8000, help="port to listen on (default: 8000; 0: any free)")
+    serve.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    serve.set_defaults(func=_serve)
     return parser
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import io
 import os
 import struct
 import sys
@@ -53,19 +54,20 @@ def _read_error(path: Path, error: Exception) -> CnnlabError:
 
 
 @contextlib.contextmanager
-def _opened(path: Path) -> Iterator[Image.Image]:
+def _opened(path: Path, data: bytes | None = None) -> Iterator[Image.Image]:
     """The file opened lazily (header only), its pixel count checked before anything is decoded.
 
+    ``data``: the file's bytes, already in memory (an upload); ``path`` then only names it in messages.
     Whatever goes wrong, here or in the caller's block, leaves as one CnnlabError line naming the file.
     """
-    if path.is_dir():
+    if data is None and path.is_dir():
         raise CnnlabError(f"{path}: is a folder; expected an image file")
     try:
-        if path.stat().st_size == 0:
+        if (len(data) if data is not None else path.stat().st_size) == 0:
             raise CnnlabError(f"{path}: empty file (0 bytes); expected an image")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # MAX_PIXELS decides, below
-            image = Image.open(path)
+            image = Image.open(path if data is None else io.BytesIO(data))
         with image:
             if image.width * image.height > MAX_PIXELS:
                 raise CnnlabError(f"{path}: {image.width}×{image.height} = {image.width * image.height:,} pixels "
@@ -77,13 +79,14 @@ def _opened(path: Path) -> Iterator[Image.Image]:
         raise _read_error(path, error) from None  # OSError covers UnidentifiedImageError and truncation
 
 
-def read_image(path: str | os.PathLike, draft: bool = False) -> Picture:
+def read_image(path: str | os.PathLike, draft: bool = False, data: bytes | None = None) -> Picture:
     """The file's first frame, decoded and upright; any failure is a one-line CnnlabError naming the file.
 
-    ``draft`` lets a large JPEG decode at a reduced scale (never below DRAFT_SIZE), for speed.
+    ``draft`` lets a large JPEG decode at a reduced scale (never below DRAFT_SIZE), for speed. ``data``: the
+    file's bytes when they are already in memory, ``path`` then only naming them.
     """
     path = Path(path)
-    with _opened(path) as image:
+    with _opened(path, data) as image:
         file_format, frames = image.format or "?", getattr(image, "n_frames", 1)
         if draft and image.format == "JPEG":
             image.draft(None, DRAFT_SIZE)
@@ -217,9 +220,9 @@ def prepare(image: Image.Image, method: str, shape: Sequence[int]) -> torch.Tens
     raise CnnlabError(f"unknown preprocessing {method!r}: choose one of {', '.join(PREPROCESS)}")
 
 
-def prepare_file(path: str | os.PathLike, method: str, shape: Sequence[int]) -> torch.Tensor:
-    """``prepare`` applied to an image file; a bad file is a one-line CnnlabError."""
-    return prepare(read_image(path, draft=True).image, method, shape)
+def prepare_file(path: str | os.PathLike, method: str, shape: Sequence[int], data: bytes | None = None) -> torch.Tensor:
+    """``prepare`` applied to an image file (or to its bytes, ``data``); a bad file is a one-line CnnlabError."""
+    return prepare(read_image(path, draft=True, data=data).image, method, shape)
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -131,6 +131,23 @@ def runs_dir(tmp_path) -> Path:
     return tmp_path / "runs"
 
 
+@pytest.fixture
+def digit_run(tmp_path) -> Path:
+    """A run folder of an untrained MLP for MNIST digits: written directly, no training needed."""
+    from cnnlab import get_recipe
+    from cnnlab.models import create_model
+    from cnnlab.runs import ModelInfo, save_run_files, save_weights
+
+    run_dir = tmp_path / "digit-run"
+    run_dir.mkdir()
+    torch.manual_seed(0)
+    model = create_model("mlp", (1, 28, 28), 10)
+    save_run_files(run_dir, get_recipe("mnist-mlp"), ModelInfo("mlp", (1, 28, 28), tuple("0123456789"), "mnist"),
+                   torch.device("cpu"))
+    save_weights(run_dir / "weights.safetensors", model)
+    return run_dir
+
+
 @pytest.fixture(scope="session")
 def trained_runs(tmp_path_factory) -> dict[str, Path]:
     """A CNN and an MLP trained briefly on fake digits (enough to learn them), and the data folder.

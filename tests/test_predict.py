@@ -10,26 +10,12 @@ import pytest
 import torch
 from PIL import Image
 
-from cnnlab import cli, get_recipe, images
+from cnnlab import cli, images
 from cnnlab.data import load_dataset
-from cnnlab.models import create_model
 from cnnlab.predict import predict, predict_files
-from cnnlab.runs import ModelInfo, load_run, save_run_files, save_weights
+from cnnlab.runs import load_run
 from conftest import MNIST_SAMPLE, RUN_FILES, learnable_images
 from test_images import BAD_FILES
-
-
-@pytest.fixture
-def digit_run(tmp_path) -> Path:
-    """A run folder of an untrained MLP for MNIST digits: written directly, no training needed."""
-    run_dir = tmp_path / "digit-run"
-    run_dir.mkdir()
-    torch.manual_seed(0)
-    model = create_model("mlp", (1, 28, 28), 10)
-    save_run_files(run_dir, get_recipe("mnist-mlp"), ModelInfo("mlp", (1, 28, 28), tuple("0123456789"), "mnist"),
-                   torch.device("cpu"))
-    save_weights(run_dir / "weights.safetensors", model)
-    return run_dir
 
 
 def write_digits(folder: Path, n: int) -> list[Path]:
