@@ -18,7 +18,6 @@ FOLDER_FLAGS = ("size", "channels", "preprocess", "strict")  # only with --data
 
 
 def _train(args: argparse.Namespace) -> int:
-    from . import distributed
     from .images import load_folder
     from .recipes import FOLDER_RECIPE, get_recipe, with_overrides
     from .runs import resume_run, train_recipe
@@ -33,10 +32,7 @@ def _train(args: argparse.Namespace) -> int:
         if args.recipe or args.data or set(overrides) - {"epochs"}:
             raise UsageError("--resume continues the run's own recipe and data: give no recipe name, no --data "
                              "and, of the recipe's fields, only --epochs (to train further)")
-        run_dir = resume_run(args.resume, epochs=args.epochs, data_dir=args.data_dir, verbose=not args.quiet)
-        if distributed.is_main():
-            print(run_dir)
-        return 0
+        return _show_run(resume_run(args.resume, epochs=args.epochs, data_dir=args.data_dir, verbose=not args.quiet))
     if args.data is None:
         if args.recipe is None:
             raise UsageError("name a recipe (`cnnlab recipes` lists them), --data FOLDER of your own images, "
@@ -51,8 +47,14 @@ def _train(args: argparse.Namespace) -> int:
     recipe = with_overrides(get_recipe(args.recipe) if args.recipe else FOLDER_RECIPE, overrides)
     folder = None if args.data is None else load_folder(
         args.data, (args.channels, *(args.size or (None, None))), args.preprocess or "crop", strict=args.strict)
-    run_dir = train_recipe(recipe, data_dir=args.data_dir, runs_dir=args.runs_dir, verbose=not args.quiet,
-                           folder=folder, tensorboard=args.tensorboard)
+    return _show_run(train_recipe(recipe, data_dir=args.data_dir, runs_dir=args.runs_dir, verbose=not args.quiet,
+                                  folder=folder, tensorboard=args.tensorboard))
+
+
+def _show_run(run_dir: Path) -> int:
+    """The run folder on stdout, the last line of `cnnlab train` (rank 0's alone under torchrun)."""
+    from . import distributed
+
     if distributed.is_main():
         print(run_dir)
     return 0
