@@ -3,15 +3,19 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
 from cnnlab import cli, get_recipe, load_run
 from cnnlab.data import load_dataset
 from cnnlab.train import evaluate, loss_fn
-from conftest import MNIST_SAMPLE, RUN_FILES
+from conftest import MNIST_SAMPLE, REPO, RUN_FILES
 
 
 def train(capsys, *args) -> tuple[int, str, str]:
@@ -122,14 +126,6 @@ def test_cifar_recipe_end_to_end(fake_cifar, runs_dir, capsys):
 @pytest.mark.parametrize("command", [["inspect", "{image}"], ["recipes", "fashion-cnn"]])  # print(), rich
 def test_a_reader_that_goes_away_stops_the_command_quietly(tmp_path, command):
     """`cnnlab inspect IMAGE | head -1`, the pipe closed before cnnlab writes: no error line, exit code 1."""
-    import os
-    import subprocess
-    import sys
-
-    from PIL import Image
-
-    from conftest import REPO
-
     Image.new("L", (8, 8), 200).save(tmp_path / "grey.png")
     reader, writer = os.pipe()
     os.close(reader)  # nobody will read what cnnlab writes
