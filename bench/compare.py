@@ -123,7 +123,13 @@ def run_cnnlab(runner: str, device: str, recipe_name: str, data: Path, epochs: i
     engine, _, precision = runner.partition("+")
     out = run_json([sys.executable, str(BENCH / "cnnlab_lab.py"), "--data", str(data), "--recipe", recipe_name,
                     "--epochs", str(epochs), "--engine", engine, "--autocast", precision or "off", "--device", device], {})
-    return Result(recipe_name, f"cnnlab {engine}" + (f", {precision} autocast" if precision else ""), **out)
+    return Result(recipe_name, runner_label(runner), **out)
+
+
+def runner_label(runner: str) -> str:
+    """How the table names a cnnlab runner: 'fast+bf16' → 'cnnlab fast, bf16 autocast'."""
+    engine, _, precision = runner.partition("+")
+    return f"cnnlab {engine}" + (f", {precision} autocast" if precision else "")
 
 
 def time_cli(recipe_name: str, device: str, runner: str, fashion_dir: Path | None) -> float:
@@ -188,7 +194,7 @@ def main() -> None:
     variants = [v for v in (args.keras or ("jax" if gpu else "installed,onednn")).split(",") if v and v != "none"]
     engines = (args.engines or ("fast,graph" if gpu else "fast,plain")).split(",")
     python = keras_python(args.keras_python) if variants else ""
-    reference = f"Keras, {KERAS_VARIANTS[variants[0]][0]}" if variants else f"cnnlab {engines[-1]}"
+    reference = f"Keras, {KERAS_VARIANTS[variants[0]][0]}" if variants else runner_label(engines[-1])
     results: list[Result] = []
     with tempfile.TemporaryDirectory() as folder:
         for recipe_name in args.recipes.split(","):
