@@ -490,7 +490,7 @@ def _finish(run_dir: Path, recipe: Recipe, model: nn.Module, history: list[Epoch
     from . import plots
     from .models import count_params
     from .predict import predict
-    from .train import autocast, evaluate
+    from .train import autocast, evaluate, stall_warning
 
     if test is not None:
         test_metrics = evaluate(model, test, recipe, device, normalization=normalization)
@@ -508,11 +508,13 @@ def _finish(run_dir: Path, recipe: Recipe, model: nn.Module, history: list[Epoch
     plots.plot_predictions(shown.images[picks], shown.labels[picks].tolist(), guesses.tolist(), shown.classes,
                            run_dir / "predictions.png")
     best = max(history, key=lambda row: row.val_accuracy)
+    warning = stall_warning(history, recipe, len(val.classes))
     write_json(run_dir / "metrics.json", {  # last: it marks the run finished
         "test_loss": test_metrics["loss"], "test_accuracy": test_metrics["accuracy"],
         "best_val_accuracy": best.val_accuracy, "best_epoch": best.epoch,
         "final_val_accuracy": history[-1].val_accuracy, "epochs": len(history),
         "train_seconds": round(sum(row.seconds for row in history), 3), "parameters": count_params(model),
+        "warnings": [warning] if warning else [],
     })
 
 

@@ -266,6 +266,7 @@ def fit(model: nn.Module, train: ImageSet, val: ImageSet, recipe: Recipe,
         correct.add_((logits.argmax(dim=1) == labels).sum())
 
     step_fn = fast.cuda_graphed(train_step, batch_size, device) if recipe.engine == "graph" else train_step
+    warning = stall_warning(state.history, recipe, len(train.classes))  # said once a run, at its first epoch
     with _progress(verbose) as progress, fast.settings(device, recipe.engine):
         for epoch in range(state.epoch + 1, recipe.epochs + 1):
             started = time.perf_counter()
@@ -289,6 +290,8 @@ def fit(model: nn.Module, train: ImageSet, val: ImageSet, recipe: Recipe,
             progress.remove_task(task)
             if verbose:
                 progress.console.print(format_epoch(result, recipe.epochs, steps), soft_wrap=True)
+                if warning is None and (warning := stall_warning(state.history, recipe, len(train.classes))):
+                    progress.console.print(f"warning: {warning}", soft_wrap=True)
             if on_epoch_end is not None:
                 on_epoch_end(state)
     if state.average is not None:
@@ -309,6 +312,25 @@ def _stop_if_diverged(loss: float, epoch: int, step: int = 0, steps: int = 0, ev
              f"in epoch {epoch} at step {step}/{steps}" if first == step else
              f"in epoch {epoch} between steps {first} and {step} of {steps}")
     raise CnnlabError(f"the loss became {loss} {where}; training stopped: lower the learning rate (--lr)")
+
+
+def stall_warning(history: list[EpochResult], recipe: Recipe, classes: int) -> str | None:
+    """What to say about the first epoch of ``history`` that ended at chance accuracy with the loss at the
+    clipped cross-entropy's ceiling, or None: the weights have blown up, yet Keras's clipping keeps the loss
+    finite, so ``_stop_if_diverged`` never fires and the run would end as if nothing happened."""
+    if not recipe.loss_clip:  # unclipped, such a loss turns infinite and stops training instead
+        return None
+    ceiling = -math.log(recipe.loss_clip)  # the most one image can cost: -log(ε), 16.12 for Keras's 1e-7
+    for result in history:
+        # A blown-up network is sure of one class and wrong on every other image, each at the ceiling; half of
+        # that allows for the epoch's first steps, taken before the weights blew up. A network that is merely
+        # untrained sits at log(classes), 2.3 for ten, far below.
+        at_chance = result.accuracy <= 1.5 / classes
+        if at_chance and result.loss >= 0.5 * (1 - result.accuracy) * ceiling:
+            return (f"epoch {result.epoch} ended at chance accuracy ({result.accuracy:.4f}, {classes} classes) with "
+                    f"the loss at its clipping ceiling ({result.loss:.2f} of {ceiling:.2f}): the learning rate "
+                    f"--lr {recipe.resolved().lr:g} is likely far too large")
+    return None
 
 
 def format_epoch(result: EpochResult, epochs: int, steps: int) -> str:
