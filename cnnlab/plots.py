@@ -57,16 +57,20 @@ def plot_curves(history: list[EpochResult], metric: str, path: Path) -> None:
     save_figure(curves_figure(history, metric), path)
 
 
+def epoch_axis(axis) -> None:
+    """An x axis of epochs, ticked at whole numbers only: no 0.96, 0.98 … on a short run."""
+    axis.set_xlabel("epoch")
+    # min_n_ticks=1, or a 1-epoch run's view, which holds one whole number, falls back to fractions.
+    axis.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+
+
 def curves_figure(history: list[EpochResult], metric: str):
     """The figure ``plot_curves`` saves."""
     epochs = [row.epoch for row in history]
     figure, axis = plt.subplots(figsize=(5, 3.5))
     axis.plot(epochs, [getattr(row, metric) for row in history], "o-", label=f"train {metric}")
     axis.plot(epochs, [getattr(row, f"val_{metric}") for row in history], "s-", label=f"validation {metric}")
-    # Epochs are whole numbers: no 0.96, 0.98 … on a short run. min_n_ticks=1, or a 1-epoch run's view, which
-    # holds one whole number, falls back to fractions.
-    axis.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
-    axis.set_xlabel("epoch")
+    epoch_axis(axis)
     axis.set_ylabel(metric)
     axis.set_title(f"{metric.capitalize()} per epoch")
     axis.grid(alpha=0.3)
