@@ -5,7 +5,7 @@ import matplotlib.pyplot as plt
 import pytest
 
 from cnnlab.plots import curves_figure
-from cnnlab.train import EpochResult
+from cnnlab.history import EpochResult
 
 
 @pytest.mark.parametrize("epochs", [1, 2, 3])
