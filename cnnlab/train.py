@@ -230,7 +230,8 @@ def fit(model: nn.Module, train: ImageSet, val: ImageSet, recipe: Recipe,
     ``state`` resumes an earlier run; ``on_epoch_end`` sees the state after each epoch (to save it).
     ``recipe.engine`` picks how each step is computed (cnnlab.fast), never what. Returns the history, one row
     per epoch. With weight averaging on, ``model`` ends holding the average, which is what was validated. A
-    loss that turns NaN or infinite raises CnnlabError before ``on_epoch_end`` can see the broken weights.
+    loss that turns NaN or infinite raises CnnlabError before ``on_epoch_end`` can see the broken weights; one
+    that Keras's clipping keeps finite while the weights blow up prints a warning (``stall_warning``).
 
     Under torchrun (cnnlab.distributed) each process runs its shard of every batch and DDP averages the
     gradients: the same steps as one process on the whole batch. Every process validates the whole split, so
@@ -269,7 +270,7 @@ def fit(model: nn.Module, train: ImageSet, val: ImageSet, recipe: Recipe,
         correct.add_((logits.argmax(dim=1) == labels).sum())
 
     step_fn = fast.cuda_graphed(train_step, batch_size, device) if recipe.engine == "graph" else train_step
-    warning = stall_warning(state.history, recipe, len(train.classes))  # said once a run, at its first epoch
+    warning = stall_warning(state.history, recipe, len(train.classes))  # printed once: at the first stalled epoch
     with _progress(verbose) as progress, fast.settings(device, recipe.engine):
         for epoch in range(state.epoch + 1, recipe.epochs + 1):
             started = time.perf_counter()
