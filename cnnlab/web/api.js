@@ -24,6 +24,11 @@ export function say(text) {
 }
 
 let latest = 0;
+// Forget the looks in flight: their answers are for another run.
+export function forget() {
+  latest++;
+}
+
 // Look at a new image; an answer that arrives after a newer request's is dropped.
 export async function look(input) {
   state.input = input;
@@ -31,7 +36,7 @@ export async function look(input) {
   try {
     const answer = await imageRequest("look");
     if (ticket !== latest) return;
-    if (answer.index !== undefined) state.input = { test: answer.index };  // a random pick, now fixed
+    state.input = answer.index !== undefined ? { test: answer.index } : input;  // a random pick, now fixed
     state.look = answer;
     say("");
     bus.dispatchEvent(new Event("look"));

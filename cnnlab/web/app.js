@@ -1,5 +1,5 @@
 // The studio's page: the run picker, the tabs, and the views (each its own module).
-import { api, bus, say, state } from "./api.js";
+import { api, bus, forget, say, state } from "./api.js";
 import "./playground.js";
 import "./inside.js";
 import "./theory.js";
@@ -21,6 +21,7 @@ function showView() {
 async function chooseRun(name) {
   state.run = name;
   state.info = await api(`/api/runs/${encodeURIComponent(name)}`);
+  forget();
   state.input = state.look = null;
   const url = new URL(location.href);
   url.searchParams.set("run", name);
@@ -43,6 +44,7 @@ async function start() {
     await chooseRun(name);
   }
   showView();
+  document.body.dataset.ready = "true";  // for the tests: the run is loaded
 }
 
 picker.addEventListener("change", () => chooseRun(picker.value).catch((error) => say(error.message)));
