@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -19,6 +20,7 @@ from .runs import Run
 from .train import to_input
 
 POOLS = (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveMaxPool2d, nn.AdaptiveAvgPool2d)
+COMPRESS = 6  # zlib level of the PNGs
 ELEMENTWISE = (nn.ReLU, nn.GELU, nn.BatchNorm2d, nn.Dropout)  # in eval mode, each value on its own
 
 
@@ -183,11 +185,11 @@ def quantise(values: torch.Tensor) -> Quantised:
     """``values`` (C, H, W), (H, W) or (N,) as a grey PNG, 0 to 255 spanning their own range."""
     from PIL import Image
 
-    values = values.detach().float().cpu()
-    low, high = float(values.min()), float(values.max())
-    grid = values.reshape(-1, values.shape[-1]) if values.dim() > 1 else values.reshape(1, -1)
-    scaled = (grid - low) / (high - low) * 255 if high > low else torch.zeros_like(grid)
+    array = values.detach().float().cpu().numpy()  # numpy, one thread: torch's small ops stall on a busy machine
+    low, high = float(array.min()), float(array.max())
+    grid = array.reshape(-1, array.shape[-1]) if array.ndim > 1 else array.reshape(1, -1)
+    scaled = np.rint((grid - low) * (255 / (high - low))) if high > low else np.zeros_like(grid)
     buffer = io.BytesIO()
-    Image.fromarray(scaled.round().to(torch.uint8).numpy(), mode="L").save(buffer, format="PNG", compress_level=6)
+    Image.fromarray(scaled.astype(np.uint8)).save(buffer, format="PNG", compress_level=COMPRESS)
     return Quantised(buffer.getvalue(), low, high)
 
