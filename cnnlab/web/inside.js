@@ -30,7 +30,7 @@ function mapCanvas(layer, values, channel) {
       choose({ layer: layer.name, channel, row, col });
     });
   }
-  return canvas;
+  return el("span", { class: "map-box" }, canvas);
 }
 
 function vectorCanvas(layer, values, classes) {
@@ -117,8 +117,14 @@ async function choose(target) {
     return;
   }
   for (const canvas of layersBox.querySelectorAll("canvas.chosen")) canvas.classList.remove("chosen");
+  for (const marker of layersBox.querySelectorAll(".marker")) marker.remove();
   const canvas = layersBox.querySelector(`canvas[data-layer="${v.layer}"][data-channel="${v.channel}"]`);
-  if (canvas) canvas.classList.add("chosen");
+  if (canvas) {  // the map outlined, the pixel marked on it
+    canvas.classList.add("chosen");
+    const [h, w] = [canvas.height, canvas.width];
+    canvas.parentElement.append(el("i", { class: "marker", style:
+      `left:${100 * v.col / w}%;top:${100 * v.row / h}%;width:${100 / w}%;height:${100 / h}%` }));
+  }
   const channels = v.patch.length;
   const rows = v.patch.slice(0, CHANNELS).map((patch, c) => el("div", { class: "product-row" },
     el("span", { class: "channel", text: `input channel ${c}` }),
