@@ -8,10 +8,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import CnnlabError, UsageError
+from .errors import CnnlabError, UsageError, warn
 from .recipes import Recipe
-from .runs import read_history, read_json, read_recipe
-from .train import EpochResult
+from .files import read_json
+from .history import EpochResult, read_history
+from .runs import read_recipe
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -71,8 +72,6 @@ def scan_runs(runs_dir: str | os.PathLike = "runs") -> tuple[list[RunRecord], li
 def list_runs(runs_dir: str | os.PathLike = "runs") -> list[RunRecord]:
     """``scan_runs``'s runs; a damaged one is named in a warning and left out, so one bad folder never hides
     the others."""
-    from .images import warn
-
     records, damaged = scan_runs(runs_dir)
     for _, message in damaged:
         warn(f"skipped {message}")

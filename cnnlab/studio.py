@@ -78,13 +78,11 @@ class Runs:
         return self._loaded[name][1]
 
     def test_set(self, run):
-        from .runs import load_test_set, read_json
+        from .runs import load_test_set
 
         key = str(run.run_dir)
         if key not in self._tests:
-            environment = run.run_dir / "environment.json"  # where the run was trained from, if it says
-            data_dir = read_json(environment).get("data_dir") if environment.is_file() else None
-            self._tests = {key: load_test_set(run.info, data_dir)}  # one at a time: MNIST's is 7.8 MB
+            self._tests = {key: load_test_set(run)}  # where the run was trained from; one at a time: MNIST's is 7.8 MB
         return self._tests[key]
 
 
@@ -121,7 +119,7 @@ def create_app(runs_dir: str | os.PathLike, device: str = "cpu", default_run: st
     from .explain import occlusion, saliency
     from .inside import activations, explain_value, quantise
     from .predict import predict_upload, run_proba
-    from .runs import read_json
+    from .files import read_json
     from .train import resolve_device
 
     runs_dir = Path(runs_dir)
