@@ -117,9 +117,10 @@ def create_app(runs_dir: str | os.PathLike, device: str = "cpu", default_run: st
     from .compare import read_record, scan_runs
     from .evaluation import FOLDER as EVALUATION
     from .explain import occlusion, saliency
-    from .inside import activations, explain_value, quantise
-    from .predict import predict_upload, run_proba
     from .files import read_json
+    from .images import prepare_file
+    from .inside import activations, explain_value, quantise
+    from .predict import UPLOAD, predict_upload, run_proba
     from .train import resolve_device
 
     runs_dir = Path(runs_dir)
@@ -155,9 +156,9 @@ def create_app(runs_dir: str | os.PathLike, device: str = "cpu", default_run: st
 
     def image_of(run, body: bytes, test: int | None, pick: bool) -> tuple[torch.Tensor, dict]:
         """The uint8 input: the uploaded image prepared as `predict` prepares it, or a test image."""
-        if test is None and not pick:
-            prediction = predict_upload(run, body, runs.device)
-            return prediction.image, {"source": "your image", "label": None}
+        if test is None and not pick:  # named as predict_upload names it, so the errors read the same
+            return prepare_file(UPLOAD, run.info.preprocess, run.info.in_shape, data=body), {"source": "your image",
+                                                                                             "label": None}
         images = runs.test_set(run)
         index = random.randrange(len(images)) if pick else test
         if not 0 <= index < len(images):
