@@ -32,17 +32,19 @@ from .schedule import WeightAverage, make_scheduler, param_groups
 class OptimizerKind:
     build: Callable[..., torch.optim.Optimizer]  # (parameters, recipe, **options of the fast engine)
     default_lr: float  # Keras's default learning rate for this optimiser
-    fused: bool = False  # PyTorch has a fused kernel for it: one pass over the parameters a step
+    # (device type, first PyTorch version) where PyTorch has a fused kernel for it: one pass over the parameters a step
+    fused: tuple[tuple[str, str], ...] = ()
     capturable: bool = False  # takes capturable=True, which a CUDA graph of its step needs
 
 
+FUSED_SINCE_2_4 = (("cpu", "2.4"), ("cuda", "2.4"))  # every version cnnlab supports has these
 OPTIMIZERS: dict[str, OptimizerKind] = {
     "sgd": OptimizerKind(lambda p, r, **o: torch.optim.SGD(p, lr=r.lr, momentum=r.momentum, nesterov=r.nesterov,
-                                                           weight_decay=r.weight_decay, **o), 0.01, fused=True),
+                                                           weight_decay=r.weight_decay, **o), 0.01, fused=FUSED_SINCE_2_4),
     "adam": OptimizerKind(lambda p, r, **o: torch.optim.Adam(p, lr=r.lr, eps=r.eps, weight_decay=r.weight_decay, **o),
-                          1e-3, fused=True, capturable=True),
+                          1e-3, fused=FUSED_SINCE_2_4, capturable=True),
     "adamw": OptimizerKind(lambda p, r, **o: torch.optim.AdamW(p, lr=r.lr, eps=r.eps, weight_decay=r.weight_decay,
-                                                               **o), 1e-3, fused=True, capturable=True),
+                                                               **o), 1e-3, fused=FUSED_SINCE_2_4, capturable=True),
     "nadam": OptimizerKind(lambda p, r, **o: torch.optim.NAdam(p, lr=r.lr, eps=r.eps, weight_decay=r.weight_decay,
                                                                **o), 1e-3, capturable=True),
     "rmsprop": OptimizerKind(lambda p, r, **o: torch.optim.RMSprop(p, lr=r.lr, alpha=0.9, eps=r.eps, momentum=r.momentum,
@@ -50,7 +52,7 @@ OPTIMIZERS: dict[str, OptimizerKind] = {
                              capturable=True),
     "adagrad": OptimizerKind(lambda p, r, **o: torch.optim.Adagrad(p, lr=r.lr, eps=r.eps, weight_decay=r.weight_decay,
                                                                    initial_accumulator_value=0.1, **o), 1e-3,
-                             fused=True),
+                             fused=(("cpu", "2.4"), ("cuda", "2.14"))),  # 2.11's docs: 'CPU only'; 2.14's: CUDA too
 }
 
 
@@ -59,7 +61,7 @@ def make_optimizer(recipe: Recipe, model: nn.Module) -> torch.optim.Optimizer:
     kind = OPTIMIZERS[recipe.optimizer]
     device = next(model.parameters()).device
     groups = param_groups(model, recipe.lr, recipe.weight_decay, recipe.norm_lr_scale)
-    return kind.build(groups, recipe, **fast.optimizer_options(kind, recipe.engine, device))
+    return kind.build(groups, recipe, **fast.optimizer_options(kind, recipe.engine, device.type))
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -197,12 +199,15 @@ def batch_bounds(n: int, batch_size: int, processes: int = 1) -> list[int]:
 
 
 def start_state(model: nn.Module, recipe: Recipe, train: ImageSet, device: torch.device | str = "cpu") -> TrainState:
-    """A fresh run's state; a model that sets itself up from data (airbench's whitening) does so here.
+    """A fresh run's state; a model that sets itself up from data (airbench's whitening) does so here, after
+    deterministic kernels are switched on if the recipe asks.
 
     Under torchrun every process builds the same weights; each then draws its own augmentation and dropout,
     from ``recipe.seed`` plus its rank (rank 0 draws what one process would).
     """
     device = torch.device(device)
+    if recipe.deterministic:  # before the first cuBLAS product (the whitening's, below), which fixes its workspace
+        use_deterministic_algorithms()
     place(model, recipe, device)
     normalization = Normalization.of(train.images) if recipe.normalize else None
     if hasattr(model, "init_from_data"):  # from the first 5,000 training images, as airbench does
@@ -235,8 +240,6 @@ def fit(model: nn.Module, train: ImageSet, val: ImageSet, recipe: Recipe,
     """
     device = torch.device(device)
     verbose = verbose and distributed.is_main()
-    if recipe.deterministic:
-        use_deterministic_algorithms()
     place(model, recipe, device)
     state = state or start_state(model, recipe, train, device)
     train_images = train.images.to(device)  # (N, C, H, W) uint8, resident for the whole run

@@ -112,10 +112,11 @@ def test_environment_records_what_reproduces_the_run(uninterrupted):
 
 @pytest.fixture
 def restore_determinism():
-    before = torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.deterministic
+    before = (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.deterministic,
+              torch.backends.cudnn.benchmark)
     yield
     torch.use_deterministic_algorithms(before[0])
-    torch.backends.cudnn.deterministic = before[1]
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = before[1:]
 
 
 def test_deterministic_flag_is_recorded_and_switched_on(digits, tmp_path, restore_determinism):
@@ -123,6 +124,53 @@ def test_deterministic_flag_is_recorded_and_switched_on(digits, tmp_path, restor
     assert json.loads((run_dir / "recipe.json").read_text())["deterministic"] is True
     assert json.loads((run_dir / "environment.json").read_text())["deterministic"] is True
     assert torch.are_deterministic_algorithms_enabled()
+
+
+@pytest.mark.parametrize("flag", [["--deterministic"], ["--set", "deterministic=true"]])
+def test_deterministic_cli_sets_cublas_workspace_before_any_work(flag, monkeypatch, restore_determinism):
+    """cuBLAS reads CUBLAS_WORKSPACE_CONFIG at the process's first product; airbench's whitening computes one
+    before training starts, so the CLI sets it before anything else runs."""
+    import cnnlab.runs
+
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    seen = []
+    monkeypatch.setattr(cnnlab.runs, "train_recipe", lambda recipe, **kwargs: seen.append(
+        (os.environ.get("CUBLAS_WORKSPACE_CONFIG"), torch.are_deterministic_algorithms_enabled())) or Path("run"))
+    assert cli.main(["train", "mnist-mlp", *flag, "--quiet"]) == 0
+    assert seen == [(":4096:8", True)]
+
+
+def test_deterministic_run_switches_on_before_the_model_sets_itself_up(monkeypatch, restore_determinism):
+    """A library caller (no CLI) gets the same order: start_state switches determinism on before airbench's
+    init_from_data runs its first matrix product."""
+    from dataclasses import replace
+
+    from cnnlab.data import ImageSet
+    from cnnlab.models import AirbenchNet, create_model
+    from cnnlab.recipes import get_recipe
+    from cnnlab.train import start_state
+
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    seen = []
+    monkeypatch.setattr(AirbenchNet, "init_from_data", lambda self, inputs: seen.append(
+        (os.environ.get("CUBLAS_WORKSPACE_CONFIG"), torch.are_deterministic_algorithms_enabled())))
+    recipe = replace(get_recipe("cifar10-fast"), deterministic=True)
+    train_set = ImageSet(torch.zeros(8, 3, 32, 32, dtype=torch.uint8), torch.arange(8) % 10, tuple("0123456789"))
+    start_state(create_model("airbench", (3, 32, 32), 10), recipe, train_set)
+    assert seen == [(":4096:8", True)]
+
+
+def test_fast_engine_leaves_cudnn_autotuning_off_when_deterministic(restore_determinism):
+    """The fast engine turns cuDNN's autotuner on for CUDA, but not over --deterministic's choice."""
+    from cnnlab import fast
+    from cnnlab.train import use_deterministic_algorithms
+
+    cuda = torch.device("cuda")  # the flags are plain switches: setting them needs no GPU
+    with fast.settings(cuda, "fast"):
+        assert torch.backends.cudnn.benchmark is True
+    use_deterministic_algorithms()
+    with fast.settings(cuda, "fast"):
+        assert torch.backends.cudnn.benchmark is False
 
 
 @pytest.mark.gpu
