@@ -77,7 +77,8 @@ def save_checkpoint(path: Path, state: TrainState, device: torch.device, data: s
 def load_checkpoint(path: Path, state: TrainState, device: torch.device, data: str) -> str:
     """Restore ``state`` — built afresh for the same recipe, on ``device`` — and the random generators.
 
-    Returns the device type the checkpoint was written on.
+    Returns the device type the checkpoint was written on. From another kind of device (CPU ↔ CUDA) the
+    device's generators cannot carry over: the augmentation generator keeps the seed ``state`` was built with.
     """
     from safetensors import SafetensorError, safe_open
 
@@ -118,9 +119,10 @@ def load_checkpoint(path: Path, state: TrainState, device: torch.device, data: s
         raise CnnlabError(f"{path}: random generators of processes the run did not have; {damaged}")
     own = generators.get(str(distributed.rank()) if distributed.rank() else "", {})
     rngs = {name.removeprefix("rng."): value for name, value in _rng_states(state, device).items()}
-    if meta["device"] != device.type:  # another device's generator means nothing here
-        own.pop("cuda", None)
-        rngs.pop("cuda", None)
+    if meta["device"] != device.type:  # another kind of device's generators mean nothing here: the fresh state's
+        for name in ("cuda", "augment"):  # augmentation generator, seeded as a new run seeds it, carries on
+            own.pop(name, None)
+            rngs.pop(name, None)
     check_tensors(path, parts["model"], state.model.state_dict(), damaged)
     if state.average is not None:
         check_tensors(path, parts["average"], state.average.model.state_dict(), damaged)
@@ -135,7 +137,8 @@ def load_checkpoint(path: Path, state: TrainState, device: torch.device, data: s
     state.optimizer.load_state_dict(optimizer)
     try:
         state.shuffle.set_state(own["shuffle"])
-        state.augment.set_state(own["augment"])
+        if "augment" in rngs:
+            state.augment.set_state(own["augment"])
         torch.set_rng_state(own["torch"])
         if "cuda" in rngs:
             torch.cuda.set_rng_state(own["cuda"], device)

@@ -7,6 +7,7 @@ import contextlib
 import io
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors import safe_open
 
 from cnnlab import cli
 from conftest import KILLER, REPO, assert_same_run, history, make_idx_dataset
@@ -81,6 +83,31 @@ def test_a_finished_run_trains_further_with_epochs(digits, uninterrupted, tmp_pa
     assert train("--resume", str(run_dir), "--epochs", "3") == run_dir
     assert_same_run(run_dir, uninterrupted)  # 2 epochs, then 1 more = 3 at once
     assert json.loads((run_dir / "recipe.json").read_text())["epochs"] == 3
+
+
+def test_a_run_from_the_other_kind_of_device_resumes_with_its_augmentation_reseeded(two_epochs, tmp_path):
+    """A checkpoint written on CUDA holds a 16-byte Philox state for the augmentation generator and a CUDA
+    generator; resumed on the CPU, both are dropped and the run carries on, saying so, instead of calling the
+    file damaged."""
+    from safetensors.torch import load_file, save_file
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(two_epochs, run_dir)
+    checkpoint = run_dir / "checkpoint.safetensors"
+    with safe_open(str(checkpoint), "pt") as file:
+        metadata = file.metadata()
+    state = json.loads(metadata["state"])
+    assert state["device"] == "cpu"
+    tensors = load_file(checkpoint)
+    assert tensors["rng.augment"].numel() == 5056  # the CPU generator's state
+    tensors["rng.augment"] = torch.arange(16, dtype=torch.uint8)  # a CUDA generator's: seed and offset
+    tensors["rng.cuda"] = torch.arange(16, dtype=torch.uint8)
+    save_file(tensors, checkpoint, metadata={**metadata, "state": json.dumps({**state, "device": "cuda"})})
+
+    out = _run_main(["train", "--resume", str(run_dir), "--epochs", "3"])
+    assert "note: it was trained on cuda: its random draws on the device (augmentation) start afresh" in out
+    assert [row["epoch"] for row in history(run_dir)] == [1, 2, 3]
+    assert history(run_dir)[:2] == history(two_epochs)
 
 
 @pytest.mark.parametrize("args, message", [
