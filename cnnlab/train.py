@@ -249,6 +249,9 @@ def fit(model: nn.Module, train: ImageSet, val: ImageSet, recipe: Recipe,
     steps = len(bounds) - 1
     check_every = 1 if device.type == "cpu" else 50  # a finiteness check waits for the device; on the CPU it is free
     forward = distributed.data_parallel(model, recipe, device)  # the model's forward, or the same sums fused; in DDP
+    # fp16 has 5 exponent bits: a batch-mean loss's small gradients underflow to zero unless the loss is scaled up
+    # first (and the gradients back down before the step). A no-op for bf16 and fp32.
+    scaler = torch.amp.GradScaler(device.type, enabled=recipe.autocast == "fp16")
     loss_sum = torch.zeros((), device=device)  # the epoch's sums stay on the device: no sync inside an epoch
     correct = torch.zeros((), device=device, dtype=torch.long)
 
@@ -260,8 +263,9 @@ def fit(model: nn.Module, train: ImageSet, val: ImageSet, recipe: Recipe,
             logits = forward(to_input(images, state.normalization))
         loss = loss_fn(logits, labels, recipe)
         state.optimizer.zero_grad(set_to_none=True)
-        (loss * share).backward()  # DDP averages the processes' gradients: the whole batch's mean
-        state.optimizer.step()
+        scaler.scale(loss * share).backward()  # DDP averages the processes' gradients: the whole batch's mean
+        scaler.step(state.optimizer)  # skipped, and the scale lowered, if fp16 overflowed
+        scaler.update()
         state.scheduler.step()
         if state.average is not None:
             state.average.update(model)

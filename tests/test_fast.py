@@ -255,3 +255,33 @@ def test_graph_engine_trains_along_the_fast_path_on_cuda():
     for fast_row, graph_row in zip(histories["fast"], histories["graph"]):
         assert graph_row.loss == pytest.approx(fast_row.loss, rel=1e-3)
         assert graph_row.val_loss == pytest.approx(fast_row.val_loss, rel=1e-3)
+
+
+def test_fp16_backward_runs_on_a_scaled_loss_and_steps_on_unscaled_gradients(monkeypatch):
+    """fp16 gradients of a batch-mean loss underflow: fit scales the loss up for the backward pass (GradScaler's
+    2**16 at first) and the gradients back down before the optimiser's step. fp16 autocast is refused off CUDA, so
+    here the CPU's fp16 autocast stands in for it."""
+    from cnnlab import train as train_module
+
+    monkeypatch.setattr(train_module, "autocast", lambda device, recipe: torch.autocast(
+        "cpu", dtype=torch.float16, enabled=recipe.autocast == "fp16"))
+    data = tiny_split(32, seed=4)
+    gradients, moves = {}, {}
+    for precision in ("off", "fp16"):  # one step of plain SGD, whose step is proportional to the gradient
+        recipe = replace(get_recipe("mnist-mlp"), engine="plain", epochs=1, batch_size=32, optimizer="sgd", lr=0.1,
+                         momentum=0.0, autocast=precision)
+        torch.manual_seed(0)
+        model = create_model("mlp", (1, 28, 28), 10)
+        before = model.dense_1.weight.detach().clone()
+        seen = gradients.setdefault(precision, [])
+        model.dense_1.weight.register_post_accumulate_grad_hook(lambda p: seen.append(p.grad.abs().max().item()))
+        fit(model, data, data, recipe, verbose=False)
+        moves[precision] = model.dense_1.weight.detach() - before
+    assert gradients["fp16"][0] / gradients["off"][0] == pytest.approx(2.0 ** 16, rel=1e-2)  # the backward's
+    assert moves["off"].abs().max() > 0
+    assert torch.allclose(moves["fp16"], moves["off"], rtol=1e-2, atol=1e-2 * moves["off"].abs().max().item())
+
+
+def test_fp16_is_refused_with_cuda_graphs():
+    with pytest.raises(UsageError, match="CUDA graphs cannot replay fp16's loss scaling: use --set autocast=bf16"):
+        with_overrides(get_recipe("fashion-fast"), {"engine": "graph", "device": "cuda", "autocast": "fp16"})
