@@ -88,6 +88,11 @@ def test_falls_back_to_the_next_mirror(server, tmp_path):
 
 
 def test_offline_with_no_files_says_what_to_do(monkeypatch):
+    # Only the test's own empty cache is searched: Debian's dataset-mnist in /usr/share/datasets must not
+    # answer for the missing files.
+    searched = data.search_dirs
+    monkeypatch.setattr(data, "search_dirs", lambda spec, data_dir=None: [
+        folder for folder in searched(spec, data_dir) if folder.is_relative_to(data.cache_root())])
     closed = socket.socket()
     closed.bind(("127.0.0.1", 0))
     port = closed.getsockname()[1]
