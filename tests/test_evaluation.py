@@ -122,5 +122,6 @@ def test_f1_averages_confused_pairs_and_mistakes_are_what_the_network_computes(d
     assert [int(row["index"]) for row in mistakes] == surest.tolist()
     for row in mistakes:
         index = int(row["index"])
-        assert int(row["true"]) == test.labels[index] and int(row["predicted"]) == predicted[index] != test.labels[index]
+        assert int(row["true"]) == test.labels[index]
+        assert int(row["predicted"]) == predicted[index] != test.labels[index]
         assert float(row["probability"]) == pytest.approx(probabilities[index].max().item(), abs=5e-5)

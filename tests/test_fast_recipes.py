@@ -79,7 +79,8 @@ def test_fast_recipes_use_what_they_declare(name, fake_mnist, fake_cifar):
     seen = torch.cat(inputs["train"]).transpose(0, 1).flatten(1)  # (C, every pixel of every training batch)
     assert seen.mean(1).abs().max() < 0.25 and (seen.std(1) - 1).abs().max() < 0.25  # standardised, not [0, 1]
     steps = 2 * 4  # 32 training images in batches of 8, twice
-    expected = [recipe.lr * lr_factor(step, steps, recipe.schedule, recipe.warmup, recipe.lr_end) for step in range(steps)]
+    expected = [recipe.lr * lr_factor(step, steps, recipe.schedule, recipe.warmup, recipe.lr_end)
+                for step in range(steps)]
     assert rates == pytest.approx(expected) and len(set(rates)) > 2
     assert len(inputs["eval"]) == 2 * TTA_CALLS[recipe.tta]  # one batch of 8 validation images, each epoch
     if recipe.tta != "none":
