@@ -1,6 +1,7 @@
 """The fast engines compute what the plain one computes: the fused block, its gradients, a few steps of training."""
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import replace
 
@@ -280,6 +281,18 @@ def test_fp16_backward_runs_on_a_scaled_loss_and_steps_on_unscaled_gradients(mon
     assert gradients["fp16"][0] / gradients["off"][0] == pytest.approx(2.0 ** 16, rel=1e-2)  # the backward's
     assert moves["off"].abs().max() > 0
     assert torch.allclose(moves["fp16"], moves["off"], rtol=1e-2, atol=1e-2 * moves["off"].abs().max().item())
+
+
+@pytest.mark.gpu
+@needs_cuda
+@pytest.mark.parametrize("optimizer", ["adagrad", "adam"])  # Adagrad: no fused CUDA kernel in PyTorch 2.11
+def test_fp16_trains_on_cuda_with_the_fast_engine(optimizer):
+    train, val = tiny_split(200, seed=1), tiny_split(40, seed=2)
+    recipe = replace(get_recipe("fashion-cnn"), optimizer=optimizer, lr=None, autocast="fp16", epochs=3,
+                     batch_size=32).resolved()
+    torch.manual_seed(0)
+    history = fit(create_model(recipe.model, (1, 28, 28), 10), train, val, recipe, device="cuda", verbose=False)
+    assert history[-1].loss < history[0].loss and all(math.isfinite(row.val_loss) for row in history)
 
 
 def test_fp16_is_refused_with_cuda_graphs():

@@ -210,6 +210,17 @@ def test_deterministic_cuda_runs_repeat_exactly(loss_clip, digits, tmp_path, res
     assert history(first) == history(second)
 
 
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_deterministic_airbench_repeats_exactly_on_cuda(digits, tmp_path, restore_determinism):
+    """airbench's whitening (a cuBLAS product before training), its global max pool's backward and the fast
+    engine's cuDNN settings, all under --deterministic."""
+    args = ["fashion-fast", "--set", "dataset=mnist", "--epochs", "2", "--batch-size", "32", "--device", "cuda",
+            "--deterministic", "--quiet", "--data-dir", str(digits), "--runs-dir", str(tmp_path)]
+    first, second = train(*args), train(*args)
+    assert history(first) == history(second)
+
+
 # Beyond the tutorial: flips, shifts, a per-step schedule, weight averaging and normalisation all carry state
 # across epochs (the augmentation generator, the schedule's position, the average): killed in epoch 3 and
 # resumed, the run still ends bit for bit where an uninterrupted one does.
