@@ -17,7 +17,8 @@ import torch
 
 from .data import ImageSet
 from .errors import CnnlabError
-from .runs import Run, atomic_write, load_run, load_test_set, write_json
+from .files import atomic_write, write_json
+from .runs import Run, load_run, load_test_set
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -164,7 +165,7 @@ def evaluate_run(run_dir: str | os.PathLike, data_dir: str | os.PathLike | None 
     from .train import resolve_device
 
     run = load_run(run_dir)
-    test = load_test_set(run.info, data_dir)
+    test = load_test_set(run, data_dir)
     evaluation = analyse(run, test, resolve_device(device))
     return evaluation, save_evaluation(evaluation, test, run.run_dir / FOLDER)
 

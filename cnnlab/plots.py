@@ -11,7 +11,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from .train import EpochResult  # noqa: E402
+from .files import atomic_write  # noqa: E402
+from .history import EpochResult  # noqa: E402
 
 
 def image_array(image: torch.Tensor) -> np.ndarray:
@@ -29,7 +30,6 @@ def show_image(axis, image: torch.Tensor | np.ndarray) -> None:
 
 
 def save_figure(figure, path: Path) -> None:
-    from .runs import atomic_write
     import io
 
     buffer = io.BytesIO()

@@ -97,8 +97,9 @@ def test_best_epoch_is_the_first_peak_not_the_last_epoch(trained_runs, tmp_path)
     from rich.console import Console
 
     from cnnlab.data import load_dataset
-    from cnnlab.runs import _finish, load_run
-    from cnnlab.train import EpochResult
+    from cnnlab.runs import load_run
+    from cnnlab.session import _finish
+    from cnnlab.history import EpochResult
 
     run = load_run(trained_runs["mlp"])
     train_set, test = load_dataset("mnist", trained_runs["data"])
