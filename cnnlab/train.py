@@ -159,6 +159,7 @@ class TrainState:
     shuffle: torch.Generator  # draws each epoch's order of the training images
     scheduler: torch.optim.lr_scheduler.LRScheduler  # the learning rate, stepped once per optimiser step
     augment: torch.Generator  # on the training device: draws each batch's flips and shifts
+    scaler: torch.amp.GradScaler  # fp16's loss scale, which moves as training goes (a no-op without fp16)
     normalization: Normalization | None = None  # the training split's statistics, when the recipe normalises
     average: WeightAverage | None = None  # the weights that are validated, when the recipe averages them
     history: list[EpochResult] = field(default_factory=list)
@@ -210,7 +211,10 @@ def start_state(model: nn.Module, recipe: Recipe, train: ImageSet, device: torch
     return TrainState(
         model, optimizer, torch.Generator().manual_seed(recipe.seed),
         scheduler=make_scheduler(optimizer, total_steps, recipe.schedule, recipe.warmup, recipe.lr_end),
-        augment=torch.Generator(device).manual_seed(recipe.seed + rank), normalization=normalization,
+        augment=torch.Generator(device).manual_seed(recipe.seed + rank),
+        # fp16 has 5 exponent bits: a batch-mean loss's small gradients underflow to zero unless the loss is scaled
+        # up for the backward pass (and the gradients back down before the step). A no-op for bf16 and fp32.
+        scaler=torch.amp.GradScaler(device.type, enabled=recipe.autocast == "fp16"), normalization=normalization,
         average=WeightAverage(model, recipe.ema) if recipe.ema else None)
 
 
@@ -239,9 +243,6 @@ def fit(model: nn.Module, train: ImageSet, val: ImageSet, recipe: Recipe,
     steps = len(bounds) - 1
     check_every = 1 if device.type == "cpu" else 50  # a finiteness check waits for the device; on the CPU it is free
     forward = distributed.data_parallel(model, recipe, device)  # the model's forward, or the same sums fused; in DDP
-    # fp16 has 5 exponent bits: a batch-mean loss's small gradients underflow to zero unless the loss is scaled up
-    # first (and the gradients back down before the step). A no-op for bf16 and fp32.
-    scaler = torch.amp.GradScaler(device.type, enabled=recipe.autocast == "fp16")
     loss_sum = torch.zeros((), device=device)  # the epoch's sums stay on the device: no sync inside an epoch
     correct = torch.zeros((), device=device, dtype=torch.long)
 
@@ -253,9 +254,9 @@ def fit(model: nn.Module, train: ImageSet, val: ImageSet, recipe: Recipe,
             logits = forward(to_input(images, state.normalization))
         loss = loss_fn(logits, labels, recipe)
         state.optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss * share).backward()  # DDP averages the processes' gradients: the whole batch's mean
-        scaler.step(state.optimizer)  # skipped, and the scale lowered, if fp16 overflowed
-        scaler.update()
+        state.scaler.scale(loss * share).backward()  # DDP averages the processes' gradients: the whole batch's mean
+        state.scaler.step(state.optimizer)  # skipped, and the scale lowered, if fp16 overflowed
+        state.scaler.update()
         state.scheduler.step()
         if state.average is not None:
             state.average.update(model)

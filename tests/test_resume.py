@@ -18,6 +18,7 @@ import torch
 from safetensors import safe_open
 
 from cnnlab import cli
+from cnnlab.errors import CnnlabError
 from conftest import KILLER, REPO, assert_same_run, history, make_idx_dataset
 
 # fashion-cnn on the fake digits: Adam's moments, dropout's draws and the shuffle all carry across epochs.
@@ -108,6 +109,40 @@ def test_a_run_from_the_other_kind_of_device_resumes_with_its_augmentation_resee
     assert "note: it was trained on cuda: its random draws on the device (augmentation) start afresh" in out
     assert [row["epoch"] for row in history(run_dir)] == [1, 2, 3]
     assert history(run_dir)[:2] == history(two_epochs)
+
+
+def test_fp16_loss_scale_is_carried_by_the_checkpoint(tmp_path):
+    """fp16's loss scale moves as training goes (halved at an overflow, doubled after 2,000 clean steps); a run
+    resumed at 65,536 again would skip steps an uninterrupted one takes. (The CPU's scaler stands in for CUDA's.)"""
+    from dataclasses import replace
+
+    from safetensors.torch import save_file
+
+    from cnnlab.checkpoint import load_checkpoint, save_checkpoint
+    from cnnlab.data import ImageSet
+    from cnnlab.models import create_model
+    from cnnlab.recipes import get_recipe
+    from cnnlab.train import start_state
+
+    recipe = replace(get_recipe("fashion-cnn"), autocast="fp16").resolved()
+    images = ImageSet(torch.zeros(4, 1, 28, 28, dtype=torch.uint8), torch.arange(4), tuple("0123456789"))
+    fresh = lambda: start_state(create_model("mlp", (1, 28, 28), 10), recipe, images)  # noqa: E731
+    state = fresh()
+    assert state.scaler.is_enabled()
+    state.scaler.load_state_dict({**state.scaler.state_dict(), "scale": 1024.0, "_growth_tracker": 7})
+    path = tmp_path / "checkpoint.safetensors"
+    save_checkpoint(path, state, torch.device("cpu"), "data")
+    resumed = fresh()
+    load_checkpoint(path, resumed, torch.device("cpu"), "data")
+    assert resumed.scaler.state_dict() == {**state.scaler.state_dict(), "scale": 1024.0, "_growth_tracker": 7}
+
+    with safe_open(str(path), "pt") as file:
+        metadata, tensors = file.metadata(), {key: file.get_tensor(key) for key in file.keys()}
+    meta = json.loads(metadata["state"])
+    save_file(tensors, path, metadata={**metadata, "state": json.dumps({**meta, "scaler": {
+        **meta["scaler"], "scale": "1024"}})})
+    with pytest.raises(CnnlabError, match="malformed loss scale; the checkpoint is damaged"):
+        load_checkpoint(path, fresh(), torch.device("cpu"), "data")
 
 
 @pytest.mark.parametrize("args, message", [
