@@ -6,6 +6,9 @@
 #   PYTHON=.venv/bin/python bash bench/gpu.sh prepare   # here (cnnlab's Python, with internet): wheels and data into bench/.carry (git-ignored)
 #   bash bench/gpu.sh PART                              # there, with bench/.carry carried along; one part a command
 #
+# With this project's device tool: run(command="bash bench/gpu.sh tests", carry=["bench/.carry"], timeout_s=600);
+# the tool sets OUT, and what the part wrote there comes back even when the command is killed.
+#
 # Each part writes, as it goes, $OUT/PART.log (its header, every progress line, then the table) and $OUT/PART.md
 # (what the benchmark prints on stdout: the table, or pytest's report), so a part killed at its limit still
 # returns what it had; the part itself stops at LIMIT seconds (default 540) to leave time to write its footer.
@@ -84,7 +87,8 @@ need_mnist() {
 }
 
 case "${1:-}" in
-  tests)         part tests "~2 min" "$PYTHON" -m pytest -q -m gpu -p no:cacheprovider tests ;;
+  tests)         # only the files that hold GPU tests: collecting the others would need hypothesis and onnx there
+                 part tests "~2 min" "$PYTHON" -m pytest -q -m gpu -p no:cacheprovider $(grep -l "mark.gpu" tests/*.py) ;;
   labs-mnist)    need_mnist; labs labs-mnist "~3 min" mnist-mlp,mnist-cnn ;;
   labs-fashion)  labs labs-fashion "~5 min" fashion-cnn --cli ;;
   labs-cifar)    labs labs-cifar "~4 min" cifar10-cnn ;;
