@@ -29,10 +29,16 @@ export function forget() {
   latest++;
 }
 
+// A look is on its way (body[data-busy] until its answer is shown: the tests wait on it).
+export function expectLook() {
+  document.body.dataset.busy = "true";
+}
+
 // Look at a new image; an answer that arrives after a newer request's is dropped.
 export async function look(input) {
   state.input = input;
   const ticket = ++latest;
+  expectLook();
   try {
     const answer = await imageRequest("look");
     if (ticket !== latest) return;
@@ -42,6 +48,8 @@ export async function look(input) {
     bus.dispatchEvent(new Event("look"));
   } catch (error) {
     if (ticket === latest) say(error.message);
+  } finally {
+    if (ticket === latest) delete document.body.dataset.busy;
   }
 }
 

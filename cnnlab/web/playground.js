@@ -1,6 +1,6 @@
 // The playground: draw (digit runs), drop or choose a file, or a random test image; the bars of its answer
 // and the image exactly as the network received it, with saliency or occlusion over it.
-import { bus, el, imageRequest, look, say, state } from "./api.js";
+import { bus, el, expectLook, imageRequest, look, say, state } from "./api.js";
 import { decode, overlay } from "./heat.js";
 
 const pad = document.getElementById("pad");
@@ -17,7 +17,9 @@ function clearPad() {
 function sendPad() {
   clearTimeout(timer);
   timer = null;
-  if (drawn) pad.toBlob((blob) => look({ blob }), "image/png");
+  if (!drawn) return;
+  expectLook();  // now: toBlob answers later
+  pad.toBlob((blob) => look({ blob }), "image/png");
 }
 
 function point(event) {
