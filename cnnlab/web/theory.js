@@ -7,7 +7,7 @@ const $ = (id) => document.getElementById(id);
 const fields = ["t-size", "t-kernel", "t-pad", "t-stride"].map($);
 let frame = 0, playing = true, pixels = null;  // pixels: the image's grey levels in [0, 1], (H, W)
 
-export function outputSize(n, k, p, s) {
+function outputSize(n, k, p, s) {
   return n + 2 * p < k ? 0 : Math.floor((n + 2 * p - k) / s) + 1;
 }
 
