@@ -22,6 +22,10 @@ def _train(args: argparse.Namespace) -> int:
     from .recipes import FOLDER_RECIPE, get_recipe, with_overrides
     from .session import resume_run, train_recipe
 
+    if args.deterministic or any(item.partition("=")[0].strip() == "deterministic" for item in args.set):
+        from .train import use_deterministic_algorithms
+
+        use_deterministic_algorithms()  # now: cuBLAS reads its workspace setting at the process's first product
     overrides = {field: getattr(args, field) for field in RECIPE_FLAGS if getattr(args, field) is not None}
     for item in args.set:
         field, sep, value = item.partition("=")
@@ -177,6 +181,27 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"Serving {args.run_dir} on http://{host}:{port} (GET /health, POST /predict); Ctrl-C stops",
               flush=True)
         server.serve_forever()
+    return 0
+
+
+def _studio(args: argparse.Namespace) -> int:
+    try:
+        from .studio import bind, create_app, serve_studio
+    except ImportError as error:  # the extra is not installed
+        raise CnnlabError(f"the studio needs {error.name}: pip install 'cnnlab[studio]'") from None
+
+    folder, default = args.runs_dir, None
+    if (folder / "recipe.json").is_file():  # one run folder: the studio opens on it, among its neighbours
+        folder, default = folder.resolve().parent, folder.resolve().name
+    app = create_app(folder, args.device, default)
+    with bind(args.host, args.port) as sock:
+        host, port = sock.getsockname()[:2]
+        if host not in ("127.0.0.1", "::1"):
+            print(f"note: listening on {host}, so other machines can reach the studio and your runs; it has no "
+                  "authentication (leave out --host to stay on 127.0.0.1)", file=sys.stderr)
+        print(f"Studio for {folder} on http://{'127.0.0.1' if host == '0.0.0.0' else host}:{port}/ ; Ctrl-C stops",
+              flush=True)
+        serve_studio(app, sock)
     return 0
 
 
@@ -367,6 +392,16 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8000, help="port to listen on (default: 8000; 0: any free)")
     serve.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     serve.set_defaults(func=_serve)
+
+    studio = commands.add_parser("studio", parents=[debug], help="a local web app: draw or drop an image, look "
+                                                                 "inside every layer, follow your runs' curves")
+    studio.add_argument("runs_dir", nargs="?", type=Path, default=Path("runs"),
+                        help="a folder of runs, or one run folder (default: runs)")
+    studio.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this "
+                                                            "machine only)")
+    studio.add_argument("--port", type=int, default=8000, help="port to listen on (default: 8000; 0: any free)")
+    studio.add_argument("--device", default="cpu", help="cpu (default), auto, cuda, cuda:N or mps")
+    studio.set_defaults(func=_studio)
     return parser
 
 
