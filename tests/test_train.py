@@ -1,5 +1,5 @@
-"""The loss, the optimisers' Keras defaults (and what their first call loads), the device choice, and what a finished
-run records about itself."""
+"""The loss, the optimisers' Keras defaults (and what their first call loads), the device choice, and what a
+finished run records about itself."""
 from __future__ import annotations
 
 import csv
