@@ -267,6 +267,11 @@ class Run:
     history: list[EpochResult]
     metrics: dict[str, Any]
 
+    def _repr_html_(self) -> str:  # Jupyter
+        from .display import run_html
+
+        return run_html(self)
+
 
 def save_run_files(run_dir: Path, recipe: Recipe, info: ModelInfo, device: torch.device,
                    data_dir: str | os.PathLike | None = None) -> None:
