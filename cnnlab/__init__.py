@@ -18,25 +18,38 @@ and past it, as the CLI does: ``evaluate_run``, ``explain_run``, ``write_report`
 """
 __version__ = "0.1.0"
 
-from .compare import compare_runs, list_runs  # noqa: E402
-from .data import DATASETS, ImageSet, load_dataset, split  # noqa: E402
-from .errors import CnnlabError, UsageError  # noqa: E402
-from .evaluation import evaluate_run  # noqa: E402
-from .explain import explain_run  # noqa: E402
-from .export import export_onnx  # noqa: E402
-from .images import inspect_image, load_folder, prepare, read_image  # noqa: E402
-from .models import MODELS, create_model, summarize  # noqa: E402
-from .predict import predict, predict_files, predict_proba  # noqa: E402
-from .recipes import RECIPES, Recipe, get_recipe, with_overrides  # noqa: E402
-from .report import write_report  # noqa: E402
-from .runs import load_run, resume_run, train_recipe  # noqa: E402
-from .serve import make_server  # noqa: E402
-from .train import evaluate, fit  # noqa: E402
+# Each name is imported from its module on first use (PEP 562), so `import cnnlab` and the commands that
+# only read files start without PyTorch.
+_HOMES = {
+    "compare": ("compare_runs", "list_runs"),
+    "data": ("DATASETS", "ImageSet", "load_dataset", "split"),
+    "errors": ("CnnlabError", "UsageError"),
+    "evaluation": ("evaluate_run",),
+    "explain": ("explain_run",),
+    "export": ("export_onnx",),
+    "images": ("inspect_image", "load_folder", "prepare", "read_image"),
+    "models": ("MODELS", "create_model", "summarize"),
+    "predict": ("predict", "predict_files", "predict_proba"),
+    "recipes": ("RECIPES", "Recipe", "get_recipe", "with_overrides"),
+    "report": ("write_report",),
+    "runs": ("load_run",),
+    "serve": ("make_server",),
+    "session": ("resume_run", "train_recipe"),
+    "train": ("evaluate", "fit"),
+}
+_MODULE_OF = {name: module for module, names in _HOMES.items() for name in names}
+__all__ = sorted(_MODULE_OF)
 
-__all__ = [
-    "DATASETS", "MODELS", "RECIPES", "CnnlabError", "ImageSet", "Recipe", "UsageError", "compare_runs",
-    "create_model", "evaluate", "evaluate_run", "explain_run", "export_onnx", "fit", "get_recipe", "inspect_image",
-    "list_runs", "load_dataset", "load_folder", "load_run", "make_server", "predict", "predict_files",
-    "predict_proba", "prepare", "read_image", "resume_run", "split", "summarize", "train_recipe", "with_overrides",
-    "write_report",
-]
+
+def __getattr__(name: str):
+    if name not in _MODULE_OF:
+        raise AttributeError(f"module 'cnnlab' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(f".{_MODULE_OF[name]}", __name__), name)
+    globals()[name] = value  # the next lookup is a plain attribute
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

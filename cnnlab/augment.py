@@ -13,9 +13,6 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-TTA_MODES = ("none", "flip", "flip-translate")
-
-
 # ---------------------------------------------------------------------------------------------------------
 # Normalisation: the training split's statistics, kept with the run so evaluation and prediction reuse them
 # ---------------------------------------------------------------------------------------------------------

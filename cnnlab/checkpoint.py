@@ -21,10 +21,11 @@ import torch
 from . import distributed
 from .data import ImageSet
 from .errors import CnnlabError, UsageError
-from .runs import atomic_write, check_tensors
-from .train import EpochResult, TrainState
+from .files import atomic_write
+from .history import EpochResult
+from .runs import check_tensors
+from .train import TrainState
 
-CHECKPOINT = "checkpoint.safetensors"
 FORMAT = "cnnlab-checkpoint/1"
 
 

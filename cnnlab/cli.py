@@ -20,7 +20,7 @@ FOLDER_FLAGS = ("size", "channels", "preprocess", "strict")  # only with --data
 def _train(args: argparse.Namespace) -> int:
     from .images import load_folder
     from .recipes import FOLDER_RECIPE, get_recipe, with_overrides
-    from .runs import resume_run, train_recipe
+    from .session import resume_run, train_recipe
 
     overrides = {field: getattr(args, field) for field in RECIPE_FLAGS if getattr(args, field) is not None}
     for item in args.set:
@@ -117,11 +117,12 @@ def _folder(path: Path) -> Path:
 def _predict(args: argparse.Namespace) -> int:
     import json
 
-    from . import plots
     from .predict import predict_files, random_test_predictions
     from .runs import load_run
     from .train import resolve_device
 
+    if args.save:
+        from . import plots  # matplotlib only where figures are drawn
     if bool(args.images) == (args.random is not None):
         raise UsageError("give IMAGE files or --random N (random test images), one or the other")
     if args.top < 1 or (args.random is not None and args.random < 1):

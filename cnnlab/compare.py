@@ -8,10 +8,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import CnnlabError, UsageError
+from .errors import CnnlabError, UsageError, warn
 from .recipes import Recipe
-from .runs import read_history, read_json, read_recipe
-from .train import EpochResult
+from .files import read_json
+from .history import EpochResult, read_history
+from .runs import read_recipe
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -56,8 +57,6 @@ def read_record(run_dir: str | os.PathLike) -> RunRecord:
 def list_runs(runs_dir: str | os.PathLike = "runs") -> list[RunRecord]:
     """Every run folder directly under ``runs_dir``, oldest first; a damaged one is named in a warning and
     left out, so one bad folder never hides the others."""
-    from .images import warn
-
     runs_dir = Path(runs_dir)
     if not runs_dir.is_dir():
         raise CnnlabError(f"{runs_dir}: no such folder; `cnnlab train` writes runs under ./runs (or --runs-dir)")

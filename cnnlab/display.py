@@ -56,15 +56,3 @@ def run_html(run: Any) -> str:
     return (f"<h4>{escape(run.run_dir)}</h4>" + table(("", ""), facts) + history_html(run.history)
             + (png_tag(predictions.read_bytes(), "three random test predictions") if predictions.is_file() else ""))
 
-
-def evaluation_html(evaluation: Any) -> str:
-    """Test loss and accuracy, per-class scores, the most confused pairs and the confusion matrix."""
-    from .evaluation import describe_confused, plot_confusion
-
-    scores = [(s.name, f"{s.precision:.4f}", f"{s.recall:.4f}", f"{s.f1:.4f}", s.support) for s in evaluation.scores]
-    confused = "".join(f"<li>{escape(line)}</li>" for line in describe_confused(evaluation))
-    return (f"<p>Test loss {evaluation.loss:.4f} · test accuracy {evaluation.accuracy:.4f} · "
-            f"macro F1 {evaluation.macro_f1:.4f} · weighted F1 {evaluation.weighted_f1:.4f}</p>"
-            + table(("class", "precision", "recall", "F1", "support"), scores)
-            + (f"<p>Most confused (true → predicted):</p><ul>{confused}</ul>" if confused else "")
-            + figure_tag(plot_confusion(evaluation.confusion, evaluation.classes), "confusion matrix"))

@@ -1,4 +1,5 @@
 """The one exception type users see: its message is a single line that says what went wrong and what to do."""
+import sys
 
 
 class CnnlabError(Exception):
@@ -7,3 +8,8 @@ class CnnlabError(Exception):
 
 class UsageError(CnnlabError):
     """A bad command-line value or recipe field: the CLI exits with code 2, like argparse."""
+
+
+def warn(message: str) -> None:
+    """One line on stderr for what is worth knowing but does not stop the command."""
+    print(f"cnnlab: warning: {message}", file=sys.stderr)

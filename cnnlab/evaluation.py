@@ -17,7 +17,8 @@ import torch
 
 from .data import ImageSet
 from .errors import CnnlabError
-from .runs import Run, atomic_write, load_run, load_test_set, write_json
+from .files import atomic_write, write_json
+from .runs import Run, load_run, load_test_set
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -55,10 +56,16 @@ class Evaluation:
     confused: list[tuple[int, int, int]]  # (true, predicted, count), most frequent first
     mistakes: list[Mistake]  # most confident first
 
-    def _repr_html_(self) -> str:  # Jupyter
-        from .display import evaluation_html
+    def _repr_html_(self) -> str:  # Jupyter: the test metrics, per-class scores, most confused pairs, the matrix
+        from .display import escape, figure_tag, table
 
-        return evaluation_html(self)
+        scores = [(s.name, f"{s.precision:.4f}", f"{s.recall:.4f}", f"{s.f1:.4f}", s.support) for s in self.scores]
+        confused = "".join(f"<li>{escape(line)}</li>" for line in describe_confused(self))
+        return (f"<p>Test loss {self.loss:.4f} · test accuracy {self.accuracy:.4f} · macro F1 {self.macro_f1:.4f} · "
+                f"weighted F1 {self.weighted_f1:.4f}</p>"
+                + table(("class", "precision", "recall", "F1", "support"), scores)
+                + (f"<p>Most confused (true → predicted):</p><ul>{confused}</ul>" if confused else "")
+                + figure_tag(plot_confusion(self.confusion, self.classes), "confusion matrix"))
 
     @property
     def macro_f1(self) -> float:
@@ -169,7 +176,7 @@ def evaluate_run(run_dir: str | os.PathLike, data_dir: str | os.PathLike | None 
     from .train import resolve_device
 
     run = load_run(run_dir)
-    test = load_test_set(run.info, data_dir)
+    test = load_test_set(run, data_dir)
     evaluation = analyse(run, test, resolve_device(device))
     return evaluation, save_evaluation(evaluation, test, run.run_dir / FOLDER)
 

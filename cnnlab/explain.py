@@ -126,7 +126,7 @@ def explain_run(run_dir: str | os.PathLike, image_path: str | os.PathLike | None
     else:
         from .runs import load_test_set
 
-        test = load_test_set(run.info, data_dir)
+        test = load_test_set(run, data_dir)
         if not 0 <= index < len(test):
             raise CnnlabError(f"--index {index}: the test set holds images 0 to {len(test) - 1}")
         image, source, label = test.images[index], f"test image #{index}", test.classes[int(test.labels[index])]

@@ -21,6 +21,7 @@ from torch import nn
 
 from .augment import Normalization, tta_logits
 from .errors import CnnlabError, UsageError
+from .files import atomic_write
 from .train import to_input
 
 if TYPE_CHECKING:
@@ -79,7 +80,7 @@ def export_onnx(run_dir: str | os.PathLike, output: str | os.PathLike | None = N
     ``batch``: a fixed batch size, or None for any. With onnxruntime installed, the graph's probabilities for
     a few random images are compared with cnnlab's before the file is written; a mismatch writes nothing.
     """
-    from .runs import atomic_write, load_run
+    from .runs import load_run
 
     onnx = _onnx()
     run = load_run(run_dir)

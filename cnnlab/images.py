@@ -12,7 +12,6 @@ import contextlib
 import io
 import os
 import struct
-import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +22,7 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .data import ImageSet
-from .errors import CnnlabError
+from .errors import CnnlabError, warn
 
 MAX_PIXELS = 100_000_000  # width × height; a larger file is refused as a likely decompression bomb
 DRAFT_SIZE = (512, 512)  # a JPEG larger than twice this is decoded at 1/2, 1/4 or 1/8 scale: photos load fast
@@ -276,10 +275,6 @@ class ImageFolder:
     test: ImageSet | None
     preprocess: str
     skipped: list[str]  # one line per unreadable image, naming it and why
-
-
-def warn(message: str) -> None:
-    print(f"cnnlab: warning: {message}", file=sys.stderr)
 
 
 def _image_files(folder: Path) -> list[Path]:

@@ -16,7 +16,8 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
-from .train import EpochResult  # noqa: E402
+from .files import atomic_write  # noqa: E402
+from .history import EpochResult  # noqa: E402
 
 
 def image_array(image: torch.Tensor) -> np.ndarray:
@@ -44,8 +45,6 @@ def figure_png(figure) -> bytes:
 
 
 def save_figure(figure, path: Path) -> None:
-    from .runs import atomic_write
-
     atomic_write(Path(path), figure_png(figure))
 
 

@@ -106,7 +106,7 @@ def random_test_predictions(run: "Run", n: int, data_dir: str | os.PathLike | No
     """``n`` random images of the run's test set and the class predicted for each (the tutorial's step 10)."""
     from .runs import load_test_set
 
-    test = load_test_set(run.info, data_dir)
+    test = load_test_set(run, data_dir)
     generator = torch.Generator().manual_seed(seed) if seed is not None else None
     picked = test.subset(torch.randperm(len(test), generator=generator)[:n])
     return picked, run_proba(run, picked.images, device).argmax(dim=1)

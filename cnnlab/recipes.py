@@ -1,7 +1,7 @@
 """Recipes as data: a frozen dataclass per training setup, in a dict keyed by name.
 
 A command-line override replaces one field and is parsed by that field's type. The tutorial's recipes
-say where each value comes from (LABS.md, "Common steps" and "Keras defaults").
+say where each value comes from (docs/course.md, "Common steps" and "Keras defaults").
 """
 from __future__ import annotations
 
@@ -16,6 +16,20 @@ from typing import Any
 
 from .errors import UsageError
 
+# ---------------------------------------------------------------------------------------------------------
+# The names a recipe chooses from. The modules that do the work key their tables by these names (a test holds
+# each table to its list), so a recipe is read and checked without PyTorch, and the stages below never reach up.
+# ---------------------------------------------------------------------------------------------------------
+DATASET_NAMES = ("mnist", "fashion-mnist", "cifar10")  # cnnlab.data.DATASETS; 'folder' is your own images
+MODEL_NAMES = ("mlp", "cnn", "cnn-dropout", "cnn-deep", "bn-cnn", "airbench", "airbench-wide")  # cnnlab.models
+OPTIMIZERS = {  # name → Keras's default learning rate, taken when a recipe leaves lr open; cnnlab.train builds them
+    "sgd": 0.01, "adam": 1e-3, "adamw": 1e-3, "nadam": 1e-3, "rmsprop": 1e-3, "adagrad": 1e-3,
+}
+SCHEDULES = ("constant", "linear", "cosine")  # cnnlab.schedule
+TTA_MODES = ("none", "flip", "flip-translate")  # cnnlab.augment
+AUTOCASTS = ("off", "bf16", "fp16")  # cnnlab.train: the forward pass's mixed precision
+ENGINES = ("fast", "plain", "graph")  # cnnlab.fast says what each does
+
 
 @dataclass(frozen=True)
 class Recipe:
@@ -23,8 +37,8 @@ class Recipe:
     dataset: str  # a key of cnnlab.data.DATASETS (or 'folder' for your own images)
     model: str  # a key of cnnlab.models.MODELS
     description: str = ""
-    epochs: int = 10  # passes over the training split; LABS.md step 8
-    batch_size: int = 128  # images per optimiser step; LABS.md step 8
+    epochs: int = 10  # passes over the training split; course.md step 8
+    batch_size: int = 128  # images per optimiser step; course.md step 8
     optimizer: str = "sgd"  # sgd, adam, adamw, rmsprop, adagrad, nadam
     lr: float | None = None  # learning rate per step; None: the optimiser's Keras default (sgd 0.01, adam 1e-3)
     momentum: float = 0.0  # sgd and rmsprop; Keras's 'sgd' has none
@@ -33,8 +47,8 @@ class Recipe:
     eps: float = 1e-7  # adam/adamw/rmsprop/nadam/adagrad epsilon; Keras's 1e-7 (PyTorch's default is 1e-8)
     label_smoothing: float = 0.0  # fraction of the target mass spread over all classes
     loss_clip: float = 1e-7  # probabilities clipped to [clip, 1 - clip] as Keras's cross-entropy does; 0: off
-    val_fraction: float = 0.2  # share of the training images held out; LABS.md step 2 (test_size=0.2)
-    split_seed: int = 9  # the split's RandomState seed; LABS.md step 2 (random_state=9)
+    val_fraction: float = 0.2  # share of the training images held out; course.md step 2 (test_size=0.2)
+    split_seed: int = 9  # the split's RandomState seed; course.md step 2 (random_state=9)
     seed: int = 0  # weights, shuffling, dropout and augmentation
     device: str = "auto"  # auto, cpu, cuda, cuda:N, mps
     deterministic: bool = False  # deterministic CUDA kernels (slower); CPU runs are reproducible without it
@@ -55,18 +69,15 @@ class Recipe:
 
     def resolved(self) -> "Recipe":
         """The recipe with defaults that depend on other fields filled in (the learning rate)."""
-        from .train import OPTIMIZERS
-
         if self.lr is None:
-            return replace(self, lr=OPTIMIZERS[self.optimizer].default_lr)
+            return replace(self, lr=OPTIMIZERS[self.optimizer])
         return self
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
 
-ENGINES = ("fast", "plain", "graph")  # cnnlab.fast says what each does
-TUTORIAL = "LABS.md"
+TUTORIAL = "docs/course.md"
 RECIPES: dict[str, Recipe] = {
     recipe.name: recipe
     for recipe in (
@@ -198,12 +209,6 @@ _FOLDER_NAME = re.compile(r"[^./\\\x00-\x1f\ud800-\udfff][^/\\\x00-\x1f\ud800-\u
 
 def validate(recipe: Recipe) -> Recipe:
     """Check every field's range and every name against its registry; returns the recipe unchanged."""
-    from .augment import TTA_MODES
-    from .data import DATASETS
-    from .models import MODELS
-    from .schedule import SCHEDULES
-    from .train import AUTOCASTS, OPTIMIZERS
-
     def bad(field: str, why: str) -> UsageError:
         return UsageError(f"--{field.replace('_', '-')} {getattr(recipe, field)!r}: {why}")
 
@@ -242,10 +247,10 @@ def validate(recipe: Recipe) -> Recipe:
         raise bad("ema", "must be 0 (off) or a decay below 1, e.g. 0.999")
     if not recipe.norm_lr_scale > 0:
         raise bad("norm_lr_scale", "must be a positive number")
-    if recipe.dataset not in DATASETS and recipe.dataset != "folder":
-        raise bad("dataset", f"choose one of {', '.join(DATASETS)}")
-    if recipe.model not in MODELS:
-        raise bad("model", f"choose one of {', '.join(MODELS)}")
+    if recipe.dataset not in DATASET_NAMES and recipe.dataset != "folder":
+        raise bad("dataset", f"choose one of {', '.join(DATASET_NAMES)}")
+    if recipe.model not in MODEL_NAMES:
+        raise bad("model", f"choose one of {', '.join(MODEL_NAMES)}")
     if not re.fullmatch(r"auto|cpu|mps|cuda(:[0-9]{1,3})?", recipe.device):
         raise bad("device", "choose auto, cpu, cuda, cuda:N or mps")
     if recipe.engine not in ENGINES:

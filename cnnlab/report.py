@@ -8,7 +8,8 @@ import os
 from pathlib import Path
 
 from .display import escape, png_tag, table
-from .runs import atomic_write, load_run, read_json
+from .files import atomic_write, read_json
+from .runs import load_run, load_test_set
 
 STYLE = """
 body { font: 15px/1.45 system-ui, sans-serif; color: #1d1d1f; max-width: 1100px; margin: 2em auto; padding: 0 1em; }
@@ -39,14 +40,13 @@ def write_report(run_dir: str | os.PathLike, data_dir: str | os.PathLike | None 
                  device: str = "auto") -> Path:
     """`cnnlab report`: evaluate the run and explain its first test image, then write ``RUN_DIR/report.html``."""
     from .evaluation import FOLDER, analyse, describe_confused, save_evaluation
-    from .runs import load_test_set
     from .explain import FOLDER as EXPLAIN_FOLDER, describe_stages, explain_image
     from .models import count_params, summarize
     from .train import resolve_device
 
     run = load_run(run_dir)
     run_dir = run.run_dir
-    test = load_test_set(run.info, data_dir)
+    test = load_test_set(run, data_dir)
     evaluation = analyse(run, test, resolve_device(device))
     save_evaluation(evaluation, test, run_dir / FOLDER)
     explanation = explain_image(run, test.images[0], run_dir / EXPLAIN_FOLDER, "test image #0",

@@ -21,6 +21,7 @@ from . import distributed, fast
 from .augment import Normalization, augment, tta_logits
 from .data import ImageSet
 from .errors import CnnlabError
+from .history import EpochResult
 from .models import check_input
 from .recipes import Recipe
 from .schedule import WeightAverage, make_scheduler, param_groups
@@ -32,26 +33,24 @@ from .schedule import WeightAverage, make_scheduler, param_groups
 @dataclass(frozen=True)
 class OptimizerKind:
     build: Callable[..., torch.optim.Optimizer]  # (parameters, recipe, **options of the fast engine)
-    default_lr: float  # Keras's default learning rate for this optimiser
     fused: bool = False  # PyTorch has a fused kernel for it: one pass over the parameters a step
     capturable: bool = False  # takes capturable=True, which a CUDA graph of its step needs
 
 
+# Keyed by cnnlab.recipes.OPTIMIZERS, which holds Keras's default learning rate for each.
 OPTIMIZERS: dict[str, OptimizerKind] = {
     "sgd": OptimizerKind(lambda p, r, **o: torch.optim.SGD(p, lr=r.lr, momentum=r.momentum, nesterov=r.nesterov,
-                                                           weight_decay=r.weight_decay, **o), 0.01, fused=True),
+                                                           weight_decay=r.weight_decay, **o), fused=True),
     "adam": OptimizerKind(lambda p, r, **o: torch.optim.Adam(p, lr=r.lr, eps=r.eps, weight_decay=r.weight_decay, **o),
-                          1e-3, fused=True, capturable=True),
+                          fused=True, capturable=True),
     "adamw": OptimizerKind(lambda p, r, **o: torch.optim.AdamW(p, lr=r.lr, eps=r.eps, weight_decay=r.weight_decay,
-                                                               **o), 1e-3, fused=True, capturable=True),
+                                                               **o), fused=True, capturable=True),
     "nadam": OptimizerKind(lambda p, r, **o: torch.optim.NAdam(p, lr=r.lr, eps=r.eps, weight_decay=r.weight_decay,
-                                                               **o), 1e-3, capturable=True),
+                                                               **o), capturable=True),
     "rmsprop": OptimizerKind(lambda p, r, **o: torch.optim.RMSprop(p, lr=r.lr, alpha=0.9, eps=r.eps, momentum=r.momentum,
-                                                                   weight_decay=r.weight_decay, **o), 1e-3,
-                             capturable=True),
+                                                                   weight_decay=r.weight_decay, **o), capturable=True),
     "adagrad": OptimizerKind(lambda p, r, **o: torch.optim.Adagrad(p, lr=r.lr, eps=r.eps, weight_decay=r.weight_decay,
-                                                                   initial_accumulator_value=0.1, **o), 1e-3,
-                             fused=True),
+                                                                   initial_accumulator_value=0.1, **o), fused=True),
 }
 
 
@@ -98,7 +97,7 @@ def to_input(images: torch.Tensor, normalization: Normalization | None = None) -
     return normalization.apply(inputs) if normalization else inputs
 
 
-AUTOCASTS = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+AUTOCASTS = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}  # keyed by cnnlab.recipes.AUTOCASTS
 
 
 def autocast(device: torch.device, recipe: Recipe):
@@ -150,19 +149,9 @@ def evaluate(model: nn.Module, dataset: ImageSet, recipe: Recipe, device: torch.
 # ---------------------------------------------------------------------------------------------------------
 # The loop
 # ---------------------------------------------------------------------------------------------------------
-@dataclass
-class EpochResult:
-    epoch: int  # counted from 1, as Keras prints it
-    loss: float
-    accuracy: float
-    val_loss: float
-    val_accuracy: float
-    seconds: float  # wall time of the epoch, validation included
-
-
 class History(list):
     """What ``fit`` returns: a list of EpochResult, one per epoch, that shows itself in Jupyter as Keras's
-    epoch lines and the accuracy and loss curves."""
+    epoch table and the accuracy and loss curves."""
 
     def _repr_html_(self) -> str:
         from .display import history_html

@@ -4,6 +4,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -134,3 +135,32 @@ def test_a_reader_that_goes_away_stops_the_command_quietly(tmp_path, command):
                           text=True, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
     os.close(writer)
     assert (done.returncode, done.stderr) == (1, "")
+
+
+def test_commands_on_a_run_read_the_data_folder_it_was_trained_on(trained_runs, tmp_path, monkeypatch, capsys):
+    """No --data-dir: evaluate, predict --random, explain and report find the test images where training did."""
+    import cnnlab.data
+
+    def no_download(*args, **kwargs):
+        raise AssertionError("tried to download the data set")
+
+    monkeypatch.setattr(cnnlab.data, "fetch", no_download)
+    run_dir = str(shutil.copytree(trained_runs["cnn"], tmp_path / "run"))
+    assert cli.main(["evaluate", run_dir, "--device", "cpu"]) == 0
+    assert "Test loss" in capsys.readouterr().out
+    assert cli.main(["predict", run_dir, "--random", "3", "--json", "--device", "cpu"]) == 0
+    assert [set(json.loads(line)) for line in capsys.readouterr().out.splitlines()] == [{"label", "class", "correct"}] * 3
+    for argv in (["explain", run_dir], ["report", run_dir]):
+        assert cli.main([*argv, "--device", "cpu"]) == 0, argv
+
+
+def test_a_vanished_data_folder_is_named_with_what_to_pass(trained_runs, tmp_path, capsys):
+    data = shutil.copytree(trained_runs["data"], tmp_path / "data")
+    run_dir = shutil.copytree(trained_runs["cnn"], tmp_path / "run")
+    environment = json.loads((run_dir / "environment.json").read_text())
+    (run_dir / "environment.json").write_text(json.dumps({**environment, "data_dir": str(data)}))
+    shutil.rmtree(data)
+    assert cli.main(["evaluate", str(run_dir), "--device", "cpu"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and str(data) in err and "--data-dir" in err
+    assert cli.main(["evaluate", str(run_dir), "--device", "cpu", "--data-dir", str(trained_runs["data"])]) == 0

@@ -12,7 +12,7 @@ from PIL import Image
 from cnnlab import cli
 from cnnlab.compare import list_runs, read_record, recipe_differences
 from cnnlab.errors import CnnlabError
-from cnnlab.runs import tensorboard_writer
+from cnnlab.session import tensorboard_writer
 
 
 def test_runs_lists_every_run_with_its_numbers(trained_runs, tmp_path, capsys):

@@ -19,12 +19,13 @@ from safetensors.torch import load_file, save_file
 
 import cnnlab.checkpoint
 import cnnlab.runs
+import cnnlab.session
 import cnnlab.train
 from cnnlab import cli, data
 from cnnlab.errors import CnnlabError
 from cnnlab.models import create_model
 from cnnlab.recipes import get_recipe, with_overrides
-from cnnlab.runs import atomic_write
+from cnnlab.files import atomic_write
 from cnnlab.train import _stop_if_diverged, fit
 from conftest import cifar_batch_bytes, make_idx_dataset
 
@@ -219,14 +220,14 @@ def test_cuda_out_of_memory_says_lower_the_batch_size(digits, tmp_path, monkeypa
     def out_of_memory(*args, **kwargs):
         raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
-    monkeypatch.setattr(cnnlab.train, "fit", out_of_memory)
+    monkeypatch.setattr(cnnlab.session, "fit", out_of_memory)
     err = one_line_error(capsys, 1, ["train", *ARGS, "--data-dir", str(digits), "--runs-dir", str(tmp_path)])
     assert "ran out of memory with batches of 10 images: lower --batch-size" in err
 
 
 def test_full_disk_is_caught_before_training(digits, tmp_path, monkeypatch, capsys):
     usage = namedtuple("usage", "total used free")
-    monkeypatch.setattr(cnnlab.runs.shutil, "disk_usage", lambda path: usage(10**9, 10**9 - 10**5, 10**5))
+    monkeypatch.setattr(cnnlab.session.shutil, "disk_usage", lambda path: usage(10**9, 10**9 - 10**5, 10**5))
     err = one_line_error(capsys, 1, ["train", *ARGS, "--data-dir", str(digits), "--runs-dir", str(tmp_path)])
     assert re.search(r": 0 MB free, the run needs about \d+ MB more; .*--runs-dir", err)
     (run_dir,) = tmp_path.iterdir()
@@ -282,13 +283,13 @@ def test_every_failure_is_one_line(raised, code, message, monkeypatch, capsys):
     def fail(*args, **kwargs):
         raise raised
 
-    monkeypatch.setattr(cnnlab.runs, "train_recipe", fail)
+    monkeypatch.setattr(cnnlab.session, "train_recipe", fail)
     assert one_line_error(capsys, code, ["train", "mnist-cnn"]).strip() == message
 
 
 @pytest.mark.parametrize("argv", [["--debug", "train", "mnist-cnn"], ["train", "mnist-cnn", "--debug"]])
 def test_debug_shows_the_traceback(argv, monkeypatch):
-    monkeypatch.setattr(cnnlab.runs, "train_recipe", lambda *a, **k: 1 / 0)
+    monkeypatch.setattr(cnnlab.session, "train_recipe", lambda *a, **k: 1 / 0)
     with pytest.raises(ZeroDivisionError):
         cli.main(argv)
 

@@ -28,7 +28,8 @@ from cnnlab.checkpoint import load_checkpoint, save_checkpoint
 from cnnlab.errors import CnnlabError, UsageError
 from cnnlab.models import create_model
 from cnnlab.recipes import Recipe, get_recipe, parse_value, recipe_from_dict, with_overrides
-from cnnlab.runs import ModelInfo, load_run, save_weights, write_json
+from cnnlab.files import write_json
+from cnnlab.runs import ModelInfo, load_run, save_weights
 from cnnlab.train import start_state
 from conftest import cifar_batch_bytes, idx_bytes
 

@@ -11,7 +11,8 @@ import cnnlab
 from cnnlab import plots
 from cnnlab.data import ImageSet
 from cnnlab.errors import CnnlabError
-from cnnlab.train import EpochResult, History
+from cnnlab.history import EpochResult, write_history
+from cnnlab.train import History
 
 DIGITS = tuple("0123456789")
 
@@ -134,7 +135,6 @@ def test_summary_renders_as_keras_table():
 
 def test_run_and_evaluation_render_metrics_curves_and_per_class_table(digit_run, tmp_path):
     from cnnlab.evaluation import analyse
-    from cnnlab.runs import write_history
 
     write_history(digit_run / "history.csv", History([EpochResult(1, 2.0, 0.3, 1.9, 0.35, 1.0)]))
     run = cnnlab.load_run(digit_run)

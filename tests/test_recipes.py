@@ -95,3 +95,29 @@ def test_cuda_graphs_refuse_what_a_replayed_step_cannot_change():
     for field, value in (("schedule", "cosine"), ("ema", "0.99"), ("flip", "true"), ("translate", "2")):
         with pytest.raises(UsageError, match="replay a fixed step"):
             with_overrides(get_recipe("fashion-cnn"), {"engine": "graph", "device": "cuda", field: value})
+
+
+def test_every_name_a_recipe_offers_has_what_does_its_work():
+    """recipes.py owns the names; the modules below key their tables by them, and none is missing or extra."""
+    import torch
+
+    from cnnlab import data, models, recipes, train
+    from cnnlab.augment import tta_logits
+    from cnnlab.schedule import lr_factor
+
+    assert set(recipes.DATASET_NAMES) == set(data.DATASETS)
+    assert set(recipes.MODEL_NAMES) == set(models.MODELS)
+    assert set(recipes.OPTIMIZERS) == set(train.OPTIMIZERS)
+    assert set(recipes.AUTOCASTS) == set(train.AUTOCASTS)
+    curves = {name: tuple(lr_factor(step, 10, name, 0.2, 0.1) for step in range(10)) for name in recipes.SCHEDULES}
+    assert len(set(curves.values())) == len(recipes.SCHEDULES)  # each schedule its own curve
+    calls = []
+    for mode in recipes.TTA_MODES:
+        calls.append(0)
+
+        def model(batch: torch.Tensor) -> torch.Tensor:
+            calls[-1] += 1
+            return batch.mean(dim=(2, 3))
+
+        tta_logits(model, torch.rand(2, 1, 8, 8), mode)
+    assert calls == [1, 2, 6]  # none, flip, flip-translate: each mode its own set of copies

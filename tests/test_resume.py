@@ -154,3 +154,26 @@ def test_augmented_scheduled_averaged_run_resumes_exactly(digits, tmp_path):
     assert len(history(run_dir)) == 2
     assert train("--resume", str(run_dir)) == run_dir
     assert_same_run(run_dir, reference)
+
+
+def test_a_run_is_trained_by_one_process_at_a_time(digits, tmp_path, capsys):
+    """A second `--resume` of a run in use stops in one line naming the process, before touching anything;
+    once that process is killed, its lock blocks nothing."""
+    run_dir = train(*ARGS, "--epochs", "2", "--data-dir", str(digits), "--runs-dir", str(tmp_path / "runs"))
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom cnnlab.files import locked\n"
+                               f"with locked(__import__('pathlib').Path({str(run_dir)!r})):\n"
+                               "    print('held', flush=True)\n    time.sleep(600)"],
+                              stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        before = {path.name: path.read_bytes() for path in run_dir.iterdir() if path.is_file()}
+        capsys.readouterr()
+        assert cli.main(["train", "--resume", str(run_dir), "--epochs", "3", "--quiet"]) == 1
+        err = capsys.readouterr().err.strip()
+        assert "\n" not in err and f"in use by process {holder.pid}" in err, err
+        assert {path.name: path.read_bytes() for path in run_dir.iterdir() if path.is_file()} == before
+    finally:
+        holder.kill()
+        holder.wait()
+    _run_main(["train", "--resume", str(run_dir), "--epochs", "3", "--quiet"])
+    assert len(history(run_dir)) == 3
