@@ -195,7 +195,6 @@ def plot_confusion(confusion: torch.Tensor, classes: Sequence[str], path: Path |
     from .plots import finish_figure, plt
 
     normalised = normalise_rows(confusion)
-
     k = len(classes)
     size = max(4.5, 0.45 * k + 1.5)
     figure, axes = plt.subplots(1, 2, figsize=(2 * size + 1.5, size), layout="constrained")

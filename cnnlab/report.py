@@ -64,14 +64,12 @@ def write_report(run_dir: str | os.PathLike, data_dir: str | os.PathLike | None 
     cards.append(_card("parameters", f"{count_params(run.model):,}"))
 
     per_class = table(["class", "precision", "recall", "F1", "support"],
-                       [(s.name, f"{s.precision:.4f}", f"{s.recall:.4f}", f"{s.f1:.4f}", s.support)
-                        for s in evaluation.scores] +
-                       [("macro average", "", "", f"{evaluation.macro_f1:.4f}", len(test)),
-                        ("weighted average", "", "", f"{evaluation.weighted_f1:.4f}", len(test))])
+                      [(s.name, f"{s.precision:.4f}", f"{s.recall:.4f}", f"{s.f1:.4f}", s.support)
+                       for s in evaluation.scores] +
+                      [("macro average", "", "", f"{evaluation.macro_f1:.4f}", len(test)),
+                       ("weighted average", "", "", f"{evaluation.weighted_f1:.4f}", len(test))])
     confused = "".join(f"<li>{escape(line)}</li>" for line in describe_confused(evaluation)) or "<li>none</li>"
-    summary = table(["Layer (type)", "Output Shape", "Param #"],
-                     [(f"{row.name} ({row.kind})", str((None, *row.output_shape)), f"{row.params:,}")
-                      for row in summarize(run.model, run.info.in_shape)])
+    summary = summarize(run.model, run.info.in_shape)._repr_html_()  # the table, then the total
     sees = "".join(_figure(path, path.stem) for path in explanation.files)
     notes = "".join(f"<p>{escape(note)}</p>" for note in explanation.notes)
     when = environment.get("created", "")
@@ -112,7 +110,7 @@ true {escape(explanation.label)}. Shapes through the network: {escape(describe_s
 {notes}{sees}
 
 <h2>Model</h2>
-{summary}<p>Total params: {count_params(run.model):,}</p>
+{summary}
 
 <h2>Recipe</h2>
 {table(['field', 'value'], recipe.to_dict().items())}

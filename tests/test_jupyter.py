@@ -2,12 +2,16 @@
 one line before any step, and what the API returns shows itself as HTML in a notebook."""
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
 from matplotlib.figure import Figure
 
 import cnnlab
+from conftest import REPO
 from cnnlab import plots
 from cnnlab.data import ImageSet
 from cnnlab.errors import CnnlabError
@@ -155,3 +159,11 @@ def test_plot_helpers_return_figures_and_still_write_files(tmp_path):
     figure = plots.plot_predictions(images, [7, 1, 2], [7, 1, 3], DIGITS, tmp_path / "predictions.png")
     assert [axis.get_title() for axis in figure.axes][0] == "Label value = [7]  Predicted value = [7]"
     assert (tmp_path / "predictions.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_cnnlab_predict_stays_the_function_once_its_module_is_loaded():
+    """`cnnlab.predict(model, images)` in a notebook, after any call that loaded cnnlab/predict.py."""
+    code = "import cnnlab, cnnlab.evaluation, cnnlab.predict as m; print(callable(cnnlab.predict), m.__name__)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"}).stdout
+    assert out.split() == ["True", "predict"]  # the function (its __name__), not the module 'cnnlab.predict'
