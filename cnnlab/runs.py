@@ -7,6 +7,7 @@ PyTorch is imported only by what handles tensors, so listing runs needs none.
 """
 from __future__ import annotations
 
+import math
 import os
 import platform
 import sys
@@ -216,21 +217,47 @@ def load_run(run_dir: str | os.PathLike) -> Run:
     info = ModelInfo.from_dict(read_json(run_dir / "model.json"), run_dir / "model.json")
     # On the meta device, shapes without memory: nothing large is allocated, whatever model.json says.
     with torch.device("meta"), warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # an absurd in_shape makes empty layers that warn; the check below speaks
+        warnings.simplefilter("ignore")  # an absurd in_shape makes empty layers that warn; the checks below speak
         model = create_model(info.model, info.in_shape, len(info.classes))
-        try:
-            model.eval()(torch.zeros(1, *info.in_shape))  # eval: BatchNorm takes a batch of one
-        except (RuntimeError, ValueError) as error:
-            raise CnnlabError(f"{run_dir / 'model.json'}: {info.model} cannot take images of shape "
-                              f"{info.in_shape} ({error}); the run folder is damaged") from None
+    _check_input_shape(model, info, run_dir)
     if not (run_dir / "weights.safetensors").exists() and (run_dir / CHECKPOINT).exists():
         raise CnnlabError(f"{run_dir}: training has not finished; continue it with `cnnlab train --resume {run_dir}`")
     model = load_weights(run_dir / "weights.safetensors", model)
     model.eval()
+    if math.prod(info.in_shape) > MAX_INPUT_VALUES:  # after the weights, whose shapes name most such damage
+        raise CnnlabError(f"{run_dir / 'model.json'}: images of shape {info.in_shape} are far too large "
+                          f"(over {MAX_INPUT_VALUES:,} values); the run folder is damaged")
     history = read_history(run_dir / "history.csv") if (run_dir / "history.csv").exists() else []
     metrics = read_json(run_dir / "metrics.json") if (run_dir / "metrics.json").exists() else {}
     environment = read_json(run_dir / "environment.json") if (run_dir / "environment.json").exists() else {}
     return Run(run_dir, recipe, info, model, history, metrics, environment if isinstance(environment, dict) else {})
+
+
+MAX_INPUT_VALUES = 2**22  # C×H×W of one image: 3×1182×1182, far past any image cnnlab trains on
+MAX_CHECKED_PARAMETERS = 2**27
+
+
+def _check_input_shape(model: nn.Module, info: ModelInfo, run_dir: Path) -> None:
+    """Refuse an ``in_shape`` the network cannot take, by one forward pass of a zero image through a copy
+    with zero weights on the CPU, where that is small. (A pass on the meta device would say the same, but
+    PyTorch's meta kernels import its compiler, a second or more of a one-image `cnnlab predict`.)"""
+    import copy
+
+    import torch
+
+    if math.prod(info.in_shape) > MAX_INPUT_VALUES or \
+            sum(p.numel() for p in model.parameters()) > MAX_CHECKED_PARAMETERS:
+        return  # the weights' shapes, then the size bound in load_run, refuse what this cannot check
+    probe = copy.deepcopy(model)  # zeros on the CPU for every tensor (to_empty would reach the meta kernels)
+    probe.load_state_dict({key: torch.zeros(t.shape, dtype=t.dtype) for key, t in model.state_dict().items()},
+                          assign=True)
+    probe.eval()  # BatchNorm takes a batch of one
+    try:
+        with torch.no_grad():
+            probe(torch.zeros(1, *info.in_shape))
+    except (RuntimeError, ValueError) as error:
+        raise CnnlabError(f"{run_dir / 'model.json'}: {info.model} cannot take images of shape "
+                          f"{info.in_shape} ({error}); the run folder is damaged") from None
 
 
 def load_test_set(run: Run, data_dir: str | os.PathLike | None = None) -> ImageSet:
