@@ -35,9 +35,10 @@ test: setup
 	$(BIN)/python -m pytest -q
 
 # JupyterLab on .venv's Python (its python3 kernel) with labs/ open; cnnlab[lab] installed on first use.
+# As root (a container, this project's machines) Jupyter wants --allow-root.
 lab: setup
 	$(BIN)/python -c "import jupyterlab, ipywidgets" 2>/dev/null || $(BIN)/python -m pip install -q -e '.[lab]'
-	$(BIN)/jupyter lab --notebook-dir=labs
+	$(BIN)/jupyter lab --notebook-dir=labs $$([ "$$(id -u)" = 0 ] && echo --allow-root) $(LAB_ARGS)
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
