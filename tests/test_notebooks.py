@@ -104,3 +104,5 @@ def test_notebook_runs(path, tmp_path, kernel_path, monkeypatch):
         assert "val_accuracy" in shown and "data:image/png;base64," in shown  # the history: table and curves
         summary = next(cell for cell in notebook.cells if "cnnlab.summarize(" in cell.source)
         assert "Total params" in summary.outputs[-1]["data"]["text/html"]
+        predictions = next(cell for cell in notebook.cells if "plots.plot_predictions(" in cell.source)
+        assert "image/png" in predictions.outputs[-1]["data"]  # the figure a plot helper returns, inline
