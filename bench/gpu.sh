@@ -1,17 +1,40 @@
 #!/usr/bin/env bash
-# Every GPU check in one command: Keras 3 on JAX against cnnlab's engines (one table), the CUDA tests, the
-# strong recipes over seeds, and airbench side by side with cifar10-fast.
+# The GPU checks in parts, each sized for one command on the lent GPU machine (600 s a command, 15 minutes of
+# device time a session, start-up included): Keras 3 on JAX against cnnlab's engines, the CUDA tests, the strong
+# recipes over seeds, and airbench side by side with cifar10-fast.
 #
 #   PYTHON=.venv/bin/python bash bench/gpu.sh prepare   # here (cnnlab's Python, with internet): wheels and data into bench/.carry (git-ignored)
-#   bash bench/gpu.sh [EPOCHS]    # on the GPU machine (carry bench/.carry there); EPOCHS defaults to the labs' 10, SEEDS=5
+#   bash bench/gpu.sh PART                              # there, with bench/.carry carried along; one part a command
 #
-# The GPU machine is expected to have python3 with PyTorch, JAX (CUDA), pytest, rich, safetensors and
-# matplotlib but no Keras and no internet: the wheels carried in bench/.carry/wheels supply Keras, the two
-# packages it needs that JAX does not, and airbench (an sdist on PyPI, built into a wheel here).
+# With this project's device tool: run(command="bash bench/gpu.sh tests", carry=["bench/.carry"], timeout_s=600);
+# the tool sets OUT, and what the part wrote there comes back even when the command is killed.
+#
+# Each part writes, as it goes, $OUT/PART.log (its header, every progress line, then the table) and $OUT/PART.md
+# (what the benchmark prints on stdout: the table, or pytest's report), so a part killed at its limit still
+# returns what it had; the part itself stops at LIMIT seconds (default 540) to leave time to write its footer.
+# Expected durations on one H200 are estimates from step counts (never measured: no GPU has been lent yet);
+# the first run replaces them in bench/README.md.
+#
+#   PART          expected   what
+#   tests         ~2 min     pytest -m gpu: the CUDA tests (graph engine, deterministic runs, fp16)
+#   labs-mnist    ~3 min     compare.py, mnist-mlp and mnist-cnn on the MNIST sample: Keras/JAX vs plain, fast, graph
+#   labs-fashion  ~5 min     compare.py, fashion-cnn, and the whole `cnnlab train` command under each engine
+#   labs-cifar    ~4 min     compare.py, cifar10-cnn on random CIFAR-10-shaped images
+#   recipes       ~3 min     bench/recipes.py fashion-fast over SEEDS (5) seeds
+#   recipes-mnist ~1 min     bench/recipes.py mnist-fast over SEEDS (5) seeds, on the MNIST sample
+#   best          ~4 min     bench/recipes.py fashion-best over SEEDS (3) seeds
+#   airbench      ~2 min     airbench 0.1.8's train94 against cifar10-fast, SEEDS (5) runs each
+#
+# EPOCHS (default 10, the labs') sets the labs parts' epochs. The GPU machine is expected to have python3 with
+# PyTorch, JAX (CUDA), pytest, rich, safetensors and matplotlib but no Keras and no internet: the wheels carried
+# in bench/.carry/wheels supply Keras, the two packages it needs that JAX does not, and airbench.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CARRY=bench/.carry
 PYTHON=${PYTHON:-python3}
+OUT=${OUT:-bench/out}
+LIMIT=${LIMIT:-540}
+EPOCHS=${EPOCHS:-10}
 
 if [ "${1:-}" = prepare ]; then
   mkdir -p "$CARRY/wheels"
@@ -28,18 +51,56 @@ if [ "${1:-}" = prepare ]; then
   exit 0
 fi
 
-EPOCHS=${1:-10}
-SEEDS=${SEEDS:-5}
-"$PYTHON" -m pip install -q --no-index --no-deps --no-compile --target /tmp/keras-site "$CARRY"/wheels/*.whl
+mkdir -p "$OUT"
 export PYTHONPATH=/tmp/keras-site:. PYTHONUNBUFFERED=1
-step() { echo; echo "== $*"; "$@" || echo "!! failed with exit code $?: $*"; }  # one failure stops no other check
-nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
-recipes=fashion-cnn,cifar10-cnn
-[ -d "$CARRY/mnist-sample" ] && recipes=mnist-mlp,mnist-cnn,$recipes
-step "$PYTHON" bench/compare.py --device cuda --epochs "$EPOCHS" --recipes "$recipes" --keras jax \
-  --engines plain,fast,graph --keras-python "$PYTHON" --mnist-dir "$CARRY/mnist-sample" \
-  --fashion-dir "$CARRY/fashion-mnist" --cli
-step "$PYTHON" -m pytest -q -m gpu -p no:cacheprovider tests
-step "$PYTHON" bench/recipes.py fashion-fast fashion-best --seeds "$SEEDS" --data-dir "$CARRY/fashion-mnist"
-[ -d "$CARRY/mnist-sample" ] && step "$PYTHON" bench/recipes.py mnist-fast --seeds "$SEEDS" --data-dir "$CARRY/mnist-sample"
-step "$PYTHON" bench/recipes.py --airbench --seeds "$SEEDS"
+have_mnist() { compgen -G "$CARRY/mnist-sample/*-ubyte.gz" >/dev/null; }  # prepare makes the folder even without them
+keras_site() { "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --target /tmp/keras-site "$CARRY"/wheels/*.whl; }
+
+# part NAME EXPECTED COMMAND...: the header, then the command's stderr into the log as it comes and its stdout
+# into NAME.md; a failure or the LIMIT ends the part with a line saying so, and stops no other part.
+part() {
+  local name=$1 expected=$2 log="$OUT/$1.log" code=0
+  shift 2
+  {
+    echo "== $name: expected $expected on one H200 (an estimate); started $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
+    echo "   load average $(cut -d' ' -f1-3 /proc/loadavg); $*"
+    nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>&1 || true
+    "$PYTHON" -c 'import sys, torch; print("python", sys.version.split()[0], "torch", torch.__version__)' 2>&1 || true
+  } | tee "$log"
+  timeout --signal=INT --kill-after=20 "$LIMIT" "$@" 2> >(tee -a "$log" >&2) > >(tee "$OUT/$name.md") || code=$?
+  sleep 1  # the two tee processes finish their last lines
+  { echo; cat "$OUT/$name.md"; echo
+    echo "== $name: exit code $code$([ "$code" = 124 ] && echo " (stopped at LIMIT=${LIMIT}s)"); ended $(date -u '+%Y-%m-%d %H:%M:%S UTC')"
+  } >> "$log"
+  tail -n 1 "$log"
+}
+
+labs() {  # NAME EXPECTED RECIPES [--cli]: Keras 3 on JAX against the plain, fast and graph engines
+  keras_site
+  part "$1" "$2" "$PYTHON" bench/compare.py --device cuda --epochs "$EPOCHS" --recipes "$3" --keras jax \
+    --engines plain,fast,graph --keras-python "$PYTHON" --mnist-dir "$CARRY/mnist-sample" \
+    --fashion-dir "$CARRY/fashion-mnist" "${@:4}"
+}
+
+need_mnist() {
+  have_mnist || { echo "no MNIST sample in $CARRY/mnist-sample: run prepare where ../shared/datasets has it" >&2; exit 2; }
+}
+
+case "${1:-}" in
+  tests)         # only the files that hold GPU tests: collecting the others would need hypothesis and onnx there
+                 part tests "~2 min" "$PYTHON" -m pytest -q -m gpu -p no:cacheprovider $(grep -l "mark.gpu" tests/*.py) ;;
+  labs-mnist)    need_mnist; labs labs-mnist "~3 min" mnist-mlp,mnist-cnn ;;
+  labs-fashion)  labs labs-fashion "~5 min" fashion-cnn --cli ;;
+  labs-cifar)    labs labs-cifar "~4 min" cifar10-cnn ;;
+  recipes)       part recipes "~3 min" "$PYTHON" bench/recipes.py fashion-fast --seeds "${SEEDS:-5}" \
+                   --data-dir "$CARRY/fashion-mnist" ;;
+  recipes-mnist) need_mnist
+                 part recipes-mnist "~1 min" "$PYTHON" bench/recipes.py mnist-fast --seeds "${SEEDS:-5}" \
+                   --data-dir "$CARRY/mnist-sample" ;;
+  best)          part best "~4 min" "$PYTHON" bench/recipes.py fashion-best --seeds "${SEEDS:-3}" \
+                   --data-dir "$CARRY/fashion-mnist" ;;
+  airbench)      keras_site; part airbench "~2 min" "$PYTHON" bench/recipes.py --airbench --seeds "${SEEDS:-5}" ;;
+  *)             echo "usage: bash bench/gpu.sh prepare | tests | labs-mnist | labs-fashion | labs-cifar | recipes |" \
+                      "recipes-mnist | best | airbench" >&2
+                 exit 2 ;;
+esac

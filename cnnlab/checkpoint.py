@@ -67,7 +67,7 @@ def save_checkpoint(path: Path, state: TrainState, device: torch.device, data: s
         tensors.update({f"average.{key}": value for key, value in state.average.model.state_dict().items()})
     meta = {"history": [asdict(row) for row in state.history], "param_groups": optimizer["param_groups"],
             "device": device.type, "world_size": len(generators), "data": data,
-            "scheduler_steps": state.scheduler.last_epoch,
+            "scheduler_steps": state.scheduler.last_epoch, "scaler": state.scaler.state_dict(),
             "average_updates": state.average.updates if state.average is not None else 0}
     payload = save({key: value.detach().cpu().contiguous() for key, value in tensors.items()},
                    metadata={"format": FORMAT, "state": json.dumps(meta)})
@@ -78,7 +78,8 @@ def save_checkpoint(path: Path, state: TrainState, device: torch.device, data: s
 def load_checkpoint(path: Path, state: TrainState, device: torch.device, data: str) -> str:
     """Restore ``state`` — built afresh for the same recipe, on ``device`` — and the random generators.
 
-    Returns the device type the checkpoint was written on.
+    Returns the device type the checkpoint was written on. From another kind of device (CPU ↔ CUDA) the
+    device's generators cannot carry over: the augmentation generator keeps the seed ``state`` was built with.
     """
     from safetensors import SafetensorError, safe_open
 
@@ -119,9 +120,10 @@ def load_checkpoint(path: Path, state: TrainState, device: torch.device, data: s
         raise CnnlabError(f"{path}: random generators of processes the run did not have; {damaged}")
     own = generators.get(str(distributed.rank()) if distributed.rank() else "", {})
     rngs = {name.removeprefix("rng."): value for name, value in _rng_states(state, device).items()}
-    if meta["device"] != device.type:  # another device's generator means nothing here
-        own.pop("cuda", None)
-        rngs.pop("cuda", None)
+    if meta["device"] != device.type:  # another kind of device's generators mean nothing here: the fresh state's
+        for name in ("cuda", "augment"):  # augmentation generator, seeded as a new run seeds it, carries on
+            own.pop(name, None)
+            rngs.pop(name, None)
     check_tensors(path, parts["model"], state.model.state_dict(), damaged)
     if state.average is not None:
         check_tensors(path, parts["average"], state.average.model.state_dict(), damaged)
@@ -129,6 +131,13 @@ def load_checkpoint(path: Path, state: TrainState, device: torch.device, data: s
     if not (type(steps) is int and type(updates) is int and 0 <= steps and 0 <= updates):
         raise CnnlabError(f"{path}: malformed schedule or average counters; {damaged}")
     check_tensors(path, own, rngs, damaged)
+    scaler = meta.get("scaler", {})  # fp16's loss scale; {} without fp16 (and in files from before it was kept)
+    fresh = state.scaler.state_dict()
+    if not (scaler == {} or isinstance(scaler, dict) and scaler.keys() == fresh.keys()
+            and all(scaler[key] == fresh[key] for key in ("growth_factor", "backoff_factor", "growth_interval"))
+            and type(scaler["scale"]) is float and 0 < scaler["scale"] < float("inf")
+            and type(scaler["_growth_tracker"]) is int and scaler["_growth_tracker"] >= 0):
+        raise CnnlabError(f"{path}: malformed loss scale; {damaged}")
     optimizer = _optimizer_state(path, parts["optimizer"], meta["param_groups"], state.optimizer, damaged)
     history = _history(path, meta["history"], damaged)
 
@@ -136,7 +145,8 @@ def load_checkpoint(path: Path, state: TrainState, device: torch.device, data: s
     state.optimizer.load_state_dict(optimizer)
     try:
         state.shuffle.set_state(own["shuffle"])
-        state.augment.set_state(own["augment"])
+        if "augment" in rngs:
+            state.augment.set_state(own["augment"])
         torch.set_rng_state(own["torch"])
         if "cuda" in rngs:
             torch.cuda.set_rng_state(own["cuda"], device)
@@ -144,6 +154,8 @@ def load_checkpoint(path: Path, state: TrainState, device: torch.device, data: s
         raise CnnlabError(f"{path}: a random generator's state is invalid ({error}); {damaged}") from None
     state.history[:] = history
     state.scheduler.last_epoch = steps  # the optimiser's state already holds the learning rate it had reached
+    if scaler and state.scaler.is_enabled():
+        state.scaler.load_state_dict(scaler)
     if state.average is not None:
         state.average.load_state_dict({"model": parts["average"], "updates": updates})
     return str(meta["device"])

@@ -22,6 +22,10 @@ def _train(args: argparse.Namespace) -> int:
     from .recipes import FOLDER_RECIPE, get_recipe, with_overrides
     from .session import resume_run, train_recipe
 
+    if args.deterministic or any(item.partition("=")[0].strip() == "deterministic" for item in args.set):
+        from .train import use_deterministic_algorithms
+
+        use_deterministic_algorithms()  # now: cuBLAS reads its workspace setting at the process's first product
     overrides = {field: getattr(args, field) for field in RECIPE_FLAGS if getattr(args, field) is not None}
     for item in args.set:
         field, sep, value = item.partition("=")

@@ -27,6 +27,7 @@ from typing import Callable, Iterator
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.torch_version import TorchVersion
 
 OFFSETS = ((0, 0), (0, 1), (1, 0), (1, 1))  # (row, column) in a 2×2 pooling window, in max-pooling's scan order
 
@@ -170,10 +171,13 @@ def memory_format(model: nn.Module, device: torch.device, engine: str, channels_
 # ---------------------------------------------------------------------------------------------------------
 # Optimiser, settings, evaluation batches
 # ---------------------------------------------------------------------------------------------------------
-def optimizer_options(kind, engine: str, device: torch.device) -> dict[str, bool]:
-    """Keyword arguments for an optimiser (a cnnlab.train.OptimizerKind) under ``engine`` on ``device``."""
+def optimizer_options(kind, engine: str, device_type: str, version: str = torch.__version__) -> dict[str, bool]:
+    """Keyword arguments for an optimiser (a cnnlab.train.OptimizerKind) under ``engine`` on a ``device_type``
+    device with PyTorch ``version``: its fused kernel only where that version has one for that device, since
+    asking for a missing one raises at the first step."""
     options = {}
-    if engine != "plain" and kind.fused and device.type in ("cpu", "cuda"):
+    since = dict(kind.fused).get(device_type)
+    if engine != "plain" and since is not None and TorchVersion(version) >= since:
         options["fused"] = True
     if engine == "graph" and kind.capturable:
         options["capturable"] = True  # its step counter lives on the GPU, where a replayed graph can count
@@ -207,8 +211,8 @@ def precision_note(device: torch.device, autocast: str) -> str | None:
 
 @contextlib.contextmanager
 def settings(device: torch.device, engine: str) -> Iterator[None]:
-    """The fast engines' settings: TF32 and cuDNN's autotuner on CUDA (restored afterwards); on the CPU,
-    an allocator that keeps freed memory."""
+    """The fast engines' settings: TF32 and cuDNN's autotuner (unless deterministic) on CUDA, restored
+    afterwards; on the CPU, an allocator that keeps freed memory."""
     if engine != "plain" and device.type == "cpu":
         keep_freed_memory()
     if engine == "plain" or device.type != "cuda":
@@ -216,7 +220,8 @@ def settings(device: torch.device, engine: str) -> Iterator[None]:
         return
     precision, benchmark = torch.get_float32_matmul_precision(), torch.backends.cudnn.benchmark
     torch.set_float32_matmul_precision("high")  # TF32, as TensorFlow uses on these cards
-    torch.backends.cudnn.benchmark = True  # shapes repeat every step
+    # Shapes repeat every step, so autotuning pays; but it picks kernels by timing, so not under --deterministic.
+    torch.backends.cudnn.benchmark = not torch.are_deterministic_algorithms_enabled()
     try:
         yield
     finally:

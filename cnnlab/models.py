@@ -118,6 +118,15 @@ class Mul(nn.Module):
         return x * self.scale
 
 
+class GlobalMaxPool(nn.Module):
+    """The maximum over each channel's whole map, (N, C, H, W) → (N, C, 1, 1): ``AdaptiveMaxPool2d(1)``'s
+    numbers and gradients (ties go to the first maximum), computed by ``max_pool2d`` with the map as its
+    window, whose CUDA backward is deterministic; AdaptiveMaxPool2d's raises under ``--deterministic``."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return nn.functional.max_pool2d(x, x.shape[-2:])
+
+
 def _airbench_conv(in_channels: int, out_channels: int) -> nn.Conv2d:
     """3×3, no bias, and the first filters start as the identity, so a fresh stack passes its input through."""
     conv = nn.Conv2d(in_channels, out_channels, 3, padding="same", bias=False)
@@ -155,7 +164,7 @@ class AirbenchNet(nn.Sequential):
             group1=_conv_group(whiten_width, widths[0]),
             group2=_conv_group(widths[0], widths[1]),
             group3=_conv_group(widths[1], widths[2]),
-            pool=nn.AdaptiveMaxPool2d(1),  # airbench's MaxPool2d(3) on the last 3×3 map
+            pool=GlobalMaxPool(),  # airbench's MaxPool2d(3) on the last 3×3 map
             flatten=nn.Flatten(),
             head=nn.Linear(widths[2], num_classes, bias=False),
             scale=Mul(1 / 9),

@@ -257,6 +257,9 @@ def validate(recipe: Recipe) -> Recipe:
         raise bad("engine", f"choose one of {', '.join(ENGINES)}")
     if recipe.engine == "graph" and recipe.device in ("cpu", "mps"):
         raise bad("engine", f"CUDA graphs need --device cuda (or auto on a CUDA machine), not {recipe.device}")
+    if recipe.engine == "graph" and recipe.autocast == "fp16":  # its loss scaling decides on the host, each step
+        raise bad("engine", "CUDA graphs cannot replay fp16's loss scaling: use --set autocast=bf16 (native on "
+                            "these GPUs, no scaling needed) or engine=fast")
     # A captured step replays the learning rate, weight-average decay and random draws it was captured with.
     if recipe.engine == "graph" and (recipe.schedule != "constant" or recipe.ema or recipe.flip or recipe.translate):
         raise bad("engine", "CUDA graphs replay a fixed step: use engine=fast with a schedule, ema, flip or translate")

@@ -124,8 +124,9 @@ def _train_into(run_dir: Path, recipe: Recipe, device: torch.device, data_dir: s
             write_json(run_dir / "recipe.json", recipe.to_dict())  # --epochs may have raised the total
         console.print(f"resuming {run_dir} after epoch {state.epoch} of {recipe.epochs}")
         if trained_on != device.type:
-            console.print(f"note: it was trained on {trained_on}: from here on it will not match an "
-                          f"uninterrupted run bit for bit")
+            console.print(f"note: it was trained on {trained_on}: its random draws on the device (augmentation) "
+                          f"start afresh from the seed, so from here on it will not match an uninterrupted run bit "
+                          f"for bit")
     else:
         preprocess, source = (folder.preprocess, str(folder.root.resolve())) if folder else ("", "")
         info = ModelInfo(recipe.model, in_shape, train.classes, recipe.dataset,  # type: ignore[arg-type]

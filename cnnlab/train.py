@@ -33,24 +33,27 @@ from .schedule import WeightAverage, make_scheduler, param_groups
 @dataclass(frozen=True)
 class OptimizerKind:
     build: Callable[..., torch.optim.Optimizer]  # (parameters, recipe, **options of the fast engine)
-    fused: bool = False  # PyTorch has a fused kernel for it: one pass over the parameters a step
+    # (device type, first PyTorch version) where PyTorch has a fused kernel for it: one pass over the parameters a step
+    fused: tuple[tuple[str, str], ...] = ()
     capturable: bool = False  # takes capturable=True, which a CUDA graph of its step needs
 
 
+FUSED_SINCE_2_4 = (("cpu", "2.4"), ("cuda", "2.4"))  # every version cnnlab supports has these
 # Keyed by cnnlab.recipes.OPTIMIZERS, which holds Keras's default learning rate for each.
 OPTIMIZERS: dict[str, OptimizerKind] = {
     "sgd": OptimizerKind(lambda p, r, **o: torch.optim.SGD(p, lr=r.lr, momentum=r.momentum, nesterov=r.nesterov,
-                                                           weight_decay=r.weight_decay, **o), fused=True),
+                                                           weight_decay=r.weight_decay, **o), fused=FUSED_SINCE_2_4),
     "adam": OptimizerKind(lambda p, r, **o: torch.optim.Adam(p, lr=r.lr, eps=r.eps, weight_decay=r.weight_decay, **o),
-                          fused=True, capturable=True),
+                          fused=FUSED_SINCE_2_4, capturable=True),
     "adamw": OptimizerKind(lambda p, r, **o: torch.optim.AdamW(p, lr=r.lr, eps=r.eps, weight_decay=r.weight_decay,
-                                                               **o), fused=True, capturable=True),
+                                                               **o), fused=FUSED_SINCE_2_4, capturable=True),
     "nadam": OptimizerKind(lambda p, r, **o: torch.optim.NAdam(p, lr=r.lr, eps=r.eps, weight_decay=r.weight_decay,
                                                                **o), capturable=True),
     "rmsprop": OptimizerKind(lambda p, r, **o: torch.optim.RMSprop(p, lr=r.lr, alpha=0.9, eps=r.eps, momentum=r.momentum,
                                                                    weight_decay=r.weight_decay, **o), capturable=True),
     "adagrad": OptimizerKind(lambda p, r, **o: torch.optim.Adagrad(p, lr=r.lr, eps=r.eps, weight_decay=r.weight_decay,
-                                                                   initial_accumulator_value=0.1, **o), fused=True),
+                                                                   initial_accumulator_value=0.1, **o),
+                             fused=(("cpu", "2.4"), ("cuda", "2.14"))),  # 2.11's docs: 'CPU only'; 2.14's: CUDA too
 }
 
 
@@ -59,7 +62,7 @@ def make_optimizer(recipe: Recipe, model: nn.Module) -> torch.optim.Optimizer:
     kind = OPTIMIZERS[recipe.optimizer]
     device = next(model.parameters()).device
     groups = param_groups(model, recipe.lr, recipe.weight_decay, recipe.norm_lr_scale)
-    return kind.build(groups, recipe, **fast.optimizer_options(kind, recipe.engine, device))
+    return kind.build(groups, recipe, **fast.optimizer_options(kind, recipe.engine, device.type))
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -168,6 +171,7 @@ class TrainState:
     shuffle: torch.Generator  # draws each epoch's order of the training images
     scheduler: torch.optim.lr_scheduler.LRScheduler  # the learning rate, stepped once per optimiser step
     augment: torch.Generator  # on the training device: draws each batch's flips and shifts
+    scaler: torch.amp.GradScaler  # fp16's loss scale, which moves as training goes (a no-op without fp16)
     normalization: Normalization | None = None  # the training split's statistics, when the recipe normalises
     average: WeightAverage | None = None  # the weights that are validated, when the recipe averages them
     history: list[EpochResult] = field(default_factory=list)
@@ -198,12 +202,15 @@ def batch_bounds(n: int, batch_size: int, processes: int = 1) -> list[int]:
 
 
 def start_state(model: nn.Module, recipe: Recipe, train: ImageSet, device: torch.device | str = "cpu") -> TrainState:
-    """A fresh run's state; a model that sets itself up from data (airbench's whitening) does so here.
+    """A fresh run's state; a model that sets itself up from data (airbench's whitening) does so here, after
+    deterministic kernels are switched on if the recipe asks.
 
     Under torchrun every process builds the same weights; each then draws its own augmentation and dropout,
     from ``recipe.seed`` plus its rank (rank 0 draws what one process would).
     """
     device = torch.device(device)
+    if recipe.deterministic:  # before the first cuBLAS product (the whitening's, below), which fixes its workspace
+        use_deterministic_algorithms()
     place(model, recipe, device)
     normalization = Normalization.of(train.images) if recipe.normalize else None
     if hasattr(model, "init_from_data"):  # from the first 5,000 training images, as airbench does
@@ -216,7 +223,10 @@ def start_state(model: nn.Module, recipe: Recipe, train: ImageSet, device: torch
     return TrainState(
         model, optimizer, torch.Generator().manual_seed(recipe.seed),
         scheduler=make_scheduler(optimizer, total_steps, recipe.schedule, recipe.warmup, recipe.lr_end),
-        augment=torch.Generator(device).manual_seed(recipe.seed + rank), normalization=normalization,
+        augment=torch.Generator(device).manual_seed(recipe.seed + rank),
+        # fp16 has 5 exponent bits: a batch-mean loss's small gradients underflow to zero unless the loss is scaled
+        # up for the backward pass (and the gradients back down before the step). A no-op for bf16 and fp32.
+        scaler=torch.amp.GradScaler(device.type, enabled=recipe.autocast == "fp16"), normalization=normalization,
         average=WeightAverage(model, recipe.ema) if recipe.ema else None)
 
 
@@ -236,8 +246,6 @@ def fit(model: nn.Module, train: ImageSet, val: ImageSet, recipe: Recipe,
     """
     device = torch.device(device)
     verbose = verbose and distributed.is_main()
-    if recipe.deterministic:
-        use_deterministic_algorithms()
     place(model, recipe, device)
     for part in (train, val):  # a model built for other images fails here, in one line, not inside PyTorch
         check_input(model, part.images.shape[1:])
@@ -260,8 +268,9 @@ def fit(model: nn.Module, train: ImageSet, val: ImageSet, recipe: Recipe,
             logits = forward(to_input(images, state.normalization))
         loss = loss_fn(logits, labels, recipe)
         state.optimizer.zero_grad(set_to_none=True)
-        (loss * share).backward()  # DDP averages the processes' gradients: the whole batch's mean
-        state.optimizer.step()
+        state.scaler.scale(loss * share).backward()  # DDP averages the processes' gradients: the whole batch's mean
+        state.scaler.step(state.optimizer)  # skipped, and the scale lowered, if fp16 overflowed
+        state.scaler.update()
         state.scheduler.step()
         if state.average is not None:
             state.average.update(model)

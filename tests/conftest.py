@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 import pickle
 import struct
 from pathlib import Path
@@ -13,6 +14,10 @@ import pytest
 import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
+
+# cuBLAS reads this once, at the process's first product on the GPU, which some test does before the
+# deterministic ones run: set here, before any test, as `cnnlab train --deterministic` sets it at its start.
+os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
 
 REPO = Path(__file__).resolve().parents[1]  # the checkout under test: PYTHONPATH for the processes tests start
 SHARED = REPO.parent / "shared"

@@ -60,6 +60,13 @@ def test_tta_averages_the_logits_of_the_copies():
     full = tta_logits(model, inputs, "flip-translate")
     shifted = (tta_logits(model, shift(inputs, 1, 1), "flip") + tta_logits(model, shift(inputs, -1, -1), "flip")) / 2
     assert torch.allclose(full, (flip + shifted) / 2, atol=1e-6)
-    # a model that ignores left-right order gains nothing from the mirror
+    # Every copy changes the answer of a model that tells left from right and one place from another, so the
+    # checks above could not hold without the copies.
+    assert not torch.allclose(flip, model(inputs), atol=1e-3) and not torch.allclose(full, flip, atol=1e-3)
+    # The copies are averaged, not summed: a model blind to left and right gets its own logits back.
     symmetric = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(1, 4))
     assert torch.allclose(tta_logits(symmetric, inputs, "flip"), symmetric(inputs))
+    # shift(…, 1, 1) moves the picture one pixel down and right (the border that comes in is reflected)
+    dot = torch.zeros(1, 1, 8, 8)
+    dot[0, 0, 2, 5] = 1.0
+    assert shift(dot, 1, 1)[0, 0, 3, 6] == 1.0 and shift(dot, 1, 1).sum() == 1.0

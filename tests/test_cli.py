@@ -3,10 +3,12 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -14,9 +16,10 @@ import torch.nn.functional as F
 from PIL import Image
 
 from cnnlab import cli, get_recipe, load_run
-from cnnlab.data import load_dataset
+from cnnlab.data import DATASETS, load_dataset
+from cnnlab.recipes import RECIPES
 from cnnlab.train import evaluate, loss_fn
-from conftest import MNIST_SAMPLE, REPO, RUN_FILES
+from conftest import MNIST_SAMPLE, REPO, RUN_FILES, history
 
 
 def train(capsys, *args) -> tuple[int, str, str]:
@@ -56,19 +59,26 @@ def test_reloaded_model_computes_the_same(fake_mnist, runs_dir, capsys):
     run = load_run(out.strip())
     _, test = load_dataset("mnist", fake_mnist)
     metrics = json.loads((run.run_dir / "metrics.json").read_text())
-    assert evaluate(run.model, test, run.recipe)["accuracy"] == metrics["test_accuracy"]
+    reloaded = evaluate(run.model, test, run.recipe, normalization=run.info.normalization)
+    # The loss, to the last bit: the accuracy of a barely trained model is the same for most wrong weights.
+    assert reloaded["loss"] == metrics["test_loss"] and reloaded["accuracy"] == metrics["test_accuracy"]
     assert run.history[0].epoch == 1 and run.info.classes == tuple("0123456789")
 
 
 def test_same_seed_same_history(fake_mnist, runs_dir, capsys):
-    histories = []
-    for _ in range(2):
+    """Bit for bit, every number of every epoch and every weight; and another seed gives another run."""
+    runs = []
+    for seed in ("5", "5", "6"):
         code, out, _ = train(capsys, "fashion-cnn", "--data-dir", str(fake_mnist), "--runs-dir", str(runs_dir),
-                             "--epochs", "2", "--quiet", "--set", "dataset=mnist", "--seed", "5")
+                             "--epochs", "2", "--quiet", "--set", "dataset=mnist", "--seed", seed, "--device", "cpu")
         assert code == 0
-        with open(f"{out.strip()}/history.csv") as f:
-            histories.append([(r["loss"], r["val_loss"]) for r in csv.DictReader(f)])
-    assert histories[0] == histories[1]
+        run_dir = Path(out.strip())
+        runs.append((history(run_dir), load_run(run_dir).model.state_dict()))  # full precision
+    (first, weights), (same, same_weights), (other, other_weights) = runs
+    assert same == first and len(first) == 2
+    assert all(torch.equal(same_weights[key], weights[key]) for key in weights)
+    assert other != first
+    assert not torch.equal(other_weights["conv2d.weight"], weights["conv2d.weight"])
 
 
 @pytest.mark.parametrize("args, code, message", [
@@ -94,8 +104,19 @@ def test_unwritable_runs_dir_fails_before_training(fake_mnist, tmp_path, capsys)
 
 def test_recipes_lists_every_recipe(capsys):
     assert cli.main(["recipes"]) == 0
-    out = capsys.readouterr().out
-    assert all(name in out for name in ("mnist-mlp", "mnist-cnn", "fashion-cnn", "cifar10-cnn"))
+    rows = {cells[0]: cells[1:] for line in capsys.readouterr().out.splitlines()
+            if len(cells := [cell.strip() for cell in line.strip("│ ").split("│")]) == 7}
+    assert set(RECIPES) <= set(rows)
+    assert rows["fashion-cnn"] == ["fashion-mnist", "cnn-dropout", "adam", "0.001", "10", "128"]  # lab 4, LABS.md
+
+
+@pytest.mark.parametrize("name", ["fashion-cnn", "cifar10-fast"])
+def test_recipes_name_shows_every_field_of_the_recipe(name, capsys):
+    assert cli.main(["recipes", name]) == 0
+    rows = dict(cells for line in capsys.readouterr().out.splitlines()
+                if len(cells := [cell.strip() for cell in line.strip("│ ").split("│")]) == 2)
+    expected = get_recipe(name).resolved().to_dict()
+    assert {field: rows.get(field) for field in expected} == {field: str(value) for field, value in expected.items()}
 
 
 def test_keras_clipped_loss_matches_cross_entropy_when_nothing_is_clipped():
@@ -121,6 +142,13 @@ def test_cifar_recipe_end_to_end(fake_cifar, runs_dir, capsys):
     code, out, _ = train(capsys, "cifar10-cnn", "--data-dir", str(fake_cifar), "--runs-dir", str(runs_dir),
                          "--epochs", "1", "--batch-size", "50")
     assert code == 0 and "Total params: 2,125,578" in out
+    run_dir = runs_dir / out.strip().splitlines()[-1].split("/")[-1]
+    assert RUN_FILES <= {path.name for path in run_dir.iterdir()}
+    info = json.loads((run_dir / "model.json").read_text())
+    assert info["in_shape"] == [3, 32, 32] and info["model"] == "cnn-deep"
+    assert info["classes"] == list(DATASETS["cifar10"].classes)
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert math.isfinite(metrics["test_loss"]) and 0 <= metrics["test_accuracy"] <= 1 and metrics["epochs"] == 1
 
 
 

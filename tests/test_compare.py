@@ -72,8 +72,7 @@ def test_runs_errors(args, code, message, capsys):
 
 
 def test_tensorboard_logs_what_history_csv_holds(fake_mnist, runs_dir, capsys):
-    pytest.importorskip("tensorboard")
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # the test extra has it
 
     assert cli.main(["train", "mnist-mlp", "--data-dir", str(fake_mnist), "--runs-dir", str(runs_dir),
                      "--epochs", "2", "--quiet", "--tensorboard"]) == 0

@@ -5,12 +5,14 @@ import csv
 import json
 import shutil
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
 
 from cnnlab import cli
 from cnnlab.evaluation import class_scores, confusion_matrix, most_confused, worst_mistakes
+from conftest import learnable_images, write_idx
 
 LABELS = torch.tensor([0, 0, 1, 1, 2, 2])
 PREDICTED = torch.tensor([0, 1, 1, 1, 0, 2])
@@ -70,3 +72,56 @@ def test_evaluate_refuses_test_data_with_other_classes(trained_runs, tmp_path, c
     code = cli.main(["evaluate", str(run_dir), "--data-dir", str(trained_runs["data"]), "--device", "cpu"])
     err = capsys.readouterr().err
     assert code == 1 and "trained on classes a, b" in err and "Traceback" not in err
+
+
+def test_f1_averages_confused_pairs_and_mistakes_are_what_the_network_computes(digit_run, fake_mnist, capsys):
+    """An untrained network on the fake digits: many mistakes. Every figure is recomputed here from a plain
+    forward pass and compared with what `cnnlab evaluate` wrote."""
+    from cnnlab.data import load_dataset
+    from cnnlab.runs import load_run
+
+    labels = np.array([0] * 20 + [1] * 12 + [d for d in range(2, 10) for _ in range(d % 3 + 2)])  # uneven support
+    write_idx(fake_mnist / "t10k-images-idx3-ubyte.gz",
+              learnable_images(labels, (1, 28, 28), np.random.default_rng(3))[:, 0])
+    write_idx(fake_mnist / "t10k-labels-idx1-ubyte.gz", labels)
+    assert cli.main(["evaluate", str(digit_run), "--data-dir", str(fake_mnist), "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    folder = digit_run / "evaluation"
+    _, test = load_dataset("mnist", fake_mnist)
+    with torch.no_grad():
+        probabilities = torch.softmax(load_run(digit_run).model(test.images.float() / 255), dim=1)
+    predicted = probabilities.argmax(dim=1)
+    pairs = {}
+    for label, guess in zip(test.labels.tolist(), predicted.tolist()):
+        pairs[(label, guess)] = pairs.get((label, guess), 0) + 1
+    f1 = {}
+    for k in range(10):  # F1 = 2·TP / (2·TP + FP + FN), 0 for a class neither present nor predicted
+        hits = pairs.get((k, k), 0)
+        wrong = sum(n for (label, guess), n in pairs.items() if (label == k) != (guess == k))
+        f1[k] = 2 * hits / (2 * hits + wrong) if hits + wrong else 0.0
+    support = {k: int((test.labels == k).sum()) for k in range(10)}
+    saved = json.loads((folder / "metrics.json").read_text())
+    assert saved["macro_f1"] == pytest.approx(sum(f1.values()) / 10)
+    assert saved["weighted_f1"] == pytest.approx(sum(f1[k] * support[k] for k in range(10)) / len(test))
+    assert saved["macro_f1"] != pytest.approx(saved["weighted_f1"])  # uneven support: the two averages differ
+    assert f"macro F1 {saved['macro_f1']:.4f} - weighted F1 {saved['weighted_f1']:.4f}" in out
+
+    confused = sorted(((n, label, guess) for (label, guess), n in pairs.items() if label != guess),
+                      key=lambda entry: -entry[0])
+    with open(folder / "confused_pairs.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == min(5, len(confused)) and len(rows) >= 2
+    counts = [int(row["count"]) for row in rows]
+    assert counts == [n for n, _, _ in confused[:len(rows)]]  # the most frequent first
+    assert all(pairs[(int(row["true"]), int(row["predicted"]))] == int(row["count"]) for row in rows)
+
+    wrong = (predicted != test.labels).nonzero().flatten()
+    surest = wrong[probabilities.max(dim=1).values[wrong].argsort(descending=True)][:16]
+    with open(folder / "mistakes.csv") as f:
+        mistakes = list(csv.DictReader(f))
+    assert [int(row["index"]) for row in mistakes] == surest.tolist()
+    for row in mistakes:
+        index = int(row["index"])
+        assert int(row["true"]) == test.labels[index]
+        assert int(row["predicted"]) == predicted[index] != test.labels[index]
+        assert float(row["probability"]) == pytest.approx(probabilities[index].max().item(), abs=5e-5)

@@ -1,6 +1,8 @@
 """The fast engines compute what the plain one computes: the fused block, its gradients, a few steps of training."""
 from __future__ import annotations
 
+import math
+import re
 from dataclasses import replace
 
 import pytest
@@ -204,9 +206,30 @@ def test_optimizer_options_per_engine():
     adam = get_recipe("fashion-cnn")
     assert make_optimizer(replace(adam, engine="plain"), model).defaults["fused"] in (None, False)
     assert make_optimizer(adam, model).defaults["fused"] is True
-    assert fast.optimizer_options(OPTIMIZERS["adam"], "graph", torch.device("cuda")) == {"fused": True,
-                                                                                       "capturable": True}
-    assert fast.optimizer_options(OPTIMIZERS["nadam"], "fast", CPU) == {}  # no fused kernel: PyTorch's default
+    assert fast.optimizer_options(OPTIMIZERS["adam"], "graph", "cuda") == {"fused": True, "capturable": True}
+    assert fast.optimizer_options(OPTIMIZERS["nadam"], "fast", "cpu") == {}  # no fused kernel: PyTorch's default
+
+
+def test_fused_kernels_are_asked_for_only_where_that_pytorch_has_them():
+    """Fused Adagrad is CPU-only in PyTorch 2.11 (the GPU machine's), so asking for it on CUDA there fails at the
+    first step; the choice is a function of (optimiser, device type, version) and can be checked here."""
+    adagrad = OPTIMIZERS["adagrad"]
+    assert fast.optimizer_options(adagrad, "fast", "cuda", "2.11.0+cu128") == {}
+    assert fast.optimizer_options(adagrad, "fast", "cpu", "2.11.0") == {"fused": True}
+    assert fast.optimizer_options(adagrad, "fast", "cuda", "2.14.1+cu130") == {"fused": True}
+    for name in ("sgd", "adam", "adamw"):
+        assert fast.optimizer_options(OPTIMIZERS[name], "fast", "cuda", "2.11.0+cu128") == {"fused": True}
+        assert fast.optimizer_options(OPTIMIZERS[name], "fast", "mps") == {}  # not claimed where unchecked
+    # The table agrees with the installed PyTorch's own word on where fused Adagrad runs.
+    documented = re.search(r"fused \(bool, optional\): whether the fused implementation(.*)is used",
+                           torch.optim.Adagrad.__doc__).group(1)
+    assert ("CUDA" in documented) == bool(fast.optimizer_options(adagrad, "fast", "cuda"))
+    model = create_model("mlp", (1, 28, 28), 10)
+    for name in OPTIMIZERS:  # and every kernel claimed for this machine's CPU builds and steps
+        optimizer = make_optimizer(replace(get_recipe("fashion-cnn"), optimizer=name, lr=None), model)
+        assert optimizer.defaults.get("fused") is (True if OPTIMIZERS[name].fused else None)
+        model(torch.rand(2, 1, 28, 28)).sum().backward()
+        optimizer.step()
 
 
 def test_engine_is_checked_and_graph_needs_cuda():
@@ -233,3 +256,45 @@ def test_graph_engine_trains_along_the_fast_path_on_cuda():
     for fast_row, graph_row in zip(histories["fast"], histories["graph"]):
         assert graph_row.loss == pytest.approx(fast_row.loss, rel=1e-3)
         assert graph_row.val_loss == pytest.approx(fast_row.val_loss, rel=1e-3)
+
+
+def test_fp16_backward_runs_on_a_scaled_loss_and_steps_on_unscaled_gradients(monkeypatch):
+    """fp16 gradients of a batch-mean loss underflow: fit scales the loss up for the backward pass (GradScaler's
+    2**16 at first) and the gradients back down before the optimiser's step. fp16 autocast is refused off CUDA, so
+    here the CPU's fp16 autocast stands in for it."""
+    from cnnlab import train as train_module
+
+    monkeypatch.setattr(train_module, "autocast", lambda device, recipe: torch.autocast(
+        "cpu", dtype=torch.float16, enabled=recipe.autocast == "fp16"))
+    data = tiny_split(32, seed=4)
+    gradients, moves = {}, {}
+    for precision in ("off", "fp16"):  # one step of plain SGD, whose step is proportional to the gradient
+        recipe = replace(get_recipe("mnist-mlp"), engine="plain", epochs=1, batch_size=32, optimizer="sgd", lr=0.1,
+                         momentum=0.0, autocast=precision)
+        torch.manual_seed(0)
+        model = create_model("mlp", (1, 28, 28), 10)
+        before = model.dense_1.weight.detach().clone()
+        seen = gradients.setdefault(precision, [])
+        model.dense_1.weight.register_post_accumulate_grad_hook(lambda p: seen.append(p.grad.abs().max().item()))
+        fit(model, data, data, recipe, verbose=False)
+        moves[precision] = model.dense_1.weight.detach() - before
+    assert gradients["fp16"][0] / gradients["off"][0] == pytest.approx(2.0 ** 16, rel=1e-2)  # the backward's
+    assert moves["off"].abs().max() > 0
+    assert torch.allclose(moves["fp16"], moves["off"], rtol=1e-2, atol=1e-2 * moves["off"].abs().max().item())
+
+
+@pytest.mark.gpu
+@needs_cuda
+@pytest.mark.parametrize("optimizer", ["adagrad", "adam"])  # Adagrad: no fused CUDA kernel in PyTorch 2.11
+def test_fp16_trains_on_cuda_with_the_fast_engine(optimizer):
+    train, val = tiny_split(200, seed=1), tiny_split(40, seed=2)
+    recipe = replace(get_recipe("fashion-cnn"), optimizer=optimizer, lr=None, autocast="fp16", epochs=3,
+                     batch_size=32).resolved()
+    torch.manual_seed(0)
+    history = fit(create_model(recipe.model, (1, 28, 28), 10), train, val, recipe, device="cuda", verbose=False)
+    assert history[-1].loss < history[0].loss and all(math.isfinite(row.val_loss) for row in history)
+
+
+def test_fp16_is_refused_with_cuda_graphs():
+    with pytest.raises(UsageError, match="CUDA graphs cannot replay fp16's loss scaling: use --set autocast=bf16"):
+        with_overrides(get_recipe("fashion-fast"), {"engine": "graph", "device": "cuda", "autocast": "fp16"})

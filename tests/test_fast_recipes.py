@@ -6,11 +6,13 @@ import json
 
 import pytest
 import torch
+from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 from cnnlab import cli, load_run
 from cnnlab.data import load_dataset, split
 from cnnlab.models import create_model
 from cnnlab.recipes import RECIPES, with_overrides
+from cnnlab.schedule import lr_factor
 from cnnlab.train import evaluate, fit
 
 TUTORIAL = {"mnist-mlp", "mnist-cnn", "fashion-cnn", "cifar10-cnn"}
@@ -48,11 +50,41 @@ def test_gpu_recipe_trains_on_cuda_with_its_precision_and_layout(name, fake_mnis
     assert next(model.parameters()).is_cuda
 
 
-def test_fast_recipes_use_what_they_declare():
-    for name in FAST:
-        recipe = RECIPES[name]
-        assert recipe.description and recipe.normalize and recipe.schedule != "constant", name
-        assert recipe.loss_clip == 0 and (recipe.tta != "none") == recipe.flip, name  # mirrors at test if trained so
+TTA_CALLS = {"none": 1, "flip": 2, "flip-translate": 6}  # forward passes per evaluated batch
+
+
+@pytest.mark.parametrize("name", FAST)
+def test_fast_recipes_use_what_they_declare(name, fake_mnist, fake_cifar):
+    """Training sees standardised images, steps along the recipe's schedule, and validation averages the
+    declared test-time copies: watched from inside the network, on the plain engine in fp32."""
+    declared = RECIPES[name]
+    assert declared.description and declared.normalize and declared.schedule != "constant", name
+    assert declared.loss_clip == 0 and (declared.tta != "none") == declared.flip, name  # mirrors at test if trained so
+    recipe = with_overrides(declared, {"device": "cpu", "epochs": 2, "batch_size": 8, "engine": "plain",
+                                       "autocast": "off"})
+    train, val = split(fake_training_set(recipe, fake_mnist, fake_cifar).subset(torch.arange(40)), 0.2, 0)
+    torch.manual_seed(0)
+    model = create_model(recipe.model, tuple(train.images.shape[1:]), 10)
+    inputs = {"train": [], "eval": []}
+    next(model.children()).register_forward_pre_hook(  # the first layer: what the network is given
+        lambda layer, args: inputs["train" if layer.training else "eval"].append(args[0].detach().clone()))
+    rates = []
+    hook = register_optimizer_step_pre_hook(lambda optimizer, args, kwargs: rates.append(
+        optimizer.param_groups[0]["lr"]))
+    try:
+        fit(model, train, val, recipe, "cpu", verbose=False)
+    finally:
+        hook.remove()
+
+    seen = torch.cat(inputs["train"]).transpose(0, 1).flatten(1)  # (C, every pixel of every training batch)
+    assert seen.mean(1).abs().max() < 0.25 and (seen.std(1) - 1).abs().max() < 0.25  # standardised, not [0, 1]
+    steps = 2 * 4  # 32 training images in batches of 8, twice
+    expected = [recipe.lr * lr_factor(step, steps, recipe.schedule, recipe.warmup, recipe.lr_end)
+                for step in range(steps)]
+    assert rates == pytest.approx(expected) and len(set(rates)) > 2
+    assert len(inputs["eval"]) == 2 * TTA_CALLS[recipe.tta]  # one batch of 8 validation images, each epoch
+    if recipe.tta != "none":
+        assert torch.equal(inputs["eval"][1], inputs["eval"][0].flip(3))  # the image, then its mirror
     assert not RECIPES["mnist-fast"].flip and not RECIPES["mnist-cpu"].flip  # a mirrored digit is another symbol
 
 

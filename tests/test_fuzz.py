@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import gzip
 import json
+import math
 import os
 import pickle
 import shutil
@@ -98,11 +99,17 @@ def test_idx_file_reader(scratch, raw):
     path = scratch / "train-images-idx3-ubyte.gz"
     path.write_bytes(raw)
     try:
-        data.parse_idx(data._read_bytes(path), str(path))
+        array = data.parse_idx(data._read_bytes(path), str(path))
     except CnnlabError as error:
         assert str(path) in str(error)
         return event("refused")
     event("parsed")
+    content = gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw  # what the file holds
+    dims = struct.unpack(f">{content[3]}I", content[4:4 + 4 * content[3]])
+    assert content[2] == 0x08 and array.dtype == np.uint8 and array.shape == dims  # the header's type and shape
+    assert array.tobytes() == content[4 + 4 * len(dims):]  # and every byte after it, in order
+    if content == VALID_IDX:
+        assert np.array_equal(array, np.arange(3 * 4 * 5).reshape(3, 4, 5))
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -169,10 +176,23 @@ NUMBERS = st.sampled_from(["0", "-1", "1e999", "nan", "-inf", "1_000", " 7 ", "0
 @given(st.sampled_from(FIELDS) | st.text(max_size=12), st.text(max_size=30) | NUMBERS)
 def test_parse_value(field, text):
     try:
-        parse_value(field, text)
+        value = parse_value(field, text)
     except UsageError:
         return event("refused")
     event("parsed")
+    kinds = typing.get_args(HINTS[field]) or (HINTS[field],)
+    assert type(value) in kinds  # exactly the field's type: no str for a number, no int for a bool
+    spelled = text.strip().lower()
+    if value is None:
+        assert spelled in ("none", "null", "default")
+    elif type(value) is bool:
+        assert spelled in (("1", "true", "yes", "on") if value else ("0", "false", "no", "off"))
+    elif type(value) is int:
+        assert value == int(text)
+    elif type(value) is float:
+        assert value == float(text) or math.isnan(value) and math.isnan(float(text))
+    else:
+        assert value == text
 
 
 def usable(recipe: Recipe) -> None:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
 import torch
@@ -61,3 +62,41 @@ def test_keras_initialisation():
 def test_unknown_model():
     with pytest.raises(CnnlabError, match="unknown model 'resnet9000'"):
         create_model("resnet9000", (1, 28, 28), 10)
+
+
+@pytest.mark.parametrize("in_shape", SHAPES)
+def test_airbench_global_pool_matches_adaptive_max_pool_in_values_gradients_and_state_dict(in_shape):
+    """GlobalMaxPool stands in for AdaptiveMaxPool2d(1): the same outputs, the same gradients (ties too),
+    and the same state dict keys, so run folders written before the change still load."""
+    torch.manual_seed(0)
+    model = create_model("airbench", in_shape, 10)
+    reference = create_model("airbench", in_shape, 10)
+    reference.pool = torch.nn.AdaptiveMaxPool2d(1)
+    reference.load_state_dict(model.state_dict())
+    assert list(model.state_dict()) == list(reference.state_dict())
+    model.eval(), reference.eval()  # BatchNorm's running statistics stay as loaded
+    last_map = torch.nn.Sequential(*list(model)[:-4])(torch.rand(2, *in_shape))  # what reaches the pool
+    assert last_map.shape[-2:] == (3, 3)
+    maps = torch.randn(4, 8, 3, 3)
+    maps[0, 0] = 1.0  # a map of ties: the whole gradient goes to the first, in both
+    maps[1, 1, 2, :] = maps[1, 1].max() + 1  # a tie on the last row
+    for pool in (model.pool, reference.pool):
+        pool.inputs = maps.clone().requires_grad_()
+        pool.outputs = pool(pool.inputs)
+        (pool.outputs * torch.arange(32.0).view(4, 8, 1, 1)).sum().backward()
+    assert torch.equal(model.pool.outputs, reference.pool.outputs)
+    assert torch.equal(model.pool.inputs.grad, reference.pool.inputs.grad)
+    images = torch.rand(3, *in_shape)
+    assert torch.equal(model(images), reference(images))
+
+
+def test_no_model_uses_a_layer_that_deterministic_cuda_refuses():
+    """PyTorch documents the layers whose CUDA backward raises under use_deterministic_algorithms: no registered
+    model may hold one, or `--deterministic` stops on the first GPU step."""
+    doc = torch.use_deterministic_algorithms.__doc__
+    refusing = doc[doc.index("operations will throw a"):].split("\n\n", 2)[1]
+    refused = set(re.findall(r":class:`torch\.nn\.(\w+)` when attempting to differentiate a CUDA", refusing))
+    assert "AdaptiveMaxPool2d" in refused  # the list was read
+    for name in MODELS:
+        layers = {type(module).__name__ for module in create_model(name, (3, 32, 32), 10).modules()}
+        assert not layers & refused, f"{name} uses {layers & refused}"

@@ -36,10 +36,24 @@ def predict_cli(capsys, *args) -> tuple[int, str, str]:
 
 def test_predict_prints_the_top_classes(digit_run, tmp_path, capsys):
     paths = write_digits(tmp_path / "mine", 2)
-    code, out, err = predict_cli(capsys, digit_run, *paths, "--top", "2")
+    code, out, err = predict_cli(capsys, digit_run, *paths, "--top", "3")
     assert code == 0 and err == ""
+    run = load_run(digit_run)
     lines = out.splitlines()
-    assert len(lines) == 2 and lines[0].startswith(f"{paths[0]}: ") and lines[0].count("%") == 2
+    assert len(lines) == 2
+    for line, path in zip(lines, paths):
+        # What the network computes for the file, by a plain forward pass here: the printed top 3 are those.
+        image = images.prepare_file(path, run.info.preprocess, run.info.in_shape)
+        with torch.no_grad():
+            probabilities = torch.softmax(run.model(image[None].float() / 255), dim=1)[0]
+        order = probabilities.argsort(descending=True)[:3]
+        head, _, shown = line.partition(": ")
+        printed = [entry.split(" ") for entry in shown.split("  ")]
+        assert head == str(path)
+        assert [label for label, _ in printed] == [run.info.classes[i] for i in order]
+        percents = [float(percent.rstrip("%")) for _, percent in printed]
+        assert percents == sorted(percents, reverse=True)
+        assert percents == pytest.approx([100 * probabilities[i].item() for i in order], abs=0.051)  # shown to 0.1
 
 
 def test_predict_json_and_figures_show_what_the_network_received(digit_run, tmp_path, capsys):
@@ -91,15 +105,27 @@ def test_thousands_of_paths_at_once(digit_run, tmp_path, capsys):
         assert len(os.listdir("/proc/self/fd")) <= open_before + 2  # no file left open
 
 
-def test_random_test_predictions_as_the_tutorial_shows_them(fake_mnist, digit_run, tmp_path, capsys):
-    code, out, _ = predict_cli(capsys, digit_run, "--random", "3", "--data-dir", fake_mnist, "--seed", "1",
+def test_random_test_predictions_as_the_tutorial_shows_them(trained_runs, tmp_path, capsys):
+    """The tutorial's step 10: random test images, each with its true label and the network's prediction."""
+    run_dir, data = trained_runs["mlp"], trained_runs["data"]
+    code, out, _ = predict_cli(capsys, run_dir, "--random", "12", "--data-dir", data, "--seed", "1",
                                "--save", tmp_path / "figs")
     assert code == 0
-    lines = out.splitlines()
-    assert len(lines) == 3 and all(line.startswith("Label value = [") and "Predicted value = [" in line
-                                   for line in lines)
+    # The images --seed 1 picks, and what the trained network makes of them, computed here.
+    _, test = load_dataset("mnist", data)
+    picks = torch.randperm(len(test), generator=torch.Generator().manual_seed(1))[:12]
+    with torch.no_grad():
+        predicted = load_run(run_dir).model(test.images[picks].float() / 255).argmax(dim=1)
+    assert len(set(predicted.tolist())) > 1  # varied enough that a mix-up would show
+    expected = [(int(label), int(guess)) for label, guess in zip(test.labels[picks], predicted)]
+    assert out.splitlines() == [f"Label value = [{label}]  Predicted value = [{guess}]" for label, guess in expected]
     assert (tmp_path / "figs" / "random-predictions.png").is_file()
-    assert predict_cli(capsys, digit_run, "--random", "3", "--data-dir", fake_mnist, "--seed", "1")[1] == out
+    assert predict_cli(capsys, run_dir, "--random", "12", "--data-dir", data, "--seed", "1")[1] == out
+
+    code, out, _ = predict_cli(capsys, run_dir, "--random", "12", "--data-dir", data, "--seed", "1", "--json")
+    assert code == 0
+    assert [json.loads(line) for line in out.splitlines()] == [
+        {"label": label, "class": guess, "correct": label == guess} for label, guess in expected]
 
 
 @pytest.mark.parametrize("args, message", [

@@ -7,6 +7,7 @@ import contextlib
 import io
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -14,8 +15,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors import safe_open
 
 from cnnlab import cli
+from cnnlab.errors import CnnlabError
 from conftest import KILLER, REPO, assert_same_run, history, make_idx_dataset
 
 # fashion-cnn on the fake digits: Adam's moments, dropout's draws and the shuffle all carry across epochs.
@@ -83,6 +86,65 @@ def test_a_finished_run_trains_further_with_epochs(digits, uninterrupted, tmp_pa
     assert json.loads((run_dir / "recipe.json").read_text())["epochs"] == 3
 
 
+def test_a_run_from_the_other_kind_of_device_resumes_with_its_augmentation_reseeded(two_epochs, tmp_path):
+    """A checkpoint written on CUDA holds a 16-byte Philox state for the augmentation generator and a CUDA
+    generator; resumed on the CPU, both are dropped and the run carries on, saying so, instead of calling the
+    file damaged."""
+    from safetensors.torch import load_file, save_file
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(two_epochs, run_dir)
+    checkpoint = run_dir / "checkpoint.safetensors"
+    with safe_open(str(checkpoint), "pt") as file:
+        metadata = file.metadata()
+    state = json.loads(metadata["state"])
+    assert state["device"] == "cpu"
+    tensors = load_file(checkpoint)
+    assert tensors["rng.augment"].numel() == 5056  # the CPU generator's state
+    tensors["rng.augment"] = torch.arange(16, dtype=torch.uint8)  # a CUDA generator's: seed and offset
+    tensors["rng.cuda"] = torch.arange(16, dtype=torch.uint8)
+    save_file(tensors, checkpoint, metadata={**metadata, "state": json.dumps({**state, "device": "cuda"})})
+
+    out = _run_main(["train", "--resume", str(run_dir), "--epochs", "3"])
+    assert "note: it was trained on cuda: its random draws on the device (augmentation) start afresh" in out
+    assert [row["epoch"] for row in history(run_dir)] == [1, 2, 3]
+    assert history(run_dir)[:2] == history(two_epochs)
+
+
+def test_fp16_loss_scale_is_carried_by_the_checkpoint(tmp_path):
+    """fp16's loss scale moves as training goes (halved at an overflow, doubled after 2,000 clean steps); a run
+    resumed at 65,536 again would skip steps an uninterrupted one takes. (The CPU's scaler stands in for CUDA's.)"""
+    from dataclasses import replace
+
+    from safetensors.torch import save_file
+
+    from cnnlab.checkpoint import load_checkpoint, save_checkpoint
+    from cnnlab.data import ImageSet
+    from cnnlab.models import create_model
+    from cnnlab.recipes import get_recipe
+    from cnnlab.train import start_state
+
+    recipe = replace(get_recipe("fashion-cnn"), autocast="fp16").resolved()
+    images = ImageSet(torch.zeros(4, 1, 28, 28, dtype=torch.uint8), torch.arange(4), tuple("0123456789"))
+    fresh = lambda: start_state(create_model("mlp", (1, 28, 28), 10), recipe, images)  # noqa: E731
+    state = fresh()
+    assert state.scaler.is_enabled()
+    state.scaler.load_state_dict({**state.scaler.state_dict(), "scale": 1024.0, "_growth_tracker": 7})
+    path = tmp_path / "checkpoint.safetensors"
+    save_checkpoint(path, state, torch.device("cpu"), "data")
+    resumed = fresh()
+    load_checkpoint(path, resumed, torch.device("cpu"), "data")
+    assert resumed.scaler.state_dict() == {**state.scaler.state_dict(), "scale": 1024.0, "_growth_tracker": 7}
+
+    with safe_open(str(path), "pt") as file:
+        metadata, tensors = file.metadata(), {key: file.get_tensor(key) for key in file.keys()}
+    meta = json.loads(metadata["state"])
+    save_file(tensors, path, metadata={**metadata, "state": json.dumps({**meta, "scaler": {
+        **meta["scaler"], "scale": "1024"}})})
+    with pytest.raises(CnnlabError, match="malformed loss scale; the checkpoint is damaged"):
+        load_checkpoint(path, fresh(), torch.device("cpu"), "data")
+
+
 @pytest.mark.parametrize("args, message", [
     (["--resume", "RUN", "mnist-cnn"], "give no recipe name"),
     (["--resume", "RUN", "--lr", "0.1"], "only --epochs"),
@@ -112,10 +174,11 @@ def test_environment_records_what_reproduces_the_run(uninterrupted):
 
 @pytest.fixture
 def restore_determinism():
-    before = torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.deterministic
+    before = (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.deterministic,
+              torch.backends.cudnn.benchmark)
     yield
     torch.use_deterministic_algorithms(before[0])
-    torch.backends.cudnn.deterministic = before[1]
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = before[1:]
 
 
 def test_deterministic_flag_is_recorded_and_switched_on(digits, tmp_path, restore_determinism):
@@ -125,12 +188,70 @@ def test_deterministic_flag_is_recorded_and_switched_on(digits, tmp_path, restor
     assert torch.are_deterministic_algorithms_enabled()
 
 
+@pytest.mark.parametrize("flag", [["--deterministic"], ["--set", "deterministic=true"]])
+def test_deterministic_cli_sets_cublas_workspace_before_any_work(flag, monkeypatch, restore_determinism):
+    """cuBLAS reads CUBLAS_WORKSPACE_CONFIG at the process's first product; airbench's whitening computes one
+    before training starts, so the CLI sets it before anything else runs."""
+    import cnnlab.session
+
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    seen = []
+    monkeypatch.setattr(cnnlab.session, "train_recipe", lambda recipe, **kwargs: seen.append(
+        (os.environ.get("CUBLAS_WORKSPACE_CONFIG"), torch.are_deterministic_algorithms_enabled())) or Path("run"))
+    assert cli.main(["train", "mnist-mlp", *flag, "--quiet"]) == 0
+    assert seen == [(":4096:8", True)]
+
+
+def test_deterministic_run_switches_on_before_the_model_sets_itself_up(monkeypatch, restore_determinism):
+    """A library caller (no CLI) gets the same order: start_state switches determinism on before airbench's
+    init_from_data runs its first matrix product."""
+    from dataclasses import replace
+
+    from cnnlab.data import ImageSet
+    from cnnlab.models import AirbenchNet, create_model
+    from cnnlab.recipes import get_recipe
+    from cnnlab.train import start_state
+
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    seen = []
+    monkeypatch.setattr(AirbenchNet, "init_from_data", lambda self, inputs: seen.append(
+        (os.environ.get("CUBLAS_WORKSPACE_CONFIG"), torch.are_deterministic_algorithms_enabled())))
+    recipe = replace(get_recipe("cifar10-fast"), deterministic=True)
+    train_set = ImageSet(torch.zeros(8, 3, 32, 32, dtype=torch.uint8), torch.arange(8) % 10, tuple("0123456789"))
+    start_state(create_model("airbench", (3, 32, 32), 10), recipe, train_set)
+    assert seen == [(":4096:8", True)]
+
+
+def test_fast_engine_leaves_cudnn_autotuning_off_when_deterministic(restore_determinism):
+    """The fast engine turns cuDNN's autotuner on for CUDA, but not over --deterministic's choice."""
+    from cnnlab import fast
+    from cnnlab.train import use_deterministic_algorithms
+
+    cuda = torch.device("cuda")  # the flags are plain switches: setting them needs no GPU
+    with fast.settings(cuda, "fast"):
+        assert torch.backends.cudnn.benchmark is True
+    use_deterministic_algorithms()
+    with fast.settings(cuda, "fast"):
+        assert torch.backends.cudnn.benchmark is False
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.parametrize("loss_clip", ["1e-7", "0"])  # Keras's clipped loss, and cross_entropy
 def test_deterministic_cuda_runs_repeat_exactly(loss_clip, digits, tmp_path, restore_determinism):
     args = [*ARGS[:-3], "--device", "cuda", "--deterministic", "--set", f"loss_clip={loss_clip}", "--quiet",
             "--data-dir", str(digits), "--runs-dir", str(tmp_path)]
+    first, second = train(*args), train(*args)
+    assert history(first) == history(second)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_deterministic_airbench_repeats_exactly_on_cuda(digits, tmp_path, restore_determinism):
+    """airbench's whitening (a cuBLAS product before training), its global max pool's backward and the fast
+    engine's cuDNN settings, all under --deterministic."""
+    args = ["fashion-fast", "--set", "dataset=mnist", "--epochs", "2", "--batch-size", "32", "--device", "cuda",
+            "--deterministic", "--quiet", "--data-dir", str(digits), "--runs-dir", str(tmp_path)]
     first, second = train(*args), train(*args)
     assert history(first) == history(second)
 

@@ -1,0 +1,112 @@
+"""The loss, the optimisers' Keras defaults, the device choice, and what a finished run records about itself."""
+from __future__ import annotations
+
+import csv
+import json
+import math
+from dataclasses import replace
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from cnnlab.errors import CnnlabError
+from cnnlab.models import create_model
+from cnnlab.recipes import get_recipe
+from cnnlab.train import loss_fn, make_optimizer, resolve_device
+
+
+@pytest.mark.parametrize("loss_clip", [0.0, 1e-7])  # cross_entropy's path, and the clipped sum's
+def test_label_smoothing_spreads_that_share_of_the_target_over_every_class(loss_clip):
+    torch.manual_seed(0)
+    logits, labels = torch.randn(6, 10), torch.tensor([0, 3, 9, 3, 5, 1])
+    recipe = replace(get_recipe("fashion-cnn"), label_smoothing=0.2, loss_clip=loss_clip)
+    log_probs = F.log_softmax(logits, dim=1)
+    targets = torch.full((6, 10), 0.2 / 10)
+    targets[torch.arange(6), labels] += 0.8  # 1 - ε on the label, ε/K on every class (the label's too)
+    assert loss_fn(logits, labels, recipe).item() == pytest.approx(-(targets * log_probs).sum(1).mean().item(),
+                                                                   rel=1e-6)
+    assert loss_fn(logits, labels, recipe).item() > loss_fn(logits, labels, replace(recipe, label_smoothing=0.0))
+
+
+def test_clipped_loss_sends_no_gradient_from_a_clipped_probability():
+    """Keras computes -log(clip(p, ε, 1 - ε)): where p(label) < ε, the loss is flat and its gradient zero."""
+    recipe = get_recipe("fashion-cnn")  # loss_clip 1e-7, as Keras's categorical cross-entropy
+    logits = torch.zeros(2, 10)
+    logits[0, 3] = -100.0  # p(3) ≈ e^-100: clipped
+    logits[1, 3] = -2.0  # p(3) ≈ 0.015: not clipped
+    logits.requires_grad_()
+    loss_fn(logits, torch.tensor([3, 3]), recipe).backward()
+    assert torch.equal(logits.grad[0], torch.zeros(10))
+    expected = (torch.softmax(logits[1].detach(), 0) - F.one_hot(torch.tensor(3), 10)) / 2  # the batch mean's
+    assert torch.allclose(logits.grad[1], expected, atol=1e-6)
+
+
+# Keras 3's defaults (keras.optimizers.*): learning rate 1e-3 and epsilon 1e-7 for all four; RMSprop's rho 0.9
+# and no momentum; Adagrad's initial accumulator 0.1; Nadam's and AdamW's betas (0.9, 0.999), and Nadam's
+# momentum schedule 0.96^(0.004 t), which is PyTorch's momentum_decay=4e-3.
+KERAS_DEFAULTS = {
+    "rmsprop": {"alpha": 0.9, "momentum": 0.0, "centered": False},
+    "adagrad": {"initial_accumulator_value": 0.1, "lr_decay": 0},
+    "nadam": {"betas": (0.9, 0.999), "momentum_decay": 4e-3},
+    "adamw": {"betas": (0.9, 0.999), "amsgrad": False},
+}
+
+
+@pytest.mark.parametrize("name", sorted(KERAS_DEFAULTS))
+def test_optimizers_start_from_keras_defaults(name):
+    model = create_model("mlp", (1, 28, 28), 10)
+    recipe = replace(get_recipe("mnist-mlp"), optimizer=name, lr=None)  # the tutorial's recipe, another optimiser
+    defaults = make_optimizer(recipe, model).defaults
+    assert defaults["lr"] == 1e-3 and defaults["eps"] == 1e-7
+    assert {key: defaults[key] for key in KERAS_DEFAULTS[name]} == KERAS_DEFAULTS[name]
+
+
+def test_resolve_device_names_the_missing_device(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    for name in ("cuda", "cuda:1"):
+        with pytest.raises(CnnlabError, match=f"--device {name}: no CUDA device is available here; use --device cpu"):
+            resolve_device(name)
+    with pytest.raises(CnnlabError, match="--device mps: Apple's MPS is not available here; use --device cpu"):
+        resolve_device("mps")
+    assert resolve_device("auto") == torch.device("cpu") and resolve_device("cpu") == torch.device("cpu")
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
+    assert resolve_device("auto") == torch.device("mps")  # CUDA first, then MPS, then the CPU
+
+
+def test_metrics_record_the_best_epoch_and_the_training_time(trained_runs):
+    run_dir = trained_runs["mlp"]  # 3 epochs
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    with open(run_dir / "history.csv") as f:
+        history = list(csv.DictReader(f))
+    accuracies = [float(row["val_accuracy"]) for row in history]
+    best = accuracies.index(max(accuracies))  # the first epoch with the highest validation accuracy
+    assert metrics["best_epoch"] == best + 1 and metrics["best_val_accuracy"] == pytest.approx(accuracies[best])
+    assert metrics["final_val_accuracy"] == pytest.approx(accuracies[-1]) and metrics["epochs"] == len(history) == 3
+    seconds = [float(row["seconds"]) for row in history]
+    assert all(s > 0 for s in seconds)
+    assert metrics["train_seconds"] == pytest.approx(sum(seconds), abs=1e-3 * len(seconds))
+    assert math.isfinite(metrics["test_loss"]) and metrics["parameters"] == 407_050
+
+
+def test_best_epoch_is_the_first_peak_not_the_last_epoch(trained_runs, tmp_path):
+    """A validation accuracy that peaks at epoch 2, dips, and comes back to the same peak at epoch 4."""
+    import io
+
+    from rich.console import Console
+
+    from cnnlab.data import load_dataset
+    from cnnlab.runs import load_run
+    from cnnlab.session import _finish
+    from cnnlab.history import EpochResult
+
+    run = load_run(trained_runs["mlp"])
+    train_set, test = load_dataset("mnist", trained_runs["data"])
+    history = [EpochResult(1, 1.0, 0.5, 1.0, 0.6, 2.0), EpochResult(2, 0.9, 0.6, 0.9, 0.8, 3.0),
+               EpochResult(3, 0.8, 0.7, 0.8, 0.7, 4.5), EpochResult(4, 0.7, 0.8, 0.7, 0.8, 5.0)]
+    _finish(tmp_path, run.recipe, run.model, history, test, train_set, torch.device("cpu"),
+            Console(file=io.StringIO()), None)
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert (metrics["best_epoch"], metrics["best_val_accuracy"], metrics["final_val_accuracy"]) == (2, 0.8, 0.8)
+    assert metrics["train_seconds"] == 14.5 and metrics["epochs"] == 4
