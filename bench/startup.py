@@ -23,20 +23,20 @@ from conftest import make_idx_dataset  # noqa: E402  (the tests' writer of small
 
 
 def wall(argv: list[str], env: dict[str, str]) -> float:
-    """Wall seconds of one `python -m cnnlab.cli ARGV` process."""
+    """Wall seconds of one `python ARGV` process."""
     start = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "cnnlab.cli", *argv], env=env, capture_output=True)
+    done = subprocess.run([sys.executable, *argv], env=env, capture_output=True)
     seconds = time.perf_counter() - start
     if done.returncode != 0:
-        raise SystemExit(f"cnnlab {' '.join(argv)} failed: {done.stderr.decode()[-500:]}")
+        raise SystemExit(f"python {' '.join(argv)} failed: {done.stderr.decode()[-500:]}")
     return seconds
 
 
 def peak_rss(argv: list[str], env: dict[str, str]) -> float:
-    """Peak RSS (MB) of one process, from a fresh child so earlier children's peaks do not count."""
+    """Peak RSS (MB) of one `python ARGV` process, from a fresh parent so earlier children's peaks do not count."""
     code = ("import resource, subprocess, sys; subprocess.run(sys.argv[1:], capture_output=True, check=True); "
             "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
-    out = subprocess.run([sys.executable, "-c", code, sys.executable, "-m", "cnnlab.cli", *argv], env=env,
+    out = subprocess.run([sys.executable, "-c", code, sys.executable, *argv], env=env,
                          capture_output=True, text=True, check=True).stdout
     return int(out) / 1024
 
@@ -56,8 +56,10 @@ def main() -> None:
         from PIL import Image
 
         Image.new("L", (28, 28), 0).save(tmp / "one.png")
-        commands = {"--help": ["--help"], "recipes": ["recipes"], "runs": ["runs", str(runs)],
-                    "predict one image": ["predict", str(run_dir), str(tmp / "one.png")]}
+        cli = ["-m", "cnnlab.cli"]
+        commands = {"--help": [*cli, "--help"], "recipes": [*cli, "recipes"], "runs": [*cli, "runs", str(runs)],
+                    "predict one image": [*cli, "predict", str(run_dir), str(tmp / "one.png")],
+                    "import torch (floor)": ["-c", "import torch"]}
         times: dict[str, list[float]] = {name: [] for name in commands}
         for _ in range(args.repeat):  # interleaved, so a slow spell of the machine touches every command
             for name, argv in commands.items():

@@ -184,6 +184,27 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _studio(args: argparse.Namespace) -> int:
+    try:
+        from .studio import bind, create_app, serve_studio
+    except ImportError as error:  # the extra is not installed
+        raise CnnlabError(f"the studio needs {error.name}: pip install 'cnnlab[studio]'") from None
+
+    folder, default = args.runs_dir, None
+    if (folder / "recipe.json").is_file():  # one run folder: the studio opens on it, among its neighbours
+        folder, default = folder.resolve().parent, folder.resolve().name
+    app = create_app(folder, args.device, default)
+    with bind(args.host, args.port) as sock:
+        host, port = sock.getsockname()[:2]
+        if host not in ("127.0.0.1", "::1"):
+            print(f"note: listening on {host}, so other machines can reach the studio and your runs; it has no "
+                  "authentication (leave out --host to stay on 127.0.0.1)", file=sys.stderr)
+        print(f"Studio for {folder} on http://{'127.0.0.1' if host == '0.0.0.0' else host}:{port}/ ; Ctrl-C stops",
+              flush=True)
+        serve_studio(app, sock)
+    return 0
+
+
 def _recipes(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
@@ -371,6 +392,16 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8000, help="port to listen on (default: 8000; 0: any free)")
     serve.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
     serve.set_defaults(func=_serve)
+
+    studio = commands.add_parser("studio", parents=[debug], help="a local web app: draw or drop an image, look "
+                                                                 "inside every layer, follow your runs' curves")
+    studio.add_argument("runs_dir", nargs="?", type=Path, default=Path("runs"),
+                        help="a folder of runs, or one run folder (default: runs)")
+    studio.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this "
+                                                            "machine only)")
+    studio.add_argument("--port", type=int, default=8000, help="port to listen on (default: 8000; 0: any free)")
+    studio.add_argument("--device", default="cpu", help="cpu (default), auto, cuda, cuda:N or mps")
+    studio.set_defaults(func=_studio)
     return parser
 
 

@@ -54,20 +54,28 @@ def read_record(run_dir: str | os.PathLike) -> RunRecord:
                      optional_json("metrics.json"), optional_json("environment.json"))
 
 
-def list_runs(runs_dir: str | os.PathLike = "runs") -> list[RunRecord]:
-    """Every run folder directly under ``runs_dir``, oldest first; a damaged one is named in a warning and
-    left out, so one bad folder never hides the others."""
+def scan_runs(runs_dir: str | os.PathLike = "runs") -> tuple[list[RunRecord], list[tuple[Path, str]]]:
+    """Every run folder directly under ``runs_dir``, oldest first, and the damaged ones with what is wrong."""
     runs_dir = Path(runs_dir)
     if not runs_dir.is_dir():
         raise CnnlabError(f"{runs_dir}: no such folder; `cnnlab train` writes runs under ./runs (or --runs-dir)")
-    records = []
+    records, damaged = [], []
     for folder in sorted(runs_dir.iterdir()):
         if (folder / "recipe.json").is_file():
             try:
                 records.append(read_record(folder))
             except CnnlabError as error:
-                warn(f"skipped {error}")
-    return sorted(records, key=lambda r: (r.environment.get("created", ""), r.run_dir.name))
+                damaged.append((folder, str(error)))
+    return sorted(records, key=lambda r: (r.environment.get("created", ""), r.run_dir.name)), damaged
+
+
+def list_runs(runs_dir: str | os.PathLike = "runs") -> list[RunRecord]:
+    """``scan_runs``'s runs; a damaged one is named in a warning and left out, so one bad folder never hides
+    the others."""
+    records, damaged = scan_runs(runs_dir)
+    for _, message in damaged:
+        warn(f"skipped {message}")
+    return records
 
 
 def _score(value: float | None) -> str:

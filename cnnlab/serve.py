@@ -22,7 +22,6 @@ from .errors import CnnlabError
 MAX_BODY = 10 * 1024 * 1024  # bytes; a larger upload is refused (413) before it is read
 DEFAULT_TOP = 3  # classes per answer, as `cnnlab predict` shows
 ROUTES = {"/health": "GET", "/predict": "POST"}
-UPLOAD = "request body"  # how an uploaded image is named in error messages
 
 
 class HTTPError(Exception):
@@ -34,8 +33,7 @@ class HTTPError(Exception):
 def make_server(run_dir: str | os.PathLike, host: str = "127.0.0.1", port: int = 8000,
                 device: torch.device | str = "auto", max_body: int = MAX_BODY) -> ThreadingHTTPServer:
     """Load the run once and bind a server to ``host``:``port`` (0: any free port); ``serve_forever`` runs it."""
-    from .images import prepare_file
-    from .predict import FilePrediction, run_proba
+    from .predict import predict_upload
     from .runs import load_run
     from .train import resolve_device
 
@@ -48,13 +46,11 @@ def make_server(run_dir: str | os.PathLike, host: str = "127.0.0.1", port: int =
     def predict(body: bytes, query: str) -> str:
         top = _top(query)
         try:
-            image = prepare_file(UPLOAD, run.info.preprocess, run.info.in_shape, data=body)  # as `predict` does
+            with lock, torch.inference_mode():
+                prediction = predict_upload(run, body, device)  # as `predict` does
         except CnnlabError as error:
             raise HTTPError(HTTPStatus.BAD_REQUEST, str(error)) from None
-        with lock, torch.inference_mode():
-            probabilities = run_proba(run, image[None], device)[0]
-        record = FilePrediction(UPLOAD, image, probabilities).to_json(run.info.classes, top)
-        return json.dumps({"predictions": record["top"]})
+        return json.dumps({"predictions": prediction.to_json(run.info.classes, top)["top"]})
 
     class Handler(BaseHTTPRequestHandler):
         server_version = "cnnlab"

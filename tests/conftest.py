@@ -2,12 +2,18 @@
 tests of whole runs share: comparing two runs, killing a training process."""
 from __future__ import annotations
 
+import contextlib
 import gzip
 import json
 import os
 import pickle
+import shutil
 import struct
+import threading
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, Iterator
 
 import numpy as np
 import pytest
@@ -167,3 +173,72 @@ def trained_runs(tmp_path_factory) -> dict[str, Path]:
     return {"data": data,
             "cnn": train_recipe(with_overrides(get_recipe("mnist-cnn"), {**settings, "epochs": 2}), data, runs, False),
             "mlp": train_recipe(with_overrides(get_recipe("mnist-mlp"), {**settings, "epochs": 3}), data, runs, False)}
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The studio on a free port, and the one way the tests drive a browser: Playwright on Debian's chromium
+# ---------------------------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def running_studio(runs_dir: Path, **options) -> Iterator[str]:
+    """``cnnlab studio`` for ``runs_dir`` in a thread of this process; its base URL."""
+    import uvicorn
+
+    from cnnlab.studio import bind, create_app
+
+    app = create_app(runs_dir, "cpu", **options)
+    sock = bind("127.0.0.1", 0)
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    for _ in range(500):
+        if server.started:
+            break
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        sock.close()
+
+
+CHROMIUM = next(filter(None, map(shutil.which, ("chromium", "chromium-browser"))), None)
+BROWSER_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                "--disable-sync", "--no-first-run"]
+
+
+@pytest.fixture(scope="session")
+def browser_type_launch_args(browser_type_launch_args):
+    """pytest-playwright's browser is Debian's chromium: Playwright's own download cannot work offline."""
+    if CHROMIUM is None:
+        pytest.skip("no chromium here: `apt-get install chromium` (.ci/run does) to run the browser tests")
+    return {**browser_type_launch_args, "executable_path": CHROMIUM, "args": BROWSER_ARGS}
+
+
+@dataclass
+class Watched:
+    """A page and everything that went wrong on it: console errors, uncaught exceptions, failed requests,
+    HTTP errors."""
+    page: Any
+    problems: list[str] = field(default_factory=list)
+
+
+@pytest.fixture
+def watched(page) -> Watched:
+    seen = Watched(page)
+    page.on("console", lambda message: message.type == "error" and seen.problems.append(f"console: {message.text}"))
+    page.on("pageerror", lambda error: seen.problems.append(f"exception: {error}"))
+    page.on("requestfailed", lambda request: seen.problems.append(f"failed: {request.url} {request.failure}"))
+    page.on("response", lambda response: response.status >= 400 and
+            seen.problems.append(f"HTTP {response.status}: {response.url}"))
+    return seen
+
+
+def drawn(screenshot: bytes) -> bool:
+    """A screenshot with something on it: not one flat colour, some dark text or figures."""
+    import io
+
+    from PIL import Image
+
+    grey = np.asarray(Image.open(io.BytesIO(screenshot)).convert("L"), dtype=float)
+    return grey.std() > 20 and (grey < 128).mean() > 0.01

@@ -1,17 +1,10 @@
-"""`cnnlab report`: one self-contained HTML page, checked in a real browser (headless Chromium) when there is one.
-
-The browser is driven over the DevTools protocol on a pipe (``--remote-debugging-pipe``: JSON messages ending
-in NUL on file descriptors 3 and 4), so the check needs no network, no port and no package beyond the standard
-library.
-"""
+"""`cnnlab report`: one self-contained HTML page, checked in a real browser (the tests' one harness: Playwright on
+Debian's chromium, in conftest.py) when there is one."""
 from __future__ import annotations
 
-import base64
 import io
-import json
 import os
 import shutil
-import subprocess
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -22,80 +15,13 @@ from PIL import Image
 from cnnlab import cli
 from cnnlab.report import write_report
 
-CHROMIUM = next(filter(None, map(shutil.which, ("chromium", "chromium-browser", "google-chrome"))), None)
-needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="no chromium here (.ci/run installs Debian's)")
-ERROR_EVENTS = ("Runtime.exceptionThrown", "Runtime.consoleAPICalled", "Log.entryAdded")
 
-
-def render(page: Path, profile: Path, width: int = 1100) -> tuple[list[str], list[list], Image.Image]:
-    """Open ``page`` in headless Chromium: (errors it logged, [complete, naturalWidth] per image, screenshot)."""
-    to_chrome, from_chrome = os.pipe(), os.pipe()
-
-    def wire_fds() -> None:  # Chromium reads commands from fd 3 and writes replies and events to fd 4
-        os.dup2(to_chrome[0], 3)
-        os.dup2(from_chrome[1], 4)
-
-    browser = subprocess.Popen(
-        [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={profile}",
-         "--remote-debugging-pipe", "about:blank"],
-        pass_fds=(3, 4), preexec_fn=wire_fds, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    os.close(to_chrome[0])
-    os.close(from_chrome[1])
-    events: list[dict] = []
-    pending = b""
-    next_id = 0
-
-    def receive() -> dict:
-        nonlocal pending
-        while b"\0" not in pending:
-            chunk = os.read(from_chrome[0], 1 << 16)
-            if not chunk:
-                raise RuntimeError("chromium closed the DevTools pipe")
-            pending += chunk
-        message, _, pending = pending.partition(b"\0")
-        return json.loads(message)
-
-    def send(method: str, params: dict | None = None, session: str | None = None) -> dict:
-        nonlocal next_id
-        next_id += 1
-        message = {"id": next_id, "method": method, "params": params or {}}
-        if session:
-            message["sessionId"] = session
-        os.write(to_chrome[1], json.dumps(message).encode() + b"\0")
-        while (reply := receive()).get("id") != next_id:
-            events.append(reply)
-        if "error" in reply:
-            raise RuntimeError(f"{method}: {reply['error']}")
-        return reply["result"]
-
-    try:
-        target = send("Target.createTarget", {"url": "about:blank"})["targetId"]
-        session = send("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
-        for domain in ("Page", "Runtime", "Log"):
-            send(f"{domain}.enable", session=session)
-        send("Emulation.setDeviceMetricsOverride", {"width": width, "height": 900, "deviceScaleFactor": 1,
-                                                    "mobile": False}, session)
-        send("Page.navigate", {"url": page.resolve().as_uri()}, session)
-        while not any(e.get("method") == "Page.loadEventFired" for e in events):
-            events.append(receive())
-        images = json.loads(send("Runtime.evaluate", {
-            "expression": "JSON.stringify(Array.from(document.images, i => [i.complete, i.naturalWidth]))",
-            "returnByValue": True}, session)["result"]["value"])
-        shot = send("Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True}, session)["data"]
-        send("Browser.close")
-    finally:
-        os.close(to_chrome[1])  # Chromium quits when its pipe closes, even if Browser.close was never sent
-        os.close(from_chrome[0])
-        try:
-            browser.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            browser.kill()
-            browser.wait()
-    errors = [json.dumps(e["params"])[:300] for e in events if e.get("method") in ERROR_EVENTS and
-              (e["method"] == "Runtime.exceptionThrown" or e["params"].get("type") == "error" or
-               e["params"].get("entry", {}).get("level") == "error")]
-    return errors, images, Image.open(io.BytesIO(base64.b64decode(shot)))
+def render(watched, page: Path, width: int = 1100) -> tuple[list[list], Image.Image]:
+    """Open ``page`` in the browser: ([complete, naturalWidth] per image, a screenshot of the whole page)."""
+    watched.page.set_viewport_size({"width": width, "height": 900})
+    watched.page.goto(page.resolve().as_uri())  # returns once the page's load event has fired
+    images = watched.page.evaluate("Array.from(document.images, i => [i.complete, i.naturalWidth])")
+    return images, Image.open(io.BytesIO(watched.page.screenshot(full_page=True)))
 
 
 class Links(HTMLParser):
@@ -138,10 +64,9 @@ def test_report_of_an_mlp_says_it_has_no_convolution(trained_runs, tmp_path, cap
     assert "has no convolution" in text and 'alt="dense_weights"' in text and 'alt="feature_maps"' not in text
 
 
-@needs_chromium
-def test_report_renders_in_chromium_without_errors(cnn_report, tmp_path):
-    errors, images, screenshot = render(cnn_report, tmp_path / "profile")
-    assert errors == []
+def test_report_renders_in_chromium_without_errors(cnn_report, watched, tmp_path):
+    images, screenshot = render(watched, cnn_report)
+    assert watched.problems == []
     assert len(images) == 9 and all(complete and width > 100 for complete, width in images)  # every PNG decoded
     grey = np.asarray(screenshot.convert("L"), dtype=float)
     assert screenshot.height > 3000  # the whole page, figures and tables, not one screen of it
@@ -149,11 +74,13 @@ def test_report_renders_in_chromium_without_errors(cnn_report, tmp_path):
     screenshot.save(os.environ.get("CNNLAB_REPORT_SCREENSHOT", tmp_path / "report.png"))  # to look at it
 
 
-@needs_chromium
-def test_the_browser_check_sees_a_broken_page(tmp_path):
+def test_the_browser_check_sees_a_broken_page(watched, tmp_path):
     page = tmp_path / "broken.html"
     page.write_text('<!doctype html><html><body><p>broken</p><img src="missing.png">'
                     '<script>console.error("boom"); undefinedFunction();</script></body></html>')
-    errors, images, _ = render(page, tmp_path / "profile")
-    assert len(errors) == 3  # the missing file, the console error and the uncaught exception
+    images, _ = render(watched, page)
+    problems = watched.problems
+    assert any(p.startswith("failed: ") and p.split()[1].endswith("/missing.png") for p in problems)  # the missing file
+    assert "console: boom" in problems  # the console error
+    assert any(p.startswith("exception: ") and "undefinedFunction" in p for p in problems)  # the uncaught exception
     assert images == [[True, 0]]  # loaded nothing

@@ -1,0 +1,195 @@
+"""Inside the network, number by number: every layer's output for one image, and how one value of a convolution's
+feature map is made — the input patch under the kernel (zero padding included), the kernel, their products, the
+sum plus the bias — then what the activation and the next pooling window do to it.
+
+Everything comes from the run's own weights through its forward pass (``cnnlab.models.trace``), so what the
+studio shows equals what ``predict`` computes. The registered networks are chains of layers, so a layer's
+input is the previous layer's output.
+"""
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from .errors import CnnlabError
+from .runs import Run
+from .train import to_input
+
+POOLS = (nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveMaxPool2d, nn.AdaptiveAvgPool2d)
+COMPRESS = 6  # zlib level of the PNGs
+ELEMENTWISE = (nn.ReLU, nn.GELU, nn.BatchNorm2d, nn.Dropout)  # in eval mode, each value on its own
+
+
+@dataclass(frozen=True)
+class Activation:
+    name: str  # 'input' or the layer's name in the model, e.g. 'conv2d'
+    kind: str  # the layer's class: 'Conv2d', 'ReLU', … ('Input' for the input)
+    values: torch.Tensor  # float, without the batch axis: (C, H, W) or (N,)
+
+
+def activations(run: Run, image: torch.Tensor) -> list[Activation]:
+    """The input as the network receives it (scaled, standardised), then every layer's output, in order.
+
+    ``image``: uint8 (C, H, W), as ``cnnlab.images.prepare_file`` makes it.
+    """
+    from .models import trace
+
+    model = run.model
+    inputs = to_input(image[None].to(next(model.parameters()).device), run.info.normalization)
+    layers = [Activation("input", "Input", inputs[0].float().cpu())]
+    return layers + [Activation(name, type(module).__name__, output[0].float().cpu())
+                     for name, module, output in trace(model, inputs)]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# One value of a feature map, explained
+# ---------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Step:
+    """What a layer after the convolution did to the value: e.g. ReLU keeps it or makes it 0."""
+    name: str
+    kind: str
+    value: float
+
+
+@dataclass(frozen=True)
+class PoolWindow:
+    name: str
+    kind: str  # 'MaxPool2d', 'AvgPool2d', …
+    top: int  # the window's first row and column in the pooling layer's input
+    left: int
+    values: list[list[float]]  # the window, (h, w)
+    position: tuple[int, int]  # (row, col) of its value in the pooled map
+    value: float  # the value the pooling layer kept (max) or made (mean)
+
+
+@dataclass(frozen=True)
+class ValueExplanation:
+    layer: str
+    channel: int
+    row: int
+    col: int
+    patch: list  # (C, kh, kw): the input under the kernel, 0 where it hangs over the border (padding)
+    padded: list  # (kh, kw) booleans: True where the patch lies in the padding
+    kernel: list  # (C, kh, kw): the weights of filter ``channel``
+    products: list  # (C, kh, kw): patch × kernel
+    sum: float  # of the products
+    bias: float  # 0 for a convolution without one
+    value: float  # the feature map's value at (channel, row, col), from the forward pass
+    steps: list[Step]  # the activation (and normalisation) that follow, value by value
+    pool: PoolWindow | None  # the pooling window that takes the value, if a pooling layer follows
+
+    def to_json(self) -> dict:
+        from dataclasses import asdict
+
+        return asdict(self)
+
+
+def _padding(conv: nn.Conv2d) -> tuple[int, int]:
+    """(top, left) zeros the convolution adds, 'same' and 'valid' included."""
+    if conv.padding == "valid":
+        return 0, 0
+    if conv.padding == "same":  # PyTorch puts the odd one of an even kernel's padding at the bottom/right
+        return tuple((d * (k - 1)) // 2 for d, k in zip(conv.dilation, conv.kernel_size))  # type: ignore[return-value]
+    return tuple(conv.padding)  # type: ignore[return-value]
+
+
+def explain_value(run: Run, image: torch.Tensor, layer: str, channel: int, row: int, col: int) -> ValueExplanation:
+    """How the value at (``channel``, ``row``, ``col``) of convolution ``layer``'s output is made from the
+    image's activations, and where the next layers take it."""
+    from .models import trace
+
+    model = run.model
+    inputs = to_input(image[None].to(next(model.parameters()).device), run.info.normalization)
+    traced = trace(model, inputs)
+    names = [name for name, _, _ in traced]
+    if layer not in names or not isinstance(traced[names.index(layer)][1], nn.Conv2d):
+        convs = [name for name, module, _ in traced if isinstance(module, nn.Conv2d)]
+        raise CnnlabError(f"layer {layer!r}: not a convolution of this network; choose one of "
+                          f"{', '.join(convs) or '(none: it has no convolution)'}")
+    index = names.index(layer)
+    conv, output = traced[index][1], traced[index][2][0].float().cpu()  # (K, H, W)
+    if not (0 <= channel < output.shape[0] and 0 <= row < output.shape[1] and 0 <= col < output.shape[2]):
+        raise CnnlabError(f"({channel}, {row}, {col}): outside {layer}'s output of shape "
+                          f"{tuple(output.shape)} (channel, row, column)")
+    if conv.groups != 1 or conv.dilation != (1, 1):
+        raise CnnlabError(f"layer {layer!r}: grouped or dilated convolutions are not explained")
+    source = (inputs if index == 0 else traced[index - 1][2])[0].float().cpu()  # (C, H, W): the chain's previous output
+    (kh, kw), (sh, sw), (ph, pw) = conv.kernel_size, conv.stride, _padding(conv)
+    padded_input = nn.functional.pad(source, (pw, pw + kw, ph, ph + kh))  # generous on the far side: 'same' with even k
+    top, left = row * sh, col * sw  # in padded coordinates
+    patch = padded_input[:, top:top + kh, left:left + kw]
+    rows, cols = torch.arange(top - ph, top - ph + kh), torch.arange(left - pw, left - pw + kw)
+    outside = ((rows < 0) | (rows >= source.shape[1]))[:, None] | ((cols < 0) | (cols >= source.shape[2]))[None, :]
+    kernel = conv.weight[channel].detach().float().cpu()
+    products = patch * kernel
+    bias = float(conv.bias[channel].detach()) if conv.bias is not None else 0.0
+
+    steps, pool, current = [], None, output
+    for name, module, after in traced[index + 1:]:
+        after = after[0].float().cpu()
+        if isinstance(module, ELEMENTWISE):
+            steps.append(Step(name, type(module).__name__, float(after[channel, row, col])))
+            current = after
+            continue
+        if isinstance(module, POOLS):
+            pool = _pool_window(name, module, current[channel], after[channel], row, col)
+        break
+    return ValueExplanation(layer, channel, row, col, patch.tolist(), outside.tolist(), kernel.tolist(),
+                            products.tolist(), float(products.sum()), bias, float(output[channel, row, col]),
+                            steps, pool)
+
+
+def _pool_window(name: str, pool: nn.Module, before: torch.Tensor, after: torch.Tensor, row: int, col: int
+                 ) -> PoolWindow | None:
+    """The window of ``pool`` that holds (``row``, ``col``) of its input map ``before`` (H, W); None when the
+    windows overlap or leave the pixel out (an odd edge that floor mode drops)."""
+    if isinstance(pool, (nn.AdaptiveMaxPool2d, nn.AdaptiveAvgPool2d)):
+        if after.shape[-2:] != (1, 1):
+            return None
+        size, stride = before.shape, before.shape
+    else:
+        size = (pool.kernel_size,) * 2 if isinstance(pool.kernel_size, int) else tuple(pool.kernel_size)
+        stride = (pool.stride,) * 2 if isinstance(pool.stride, int) else tuple(pool.stride)
+        if size != stride or pool.padding not in (0, (0, 0)):
+            return None
+    out_row, out_col = row // stride[0], col // stride[1]
+    if out_row >= after.shape[0] or out_col >= after.shape[1]:
+        return None
+    top, left = out_row * stride[0], out_col * stride[1]
+    window = before[top:top + size[0], left:left + size[1]]
+    return PoolWindow(name, type(pool).__name__, top, left, window.tolist(), (out_row, out_col),
+                      float(after[out_row, out_col]))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Compact pictures of the numbers: uint8 PNGs with their range
+# ---------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Quantised:
+    png: bytes  # grey, 8 bits: (H, W) as it is, (C, H, W) as C maps stacked downwards (C·H, W), (N,) as (1, N)
+    low: float  # the value that 0 stands for
+    high: float  # the value that 255 stands for
+
+    def to_json(self) -> dict:
+        import base64
+
+        return {"png": base64.b64encode(self.png).decode(), "low": self.low, "high": self.high}
+
+
+def quantise(values: torch.Tensor) -> Quantised:
+    """``values`` (C, H, W), (H, W) or (N,) as a grey PNG, 0 to 255 spanning their own range."""
+    from PIL import Image
+
+    array = values.detach().float().cpu().numpy()  # numpy, one thread: torch's small ops stall on a busy machine
+    low, high = float(array.min()), float(array.max())
+    grid = array.reshape(-1, array.shape[-1]) if array.ndim > 1 else array.reshape(1, -1)
+    scaled = np.rint((grid - low) * (255 / (high - low))) if high > low else np.zeros_like(grid)
+    buffer = io.BytesIO()
+    Image.fromarray(scaled.astype(np.uint8)).save(buffer, format="PNG", compress_level=COMPRESS)
+    return Quantised(buffer.getvalue(), low, high)
+

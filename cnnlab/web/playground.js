@@ -1,0 +1,125 @@
+// The playground: draw (digit runs), drop or choose a file, or a random test image; the bars of its answer
+// and the image exactly as the network received it, with saliency or occlusion over it.
+import { bus, el, expectLook, imageRequest, look, say, state } from "./api.js";
+import { decode, overlay } from "./heat.js";
+
+const pad = document.getElementById("pad");
+const pen = pad.getContext("2d");
+const DEBOUNCE = 150;  // ms between looks while drawing
+let drawing = false, last = null, timer = null, drawn = false;
+
+function clearPad() {
+  pen.fillStyle = "#fff";
+  pen.fillRect(0, 0, pad.width, pad.height);
+  drawn = false;
+}
+
+function sendPad() {
+  clearTimeout(timer);
+  timer = null;
+  if (!drawn) return;
+  expectLook();  // now: toBlob answers later
+  pad.toBlob((blob) => look({ blob }), "image/png");
+}
+
+function point(event) {
+  const box = pad.getBoundingClientRect();
+  return [(event.clientX - box.left) * pad.width / box.width, (event.clientY - box.top) * pad.height / box.height];
+}
+
+pad.addEventListener("pointerdown", (event) => {
+  drawing = true;
+  last = point(event);
+  pad.setPointerCapture(event.pointerId);
+});
+pad.addEventListener("pointermove", (event) => {
+  if (!drawing) return;
+  const here = point(event);
+  pen.strokeStyle = "#000";
+  pen.lineWidth = 22;
+  pen.lineCap = pen.lineJoin = "round";
+  pen.beginPath();
+  pen.moveTo(...last);
+  pen.lineTo(...here);
+  pen.stroke();
+  last = here;
+  drawn = true;
+  if (!timer) timer = setTimeout(sendPad, DEBOUNCE);
+});
+for (const type of ["pointerup", "pointercancel"]) {
+  pad.addEventListener(type, () => { if (drawing) { drawing = false; sendPad(); } });
+}
+
+const drop = document.getElementById("drop");
+const file = document.getElementById("file");
+file.addEventListener("change", () => { if (file.files[0]) { clearPad(); look({ blob: file.files[0] }); } file.value = ""; });
+drop.addEventListener("dragover", (event) => { event.preventDefault(); drop.classList.add("over"); });
+drop.addEventListener("dragleave", () => drop.classList.remove("over"));
+drop.addEventListener("drop", (event) => {
+  event.preventDefault();
+  drop.classList.remove("over");
+  const dropped = event.dataTransfer.files[0];
+  if (dropped) { clearPad(); look({ blob: dropped }); }
+});
+document.getElementById("random").addEventListener("click", () => { clearPad(); look({ pick: true }); });
+document.getElementById("clear").addEventListener("click", () => {
+  clearPad();
+  state.input = state.look = null;
+  bus.dispatchEvent(new Event("look"));
+});
+
+async function showPrepared() {
+  const prepared = document.getElementById("prepared");
+  const note = document.getElementById("prepared-note");
+  if (!state.look) {
+    prepared.getContext("2d").clearRect(0, 0, prepared.width, prepared.height);
+    note.textContent = "";
+    return;
+  }
+  const image = new Image();
+  image.src = `data:image/png;base64,${state.look.input}`;
+  await image.decode();
+  prepared.width = image.width;
+  prepared.height = image.height;
+  prepared.getContext("2d").drawImage(image, 0, 0);
+  note.textContent = state.look.label === null
+    ? `${state.look.source}: ${image.width}×${image.height}, prepared as '${state.info.preprocess}', as cnnlab predict prepares a file`
+    : `${state.look.source} of the run's data set, true class ${state.look.label}: ${image.width}×${image.height}`;
+  await showOverlay();
+}
+
+async function showOverlay() {
+  const canvas = document.getElementById("overlay");
+  const kind = document.getElementById("overlay-kind").value;
+  canvas.getContext("2d").clearRect(0, 0, canvas.width, canvas.height);
+  if (!kind || !state.look) return;
+  try {
+    const maps = await imageRequest("attribution");
+    const [, h, w] = state.info.in_shape;
+    overlay(canvas, await decode(maps[kind]), h, w);
+  } catch (error) {
+    say(error.message);
+  }
+}
+document.getElementById("overlay-kind").addEventListener("change", showOverlay);
+
+function showBars() {
+  const bars = document.getElementById("bars");
+  if (!state.look) {
+    bars.replaceChildren(el("p", { class: "hint", text: "Draw, drop or pick an image." }));
+    return;
+  }
+  bars.replaceChildren(...state.look.predictions.slice(0, 10).map((p, i) => el("div", {
+    class: i === 0 ? "bar top" : "bar", "data-label": p.label, "data-probability": p.probability },
+  el("span", { class: "name", text: p.label }),
+  el("span", { class: "track" }, el("span", { class: "fill", style: `width:${(100 * p.probability).toFixed(1)}%` })),
+  el("span", { class: "pct", text: `${(100 * p.probability).toFixed(1)}%` }))));
+}
+
+bus.addEventListener("look", () => { showBars(); showPrepared(); });
+bus.addEventListener("run", () => {
+  document.getElementById("draw-box").hidden = state.info.preprocess !== "digit";
+  document.getElementById("clear").hidden = state.info.preprocess !== "digit";
+  clearPad();
+});
+clearPad();
