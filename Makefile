@@ -1,4 +1,5 @@
-# cnnlab: `make run` trains the Fashion-MNIST lab on real data, `make test` runs the tests.
+# cnnlab: `make run` trains the Fashion-MNIST lab on real data, `make test` runs the tests,
+# `make lab` opens the course's labs as notebooks in JupyterLab.
 # Both set up .venv first. TORCH pins the build that lies on this project's machines' disk.
 PYTHON ?= python3
 VENV   := .venv
@@ -6,7 +7,7 @@ BIN    := $(VENV)/bin
 TORCH  ?= torch==2.14.1 torchvision==0.29.1
 FASHION_DIR := /usr/share/datasets/fashion-mnist
 
-.PHONY: setup run test data clean
+.PHONY: setup run test lab data clean
 
 setup: $(VENV)/.installed
 
@@ -32,6 +33,12 @@ run: setup data
 
 test: setup
 	$(BIN)/python -m pytest -q
+
+# JupyterLab on .venv's Python (its python3 kernel) with labs/ open; cnnlab[lab] installed on first use.
+# As root (a container, this project's machines) Jupyter wants --allow-root.
+lab: setup
+	$(BIN)/python -c "import jupyterlab, ipywidgets" 2>/dev/null || $(BIN)/python -m pip install -q -e '.[lab]'
+	$(BIN)/jupyter lab --notebook-dir=labs $$([ "$$(id -u)" = 0 ] && echo --allow-root) $(LAB_ARGS)
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -18,6 +18,9 @@ and past it, as the CLI does: ``evaluate_run``, ``explain_run``, ``write_report`
 """
 __version__ = "0.1.0"
 
+import sys
+import types
+
 # Each name is imported from its module on first use (PEP 562), so `import cnnlab` and the commands that
 # only read files start without PyTorch.
 _HOMES = {
@@ -53,3 +56,17 @@ def __getattr__(name: str):
 
 def __dir__() -> list[str]:
     return sorted(set(globals()) | set(__all__))
+
+
+
+class _Package(types.ModuleType):
+    """The package, keeping ``cnnlab.predict`` the function: the import system sets each submodule it loads as
+    an attribute of its package, so loading ``cnnlab/predict.py`` would otherwise put the module in its place."""
+
+    def __setattr__(self, name: str, value) -> None:
+        if name in _MODULE_OF and isinstance(value, types.ModuleType):
+            return  # a submodule arriving under the name of one of the API's functions
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package

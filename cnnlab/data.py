@@ -20,6 +20,7 @@ import urllib.request
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -131,11 +132,68 @@ def get_spec(name: str) -> DatasetSpec:
 # ---------------------------------------------------------------------------------------------------------
 @dataclass
 class ImageSet:
-    """Images as uint8 (N, C, H, W) with int64 labels (N,), and the names of the classes."""
+    """Images as uint8 (N, C, H, W) with int64 labels (N,), and the names of the classes.
+
+    Checked when made: a wrong dtype, rank, label count or label out of range is a one-line CnnlabError.
+    Keras-style NumPy arrays come in through ``ImageSet.from_arrays``.
+    """
 
     images: torch.Tensor
     labels: torch.Tensor
     classes: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        self.classes = tuple(self.classes)
+        if not isinstance(self.images, torch.Tensor) or self.images.dtype != torch.uint8 or self.images.ndim != 4:
+            raise CnnlabError(f"ImageSet images must be a uint8 tensor (N, C, H, W), not {_describe(self.images)}; "
+                              "build one from NumPy arrays with ImageSet.from_arrays(images, labels, classes)")
+        if (not isinstance(self.labels, torch.Tensor) or self.labels.ndim != 1
+                or self.labels.dtype.is_floating_point or self.labels.dtype in (torch.bool, torch.uint8)):
+            raise CnnlabError(f"ImageSet labels must be an int64 tensor (N,) of class numbers, not "
+                              f"{_describe(self.labels)}; ImageSet.from_arrays also takes one-hot labels")
+        self.labels = self.labels.long()
+        if len(self.labels) != len(self.images):
+            raise CnnlabError(f"ImageSet has {len(self.labels)} labels for {len(self.images)} images; "
+                              "pass one label per image")
+        if len(self.labels) and not 0 <= int(self.labels.min()) <= int(self.labels.max()) < len(self.classes):
+            bad = int(self.labels.max()) if int(self.labels.min()) >= 0 else int(self.labels.min())
+            raise CnnlabError(f"ImageSet label {bad} is out of range for {len(self.classes)} classes "
+                              f"(0–{len(self.classes) - 1}); pass every class name, in label order")
+
+    @classmethod
+    def from_arrays(cls, images: np.ndarray, labels: np.ndarray,
+                    classes: Sequence[str] | None = None) -> "ImageSet":
+        """An ImageSet from the arrays a Keras user has, as ``keras.datasets`` gives them.
+
+        ``images``: (N, H, W) grey, or channels-last (N, H, W, C) with C = 1 or 3 — Keras's layout; an array
+        whose last axis is not 1 or 3 is refused rather than guessed at (channels-first data is already
+        cnnlab's layout: ``ImageSet(torch.from_numpy(images), …)``). uint8 0–255 as is; floats must lie in
+        [0, 1] (the course's ``/ 255``) and are scaled back to uint8. ``labels``: class numbers, (N,) or
+        (N, 1) as CIFAR-10 gives them, or one-hot (N, K). ``classes``: the names in label order; by default
+        "0", "1", … up to the largest label (or the one-hot width).
+        """
+        images, labels = np.asarray(images), np.asarray(labels)
+        if images.ndim == 3:
+            images = images[..., None]  # (N, H, W) → (N, H, W, 1)
+        if images.ndim != 4 or images.shape[-1] not in (1, 3):
+            hint = (" looks channels-first: pass images.transpose(0, 2, 3, 1), or ImageSet(torch.from_numpy(images), "
+                    "labels, classes) as it is" if images.ndim == 4 and images.shape[1] in (1, 3) else "")
+            raise CnnlabError(f"images of shape {images.shape}{hint}; from_arrays takes (N, H, W) or "
+                              "channels-last (N, H, W, C) with C = 1 or 3")
+        images = np.ascontiguousarray(_to_uint8(images).transpose(0, 3, 1, 2))  # (N, C, H, W)
+        if labels.ndim == 2 and labels.shape[1] > 1:  # one-hot, as keras.utils.to_categorical makes them
+            if not (np.isin(labels, (0, 1)).all() and (labels.sum(axis=1) == 1).all()):
+                raise CnnlabError(f"labels of shape {labels.shape} are not one-hot (each row one 1, the rest 0); "
+                                  "pass class numbers (N,) or one-hot rows")
+            width, labels = labels.shape[1], labels.argmax(axis=1)
+        else:
+            labels = labels.reshape(-1) if labels.ndim == 2 else labels  # (N, 1) → (N,)
+            if labels.ndim != 1 or labels.dtype.kind not in "iu":
+                raise CnnlabError(f"labels of shape {labels.shape} and dtype {labels.dtype}; pass integer class "
+                                  "numbers (N,) or one-hot rows (N, K)")
+            width = int(labels.max()) + 1 if len(labels) else 0
+        classes = tuple(classes) if classes is not None else tuple(str(k) for k in range(width))
+        return cls(torch.from_numpy(images), torch.from_numpy(labels.astype(np.int64)), classes)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -143,6 +201,25 @@ class ImageSet:
     def subset(self, indices: np.ndarray | torch.Tensor) -> "ImageSet":
         indices = torch.as_tensor(indices, dtype=torch.long)
         return ImageSet(self.images[indices], self.labels[indices], self.classes)
+
+
+def _describe(value: object) -> str:
+    if isinstance(value, (torch.Tensor, np.ndarray)):
+        return f"{type(value).__name__} {str(value.dtype).removeprefix('torch.')} of shape {tuple(value.shape)}"
+    return type(value).__name__
+
+
+def _to_uint8(images: np.ndarray) -> np.ndarray:
+    """uint8 as is; other integers within 0–255; floats in [0, 1] (after ``/ 255``) rounded back to 0–255."""
+    if images.dtype == np.uint8:
+        return images
+    if images.dtype.kind in "iu" and images.size and 0 <= images.min() and images.max() <= 255:
+        return images.astype(np.uint8)
+    if images.dtype.kind == "f" and images.size and np.isfinite(images).all() and 0 <= images.min() <= images.max() <= 1:
+        return np.rint(images * 255).astype(np.uint8)
+    found = f"values {images.min()}–{images.max()}" if images.size and images.dtype.kind in "iuf" else "no usable values"
+    raise CnnlabError(f"images of dtype {images.dtype} with {found}; pass uint8 0–255 or floats in [0, 1] "
+                      "(divide by 255)")
 
 
 def split(dataset: ImageSet, val_fraction: float = 0.2, seed: int = 9) -> tuple[ImageSet, ImageSet]:

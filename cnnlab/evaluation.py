@@ -56,6 +56,17 @@ class Evaluation:
     confused: list[tuple[int, int, int]]  # (true, predicted, count), most frequent first
     mistakes: list[Mistake]  # most confident first
 
+    def _repr_html_(self) -> str:  # Jupyter: the test metrics, per-class scores, most confused pairs, the matrix
+        from .display import escape, figure_tag, table
+
+        scores = [(s.name, f"{s.precision:.4f}", f"{s.recall:.4f}", f"{s.f1:.4f}", s.support) for s in self.scores]
+        confused = "".join(f"<li>{escape(line)}</li>" for line in describe_confused(self))
+        return (f"<p>Test loss {self.loss:.4f} · test accuracy {self.accuracy:.4f} · macro F1 {self.macro_f1:.4f} · "
+                f"weighted F1 {self.weighted_f1:.4f}</p>"
+                + table(("class", "precision", "recall", "F1", "support"), scores)
+                + (f"<p>Most confused (true → predicted):</p><ul>{confused}</ul>" if confused else "")
+                + figure_tag(plot_confusion(self.confusion, self.classes), "confusion matrix"))
+
     @property
     def macro_f1(self) -> float:
         return sum(s.f1 for s in self.scores) / len(self.scores)
@@ -128,7 +139,7 @@ def save_evaluation(evaluation: Evaluation, test: ImageSet, folder: Path) -> lis
     """Write the tables and figures into ``folder``; the paths written."""
     folder.mkdir(parents=True, exist_ok=True)
     classes, confusion = evaluation.classes, evaluation.confusion
-    normalised = confusion.double() / confusion.sum(dim=1, keepdim=True).clamp(min=1)  # rows: share of each class
+    normalised = normalise_rows(confusion)
     tables = {
         "per_class.csv": [["class", "precision", "recall", "f1", "support"]] +
                          [[s.name, f"{s.precision:.4f}", f"{s.recall:.4f}", f"{s.f1:.4f}", s.support]
@@ -154,7 +165,7 @@ def save_evaluation(evaluation: Evaluation, test: ImageSet, folder: Path) -> lis
         "per_class": {s.name: {"precision": s.precision, "recall": s.recall, "f1": s.f1, "support": s.support}
                       for s in evaluation.scores},
     })
-    plot_confusion(confusion, normalised, classes, folder / "confusion.png")
+    plot_confusion(confusion, classes, folder / "confusion.png")
     plot_mistakes(evaluation.mistakes, test, folder / "mistakes.png")
     return paths + [folder / "metrics.json", folder / "confusion.png", folder / "mistakes.png"]
 
@@ -173,10 +184,17 @@ def evaluate_run(run_dir: str | os.PathLike, data_dir: str | os.PathLike | None 
 # ---------------------------------------------------------------------------------------------------------
 # Figures and the printed table
 # ---------------------------------------------------------------------------------------------------------
-def plot_confusion(confusion: torch.Tensor, normalised: torch.Tensor, classes: Sequence[str], path: Path) -> None:
-    """Counts and row-normalised shares side by side, each cell labelled while the classes are few."""
-    from .plots import plt, save_figure
+def normalise_rows(confusion: torch.Tensor) -> torch.Tensor:
+    """Each row as shares of its true class."""
+    return confusion.double() / confusion.sum(dim=1, keepdim=True).clamp(min=1)
 
+
+def plot_confusion(confusion: torch.Tensor, classes: Sequence[str], path: Path | None = None):
+    """Counts and row-normalised shares side by side, each cell labelled while the classes are few; the figure,
+    written to ``path`` when one is given."""
+    from .plots import finish_figure, plt
+
+    normalised = normalise_rows(confusion)
     k = len(classes)
     size = max(4.5, 0.45 * k + 1.5)
     figure, axes = plt.subplots(1, 2, figsize=(2 * size + 1.5, size), layout="constrained")
@@ -195,7 +213,7 @@ def plot_confusion(confusion: torch.Tensor, normalised: torch.Tensor, classes: S
                 for j in range(k):
                     axis.text(j, i, text.format(values[i, j]), ha="center", va="center", fontsize=7,
                               color="white" if values[i, j] > threshold else "black")
-    save_figure(figure, path)
+    return finish_figure(figure, path)
 
 
 def plot_mistakes(mistakes: list[Mistake], test: ImageSet, path: Path, columns: int = 8) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Sequence
 
 import torch
 from torch import nn
@@ -212,7 +212,40 @@ def create_model(name: str, in_shape: Shape, num_classes: int) -> nn.Module:
         builder = MODELS[name]
     except KeyError:
         raise CnnlabError(f"unknown model {name!r}: choose one of {', '.join(MODELS)}") from None
-    return builder(tuple(in_shape), num_classes)  # type: ignore[arg-type]
+    model = builder(tuple(in_shape), num_classes)  # type: ignore[arg-type]
+    model.in_shape = tuple(in_shape)  # what check_input compares the data with: not a weight, not saved
+    return model
+
+
+def _shape_text(shape: Sequence[int]) -> str:
+    return "×".join(map(str, shape))
+
+
+def check_input(model: nn.Module, image_shape: Sequence[int]) -> None:
+    """A one-line CnnlabError unless ``model`` takes images of ``image_shape`` (C, H, W), before any step runs.
+
+    A model from ``create_model`` knows its input shape; any other is tried on one blank image (eval mode, no
+    gradients: no weight, statistic or random state changes).
+    """
+    image_shape = tuple(image_shape)
+    expected = getattr(model, "in_shape", None)
+    if expected is not None:
+        if tuple(expected) != image_shape:
+            raise CnnlabError(f"model expects {_shape_text(expected)} images, the data has {_shape_text(image_shape)}; "
+                              f"build it with create_model(name, {image_shape}, classes) or pass data of its shape")
+        return
+    parameter = next(model.parameters(), None)
+    was_training = model.training
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(torch.zeros((1, *image_shape), device=parameter.device if parameter is not None else "cpu"))
+    except RuntimeError as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise CnnlabError(f"the model cannot take the data's {_shape_text(image_shape)} images ({reason}); "
+                          "pass images of the shape it was built for") from None
+    finally:
+        model.train(was_training)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -252,11 +285,23 @@ def trace(model: nn.Module, images: torch.Tensor) -> list[tuple[str, nn.Module, 
     return outputs
 
 
-def summarize(model: nn.Module, in_shape: Shape) -> list[LayerRow]:
+class Summary(list):
+    """``summarize``'s rows (a list of LayerRow), shown in Jupyter as Keras's summary table."""
+
+    def _repr_html_(self) -> str:
+        from .display import table
+
+        rows = [(f"{row.name} ({row.kind})", str((None, *row.output_shape)), f"{row.params:,}") for row in self]
+        return (table(("Layer (type)", "Output Shape", "Param #"), rows)
+                + f"<p>Total params: {sum(row.params for row in self):,}</p>")
+
+
+def summarize(model: nn.Module, in_shape: Shape) -> Summary:
     """One row per leaf layer, found by running one blank image through the model."""
     blank = torch.zeros((1, *in_shape), device=next(model.parameters()).device)
-    return [LayerRow(name, type(module).__name__, tuple(output.shape[1:]), sum(p.numel() for p in module.parameters()))
-            for name, module, output in trace(model, blank)]
+    return Summary(LayerRow(name, type(module).__name__, tuple(output.shape[1:]),
+                            sum(p.numel() for p in module.parameters()))
+                   for name, module, output in trace(model, blank))
 
 
 def count_params(model: nn.Module) -> int:

@@ -1,15 +1,20 @@
-"""The tutorial's figures, as PNG files: a training sample, learning curves, three predictions."""
+"""The tutorial's figures: a training sample, learning curves, three predictions. Each helper returns its
+matplotlib figure (closed: a notebook shows it once, as the cell's value) and, given a path, writes it as PNG.
+"""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Sequence
 
 import matplotlib
 
-matplotlib.use("Agg")  # files only; never needs a display
+if not os.environ.get("MPLBACKEND"):  # Jupyter's kernel names its inline backend there; elsewhere files only
+    matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from .files import atomic_write  # noqa: E402
@@ -30,13 +35,26 @@ def show_image(axis, image: torch.Tensor | np.ndarray) -> None:
     axis.set_yticks([])
 
 
-def save_figure(figure, path: Path) -> None:
+def figure_png(figure) -> bytes:
+    """The figure as PNG bytes; it is closed."""
     import io
 
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
     plt.close(figure)
-    atomic_write(Path(path), buffer.getvalue())
+    return buffer.getvalue()
+
+
+def save_figure(figure, path: Path) -> None:
+    atomic_write(Path(path), figure_png(figure))
+
+
+def finish_figure(figure, path: Path | None = None) -> Figure:
+    """Write ``figure`` to ``path`` when one is given; the figure, closed, either way."""
+    if path is not None:
+        save_figure(figure, path)
+    plt.close(figure)
+    return figure
 
 
 def _label_text(label: int, classes: Sequence[str]) -> str:
@@ -44,17 +62,12 @@ def _label_text(label: int, classes: Sequence[str]) -> str:
     return f"[{label}]" + (f" {name}" if name and name != str(label) else "")
 
 
-def plot_sample(image: torch.Tensor, label: int, classes: Sequence[str], path: Path) -> None:
+def plot_sample(image: torch.Tensor, label: int, classes: Sequence[str], path: Path | None = None) -> Figure:
     """One training image, as the tutorial shows before training."""
     figure, axis = plt.subplots(figsize=(3, 3))
     show_image(axis, image)
     axis.set_title(f"Training sample: {_label_text(label, classes)}")
-    save_figure(figure, path)
-
-
-def plot_curves(history: list[EpochResult], metric: str, path: Path) -> None:
-    """Train and validation ``metric`` ('accuracy' or 'loss') per epoch, labelled as they are."""
-    save_figure(curves_figure(history, metric), path)
+    return finish_figure(figure, path)
 
 
 def epoch_axis(axis) -> None:
@@ -64,8 +77,8 @@ def epoch_axis(axis) -> None:
     axis.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
 
 
-def curves_figure(history: list[EpochResult], metric: str):
-    """The figure ``plot_curves`` saves."""
+def plot_curves(history: list[EpochResult], metric: str, path: Path | None = None) -> Figure:
+    """Train and validation ``metric`` ('accuracy' or 'loss') per epoch, labelled as they are."""
     epochs = [row.epoch for row in history]
     figure, axis = plt.subplots(figsize=(5, 3.5))
     axis.plot(epochs, [getattr(row, metric) for row in history], "o-", label=f"train {metric}")
@@ -75,11 +88,11 @@ def curves_figure(history: list[EpochResult], metric: str):
     axis.set_title(f"{metric.capitalize()} per epoch")
     axis.grid(alpha=0.3)
     axis.legend()
-    return figure
+    return finish_figure(figure, path)
 
 
 def plot_predictions(images: torch.Tensor, labels: Sequence[int], predicted: Sequence[int],
-                     classes: Sequence[str], path: Path) -> None:
+                     classes: Sequence[str], path: Path | None = None) -> Figure:
     """Each image titled as the tutorial titles it: ``Label value = [7]  Predicted value = [7]``."""
     named = any(name != str(i) for i, name in enumerate(classes))
     figure, axes = plt.subplots(1, len(images), figsize=(4.2 * len(images), 4.4), squeeze=False)
@@ -89,19 +102,19 @@ def plot_predictions(images: torch.Tensor, labels: Sequence[int], predicted: Seq
         if named:
             title += f"\n{classes[label]} / {classes[guess]}"
         axis.set_title(title, fontsize=10, color="black" if label == guess else "crimson")
-    save_figure(figure, path)
+    return finish_figure(figure, path)
 
 
-def plot_image(image: torch.Tensor | np.ndarray, title: str, path: Path) -> None:
+def plot_image(image: torch.Tensor | np.ndarray, title: str, path: Path | None = None) -> Figure:
     """One image at its own resolution, grey colour map for grey images (the tutorial's lab 1)."""
     figure, axis = plt.subplots(figsize=(4, 4))
     show_image(axis, image)
     axis.set_title(title, fontsize=9)
-    save_figure(figure, path)
+    return finish_figure(figure, path)
 
 
 def plot_probabilities(image: torch.Tensor, probabilities: torch.Tensor, classes: Sequence[str], title: str,
-                       path: Path) -> None:
+                       path: Path | None = None) -> Figure:
     """The input exactly as the network received it, beside a bar chart of the class probabilities."""
     figure, (left, right) = plt.subplots(1, 2, figsize=(8, 3.6), gridspec_kw={"width_ratios": [1, 1.3]})
     show_image(left, image)
@@ -115,7 +128,7 @@ def plot_probabilities(image: torch.Tensor, probabilities: torch.Tensor, classes
     right.set_xlim(0, 1)
     right.set_xlabel("probability")
     figure.suptitle(title, fontsize=10)
-    save_figure(figure, path)
+    return finish_figure(figure, path)
 
 
 def figure_path(folder: Path, source: str | Path, taken: set[Path]) -> Path:

@@ -12,6 +12,7 @@ from torch import nn
 from .augment import Normalization, tta_logits
 from .data import ImageSet
 from .errors import CnnlabError
+from .models import check_input
 from .train import to_input
 
 if TYPE_CHECKING:
@@ -24,6 +25,7 @@ def predict_proba(model: nn.Module, images: torch.Tensor, device: torch.device |
                   tta: str = "none") -> torch.Tensor:
     """Softmax probabilities (N, classes) on the CPU for uint8 images (N, C, H, W); ``normalization`` and
     ``tta`` are the run's (``ModelInfo.normalization``, ``Recipe.tta``)."""
+    check_input(model, images.shape[1:])
     model.eval().to(device)
     chunks = [torch.softmax(tta_logits(model, to_input(images[i:i + batch_size].to(device), normalization), tta)
                             .float(), dim=1).cpu()

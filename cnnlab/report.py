@@ -4,12 +4,10 @@ page's Content-Security-Policy forbids fetching anything, so it opens the same o
 """
 from __future__ import annotations
 
-import base64
-import html
 import os
 from pathlib import Path
-from typing import Any, Iterable, Sequence
 
+from .display import escape, png_tag, table
 from .files import atomic_write, read_json
 from .runs import load_run, load_test_set
 
@@ -27,26 +25,15 @@ td { font-variant-numeric: tabular-nums; }
 """
 
 
-def _text(value: Any) -> str:
-    return html.escape(str(value))
-
-
-def _table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
-    head = "".join(f"<th>{_text(h)}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{_text(v)}</td>" for v in row) + "</tr>" for row in rows)
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-
-
 def _figure(path: Path, alt: str) -> str:
     """A PNG inlined as a data URI, or a note where the run folder lacks it."""
     if not path.is_file():
-        return f'<p class="muted">({_text(path.name)} is not in the run folder.)</p>'
-    data = base64.b64encode(path.read_bytes()).decode("ascii")
-    return f'<img src="data:image/png;base64,{data}" alt="{_text(alt)}">'
+        return f'<p class="muted">({escape(path.name)} is not in the run folder.)</p>'
+    return png_tag(path.read_bytes(), alt)
 
 
 def _card(label: str, value: str) -> str:
-    return f'<div class="card"><b>{_text(value)}</b>{_text(label)}</div>'
+    return f'<div class="card"><b>{escape(value)}</b>{escape(label)}</div>'
 
 
 def write_report(run_dir: str | os.PathLike, data_dir: str | os.PathLike | None = None,
@@ -76,28 +63,26 @@ def write_report(run_dir: str | os.PathLike, data_dir: str | os.PathLike | None 
         cards.append(_card(f"training time, {metrics['epochs']} epochs", f"{metrics['train_seconds']:.1f} s"))
     cards.append(_card("parameters", f"{count_params(run.model):,}"))
 
-    per_class = _table(["class", "precision", "recall", "F1", "support"],
-                       [(s.name, f"{s.precision:.4f}", f"{s.recall:.4f}", f"{s.f1:.4f}", s.support)
-                        for s in evaluation.scores] +
-                       [("macro average", "", "", f"{evaluation.macro_f1:.4f}", len(test)),
-                        ("weighted average", "", "", f"{evaluation.weighted_f1:.4f}", len(test))])
-    confused = "".join(f"<li>{_text(line)}</li>" for line in describe_confused(evaluation)) or "<li>none</li>"
-    summary = _table(["Layer (type)", "Output Shape", "Param #"],
-                     [(f"{row.name} ({row.kind})", str((None, *row.output_shape)), f"{row.params:,}")
-                      for row in summarize(run.model, run.info.in_shape)])
+    per_class = table(["class", "precision", "recall", "F1", "support"],
+                      [(s.name, f"{s.precision:.4f}", f"{s.recall:.4f}", f"{s.f1:.4f}", s.support)
+                       for s in evaluation.scores] +
+                      [("macro average", "", "", f"{evaluation.macro_f1:.4f}", len(test)),
+                       ("weighted average", "", "", f"{evaluation.weighted_f1:.4f}", len(test))])
+    confused = "".join(f"<li>{escape(line)}</li>" for line in describe_confused(evaluation)) or "<li>none</li>"
+    summary = summarize(run.model, run.info.in_shape)._repr_html_()  # the table, then the total
     sees = "".join(_figure(path, path.stem) for path in explanation.files)
-    notes = "".join(f"<p>{_text(note)}</p>" for note in explanation.notes)
+    notes = "".join(f"<p>{escape(note)}</p>" for note in explanation.notes)
     when = environment.get("created", "")
 
     page = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <meta http-equiv="Content-Security-Policy" content="default-src 'none'; img-src data:; style-src 'unsafe-inline'">
 <meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{_text(run_dir.name)} — cnnlab report</title><style>{STYLE}</style></head><body>
-<h1>{_text(run_dir.name)}</h1>
-<p class="muted">{_text(recipe.description or recipe.name)}<br>
-{_text(run.info.dataset)} · model {_text(run.info.model)} · trained on {_text(environment.get('device', '?'))}
-{_text(environment.get('device_name', ''))} {('· ' + _text(when)) if when else ''}</p>
+<title>{escape(run_dir.name)} — cnnlab report</title><style>{STYLE}</style></head><body>
+<h1>{escape(run_dir.name)}</h1>
+<p class="muted">{escape(recipe.description or recipe.name)}<br>
+{escape(run.info.dataset)} · model {escape(run.info.model)} · trained on {escape(environment.get('device', '?'))}
+{escape(environment.get('device_name', ''))} {('· ' + escape(when)) if when else ''}</p>
 
 <h2>Test metrics</h2>
 <p>On the {len(test):,} test images:</p><div class="cards">{''.join(cards)}</div>
@@ -120,19 +105,19 @@ def write_report(run_dir: str | os.PathLike, data_dir: str | os.PathLike | None 
 {_figure(run_dir / 'predictions.png', 'predictions')}{_figure(run_dir / 'sample.png', 'training sample')}
 
 <h2>What the network sees</h2>
-<p>{_text(explanation.source)}: predicted {_text(explanation.predicted)} ({explanation.probability:.1%}),
-true {_text(explanation.label)}. Shapes through the network: {_text(describe_stages(explanation))}.</p>
+<p>{escape(explanation.source)}: predicted {escape(explanation.predicted)} ({explanation.probability:.1%}),
+true {escape(explanation.label)}. Shapes through the network: {escape(describe_stages(explanation))}.</p>
 {notes}{sees}
 
 <h2>Model</h2>
-{summary}<p>Total params: {count_params(run.model):,}</p>
+{summary}
 
 <h2>Recipe</h2>
-{_table(['field', 'value'], recipe.to_dict().items())}
+{table(['field', 'value'], recipe.to_dict().items())}
 
 <h2>Environment</h2>
-{_table(['', ''], environment.items())}
-<p class="muted">Written by cnnlab from {_text(run_dir)}.</p>
+{table(['', ''], environment.items())}
+<p class="muted">Written by cnnlab from {escape(run_dir)}.</p>
 </body></html>
 """
     atomic_write(run_dir / "report.html", page)

@@ -181,6 +181,11 @@ class Run:
         recorded = self.environment.get("data_dir")
         return Path(recorded) if isinstance(recorded, str) and recorded else None
 
+    def _repr_html_(self) -> str:  # Jupyter
+        from .display import run_html
+
+        return run_html(self)
+
 
 def save_run_files(run_dir: Path, recipe: Recipe, info: ModelInfo, device: torch.device,
                    data_dir: str | os.PathLike | None = None) -> None:

@@ -23,6 +23,7 @@ from .augment import Normalization, augment, tta_logits
 from .data import ImageSet
 from .errors import CnnlabError
 from .history import EpochResult
+from .models import check_input
 from .recipes import Recipe
 from .schedule import WeightAverage, make_scheduler, param_groups
 
@@ -147,6 +148,7 @@ def evaluate(model: nn.Module, dataset: ImageSet, recipe: Recipe, device: torch.
     test-time augmentation; ``normalization`` is the run's (``ModelInfo.normalization``)."""
     device = torch.device(device)
     batch_size = batch_size or fast.eval_batch_size(device)
+    check_input(model, dataset.images.shape[1:])
     model.eval()
     forward = fast.forward_fn(model, device, recipe.engine)
     loss_sum = torch.zeros((), device=device)
@@ -164,6 +166,16 @@ def evaluate(model: nn.Module, dataset: ImageSet, recipe: Recipe, device: torch.
 # ---------------------------------------------------------------------------------------------------------
 # The loop
 # ---------------------------------------------------------------------------------------------------------
+class History(list):
+    """What ``fit`` returns: a list of EpochResult, one per epoch, that shows itself in Jupyter as Keras's
+    epoch table and the accuracy and loss curves."""
+
+    def _repr_html_(self) -> str:
+        from .display import history_html
+
+        return history_html(self)
+
+
 @dataclass
 class TrainState:
     """Everything ``fit`` needs to carry on where it stopped."""
@@ -234,14 +246,15 @@ def start_state(model: nn.Module, recipe: Recipe, train: ImageSet, device: torch
 
 def fit(model: nn.Module, train: ImageSet, val: ImageSet, recipe: Recipe,
         device: torch.device | str = "cpu", state: TrainState | None = None,
-        on_epoch_end: Callable[[TrainState], None] | None = None, verbose: bool = True) -> list[EpochResult]:
+        on_epoch_end: Callable[[TrainState], None] | None = None, verbose: bool = True) -> History:
     """Train ``model`` on ``train`` for ``recipe.epochs``, validating on ``val`` after every epoch.
 
     ``state`` resumes an earlier run; ``on_epoch_end`` sees the state after each epoch (to save it).
     ``recipe.engine`` picks how each step is computed (cnnlab.fast), never what. Returns the history, one row
-    per epoch. With weight averaging on, ``model`` ends holding the average, which is what was validated. A
-    loss that turns NaN or infinite raises CnnlabError before ``on_epoch_end`` can see the broken weights; one
-    that Keras's clipping keeps finite while the weights blow up prints a warning (``stall_warning``).
+    per epoch (a list that Jupyter shows as a table and curves). With weight averaging on, ``model`` ends
+    holding the average, which is what was validated. A loss that turns NaN or infinite raises CnnlabError
+    before ``on_epoch_end`` can see the broken weights; one that Keras's clipping keeps finite while the
+    weights blow up prints a warning (``stall_warning``).
 
     Under torchrun (cnnlab.distributed) each process runs its shard of every batch and DDP averages the
     gradients: the same steps as one process on the whole batch. Every process validates the whole split, so
@@ -250,6 +263,8 @@ def fit(model: nn.Module, train: ImageSet, val: ImageSet, recipe: Recipe,
     device = torch.device(device)
     verbose = verbose and distributed.is_main()
     place(model, recipe, device)
+    for part in (train, val):  # a model built for other images fails here, in one line, not inside PyTorch
+        check_input(model, part.images.shape[1:])
     state = state or start_state(model, recipe, train, device)
     train_images = train.images.to(device)  # (N, C, H, W) uint8, resident for the whole run
     train_labels = train.labels.to(device)
@@ -309,7 +324,7 @@ def fit(model: nn.Module, train: ImageSet, val: ImageSet, recipe: Recipe,
                 on_epoch_end(state)
     if state.average is not None:
         model.load_state_dict(state.average.model.state_dict())
-    return state.history
+    return History(state.history)
 
 
 def _stop_if_diverged(loss: float, epoch: int, step: int = 0, steps: int = 0, every: int = 1) -> None:

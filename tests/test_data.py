@@ -88,7 +88,8 @@ def test_lookup_order_data_dir_then_env_then_cache(tmp_path, monkeypatch):
 
 def test_split_is_train_test_split_with_random_state_9():
     n = 103
-    dataset = data.ImageSet(torch.zeros(n, 1, 2, 2, dtype=torch.uint8), torch.arange(n), tuple("0123456789"))
+    dataset = data.ImageSet(torch.zeros(n, 1, 2, 2, dtype=torch.uint8), torch.arange(n),
+                           tuple(str(i) for i in range(n)))  # labels 0…n-1, one class each
     train, val = data.split(dataset, 0.2, 9)
     permutation = np.random.RandomState(9).permutation(n)
     n_val = math.ceil(0.2 * n)  # scikit-learn rounds the test share up

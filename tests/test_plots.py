@@ -4,7 +4,7 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import pytest
 
-from cnnlab.plots import curves_figure
+from cnnlab.plots import plot_curves
 from cnnlab.history import EpochResult
 
 
@@ -12,7 +12,7 @@ from cnnlab.history import EpochResult
 @pytest.mark.parametrize("metric", ["accuracy", "loss"])
 def test_epoch_ticks_are_whole_numbers(epochs, metric):
     history = [EpochResult(e, 0.5 / e, 0.8 + e / 100, 0.6 / e, 0.78 + e / 100, 1.0) for e in range(1, epochs + 1)]
-    figure = curves_figure(history, metric)
+    figure = plot_curves(history, metric)
     try:
         figure.canvas.draw()  # ticks and their labels as the saved PNG shows them
         axis = figure.axes[0]
