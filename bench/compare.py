@@ -160,6 +160,26 @@ def table(results: list[Result], device: str, reference: str) -> str:
     return "\n".join(rows)
 
 
+def spread(results: list[Result], device: str, reference: str) -> str:
+    """With --repeat: one row per recipe and runner, s/epoch as the median and range over the repeats, and
+    "×" as the ratio of the medians, so a claim can quote the spread rather than the best run."""
+    rows = ["| recipe | device | runner | runs | s/epoch, median (min–max) | × vs " + reference + ", of medians | "
+            "peak RSS MB, max |", "| --- | --- | --- | ---: | ---: | ---: | ---: |"]
+    for recipe, runner in dict.fromkeys((r.recipe, r.runner) for r in results):
+        runs = [r for r in results if r.recipe == recipe and r.runner == runner]
+        seconds = [r.per_epoch for r in runs]
+        base = [r.per_epoch for r in results if r.recipe == recipe and r.runner == reference]
+        ratio = f"{statistics.median(base) / statistics.median(seconds):.2f}" if base else "–"
+        rows.append(f"| {recipe} | {device} | {runner} | {len(runs)} | {statistics.median(seconds):.2f} "
+                    f"({min(seconds):.2f}–{max(seconds):.2f}) | {ratio} | {max(r.peak_rss_mb for r in runs):.0f} |")
+    return "\n".join(rows)
+
+
+def load_average() -> str:
+    """The 1-, 5- and 15-minute load averages: how busy the shared machine was."""
+    return " ".join(f"{v:.1f}" for v in os.getloadavg())
+
+
 def machine(device: str) -> str:
     if device.startswith("cuda"):
         return torch.cuda.get_device_name()
@@ -196,6 +216,7 @@ def main() -> None:
     python = keras_python(args.keras_python) if variants else ""
     reference = f"Keras, {KERAS_VARIANTS[variants[0]][0]}" if variants else runner_label(engines[-1])
     results: list[Result] = []
+    started, load_at_start = time.strftime("%Y-%m-%d %H:%M"), load_average()
     with tempfile.TemporaryDirectory() as folder:
         for recipe_name in args.recipes.split(","):
             data, what = write_split(recipe_name, Path(folder), args.mnist_dir, args.fashion_dir)
@@ -203,18 +224,23 @@ def main() -> None:
             for _ in range(args.repeat):
                 for variant in variants:
                     results.append(run_keras(python, variant, recipe_name, data, args.epochs))
-                    print(f"  {results[-1].runner}: {results[-1].per_epoch:.2f} s/epoch", file=sys.stderr)
+                    print(f"  {results[-1].runner}: {results[-1].per_epoch:.2f} s/epoch, load average {load_average()}",
+                          file=sys.stderr)
                 for engine in engines:
                     results.append(run_cnnlab(engine, args.device, recipe_name, data, args.epochs))
-                    print(f"  {results[-1].runner}: {results[-1].per_epoch:.2f} s/epoch", file=sys.stderr)
+                    print(f"  {results[-1].runner}: {results[-1].per_epoch:.2f} s/epoch, load average {load_average()}",
+                          file=sys.stderr)
 
-    load = " ".join(f"{v:.1f}" for v in os.getloadavg())
-    print(f"{machine(args.device)}; {time.strftime('%Y-%m-%d %H:%M')}; {args.epochs} epochs a run, {args.repeat} run(s) "
-          f"each; load average at the end {load}" + (f"; threads capped at {args.threads}" if args.threads else ""))
+    print(f"{machine(args.device)}; {started} to {time.strftime('%Y-%m-%d %H:%M')}; {args.epochs} epochs a run, "
+          f"{args.repeat} run(s) each; load average at the start {load_at_start}, at the end {load_average()}"
+          + (f"; threads capped at {args.threads}" if args.threads else ""))
     for versions in dict.fromkeys(r.versions for r in results):
         print(f"- {versions}")
     print()
     print(table(results, "gpu" if gpu else "cpu", reference))
+    if args.repeat > 1:
+        print()
+        print(spread(results, "gpu" if gpu else "cpu", reference))
     if args.cli:
         for engine in engines:
             seconds = time_cli("fashion-cnn", args.device, engine, args.fashion_dir)

@@ -118,7 +118,7 @@ def compare_runs(run_dirs: list[str | os.PathLike], out: str | os.PathLike | Non
 
 def plot_comparison(records: list[RunRecord], path: Path) -> None:
     """Accuracy and loss per epoch for every run, one colour per run: validation solid, training dashed."""
-    from .plots import plt, save_figure
+    from .plots import epoch_axis, plt, save_figure
 
     figure, axes = plt.subplots(1, 2, figsize=(11, 4), layout="constrained")
     for i, record in enumerate(records):
@@ -130,11 +130,10 @@ def plot_comparison(records: list[RunRecord], path: Path) -> None:
             axis.plot(epochs, [getattr(row, metric) for row in record.history], "--", color=colour, alpha=0.6,
                       label=f"{record.run_dir.name} (train)")
     for axis, metric in zip(axes, ("accuracy", "loss")):
-        axis.set_xlabel("epoch")
+        epoch_axis(axis)
         axis.set_ylabel(metric)
         axis.set_title(f"{metric.capitalize()} per epoch")
         axis.grid(alpha=0.3)
-        axis.xaxis.get_major_locator().set_params(integer=True)
     axes[1].legend(fontsize=7, loc="upper right")
     save_figure(figure, path)
 

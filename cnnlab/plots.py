@@ -15,6 +15,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from .files import atomic_write  # noqa: E402
 from .history import EpochResult  # noqa: E402
@@ -69,13 +70,20 @@ def plot_sample(image: torch.Tensor, label: int, classes: Sequence[str], path: P
     return finish_figure(figure, path)
 
 
+def epoch_axis(axis) -> None:
+    """An x axis of epochs, ticked at whole numbers only: no 0.96, 0.98 … on a short run."""
+    axis.set_xlabel("epoch")
+    # min_n_ticks=1, or a 1-epoch run's view, which holds one whole number, falls back to fractions.
+    axis.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+
+
 def plot_curves(history: list[EpochResult], metric: str, path: Path | None = None) -> Figure:
     """Train and validation ``metric`` ('accuracy' or 'loss') per epoch, labelled as they are."""
     epochs = [row.epoch for row in history]
     figure, axis = plt.subplots(figsize=(5, 3.5))
     axis.plot(epochs, [getattr(row, metric) for row in history], "o-", label=f"train {metric}")
     axis.plot(epochs, [getattr(row, f"val_{metric}") for row in history], "s-", label=f"validation {metric}")
-    axis.set_xlabel("epoch")
+    epoch_axis(axis)
     axis.set_ylabel(metric)
     axis.set_title(f"{metric.capitalize()} per epoch")
     axis.grid(alpha=0.3)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -59,10 +60,23 @@ OPTIMIZERS: dict[str, OptimizerKind] = {
 
 def make_optimizer(recipe: Recipe, model: nn.Module) -> torch.optim.Optimizer:
     recipe = recipe.resolved()
+    _no_triton_without_gpu()
     kind = OPTIMIZERS[recipe.optimizer]
     device = next(model.parameters()).device
     groups = param_groups(model, recipe.lr, recipe.weight_decay, recipe.norm_lr_scale)
     return kind.build(groups, recipe, **fast.optimizer_options(kind, recipe.engine, device.type))
+
+
+def _no_triton_without_gpu() -> None:
+    """Keep Triton out of a process on a machine without a GPU, where nothing can run its kernels.
+
+    An optimiser's first call imports torch._dynamo (torch.optim wraps its methods in torch._disable_dynamo), and
+    torch._dynamo imports Triton when it is installed, as it is beside PyTorch's CUDA wheels: libtriton.so then
+    holds 100 MB of resident memory for nothing. Marked absent, PyTorch runs as its CPU wheel, which ships no
+    Triton: the same kernels, the same numbers.
+    """
+    if "triton" not in sys.modules and not torch.cuda.is_available() and not torch.xpu.is_available():
+        sys.modules["triton"] = None  # `import triton` raises ImportError, as where it is not installed
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -237,8 +251,10 @@ def fit(model: nn.Module, train: ImageSet, val: ImageSet, recipe: Recipe,
 
     ``state`` resumes an earlier run; ``on_epoch_end`` sees the state after each epoch (to save it).
     ``recipe.engine`` picks how each step is computed (cnnlab.fast), never what. Returns the history, one row
-    per epoch (a list that Jupyter shows as a table and curves). With weight averaging on, ``model`` ends holding the average, which is what was validated. A
-    loss that turns NaN or infinite raises CnnlabError before ``on_epoch_end`` can see the broken weights.
+    per epoch (a list that Jupyter shows as a table and curves). With weight averaging on, ``model`` ends
+    holding the average, which is what was validated. A loss that turns NaN or infinite raises CnnlabError
+    before ``on_epoch_end`` can see the broken weights; one that Keras's clipping keeps finite while the
+    weights blow up prints a warning (``stall_warning``).
 
     Under torchrun (cnnlab.distributed) each process runs its shard of every batch and DDP averages the
     gradients: the same steps as one process on the whole batch. Every process validates the whole split, so
@@ -278,6 +294,7 @@ def fit(model: nn.Module, train: ImageSet, val: ImageSet, recipe: Recipe,
         correct.add_((logits.argmax(dim=1) == labels).sum())
 
     step_fn = fast.cuda_graphed(train_step, batch_size, device) if recipe.engine == "graph" else train_step
+    warning = stall_warning(state.history, recipe, len(train.classes))  # printed once: at the first stalled epoch
     with _progress(verbose) as progress, fast.settings(device, recipe.engine):
         for epoch in range(state.epoch + 1, recipe.epochs + 1):
             started = time.perf_counter()
@@ -301,6 +318,8 @@ def fit(model: nn.Module, train: ImageSet, val: ImageSet, recipe: Recipe,
             progress.remove_task(task)
             if verbose:
                 progress.console.print(format_epoch(result, recipe.epochs, steps), soft_wrap=True)
+                if warning is None and (warning := stall_warning(state.history, recipe, len(train.classes))):
+                    progress.console.print(f"warning: {warning}", soft_wrap=True)
             if on_epoch_end is not None:
                 on_epoch_end(state)
     if state.average is not None:
@@ -321,6 +340,25 @@ def _stop_if_diverged(loss: float, epoch: int, step: int = 0, steps: int = 0, ev
              f"in epoch {epoch} at step {step}/{steps}" if first == step else
              f"in epoch {epoch} between steps {first} and {step} of {steps}")
     raise CnnlabError(f"the loss became {loss} {where}; training stopped: lower the learning rate (--lr)")
+
+
+def stall_warning(history: list[EpochResult], recipe: Recipe, classes: int) -> str | None:
+    """What to say about the first epoch of ``history`` that ended at chance accuracy with the loss at the
+    clipped cross-entropy's ceiling, or None: the weights have blown up, yet Keras's clipping keeps the loss
+    finite, so ``_stop_if_diverged`` never fires and the run would end as if nothing happened."""
+    if not recipe.loss_clip:  # unclipped, such a loss turns infinite and stops training instead
+        return None
+    ceiling = -math.log(recipe.loss_clip)  # the most one image can cost: -log(ε), 16.12 for Keras's 1e-7
+    for result in history:
+        # A blown-up network is sure of one class and wrong on every other image, each at the ceiling; half of
+        # that allows for the epoch's first steps, taken before the weights blew up. A network that is merely
+        # untrained sits at log(classes), 2.3 for ten, far below.
+        at_chance = result.accuracy <= 1.5 / classes
+        if at_chance and result.loss >= 0.5 * (1 - result.accuracy) * ceiling:
+            return (f"epoch {result.epoch} ended at chance accuracy ({result.accuracy:.4f}, {classes} classes) with "
+                    f"the loss at its clipping ceiling ({result.loss:.2f} of {ceiling:.2f}): the learning rate "
+                    f"--lr {recipe.resolved().lr:g} is likely far too large")
+    return None
 
 
 def format_epoch(result: EpochResult, epochs: int, steps: int) -> str:

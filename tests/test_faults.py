@@ -188,6 +188,25 @@ def test_diverging_loss_stops_at_its_step(tmp_path):
         fit(create_model("mlp", (1, 28, 28), 10), train, train, recipe, verbose=False)
 
 
+@pytest.mark.parametrize("lr", ["1e9", None])
+def test_a_learning_rate_that_wrecks_training_is_named_once(fake_mnist, tmp_path, capsys, lr):
+    """Keras's clipped loss stays finite when the weights blow up (about 14.5 at chance accuracy), so nothing
+    stops the run: it must say so, once, and record it; a run at the default rate says nothing."""
+    runs = tmp_path / "runs"
+    argv = ["train", "mnist-mlp", "--epochs", "2", "--batch-size", "32", "--device", "cpu",
+            "--data-dir", str(fake_mnist), "--runs-dir", str(runs)] + (["--lr", lr] if lr else [])
+    assert cli.main(argv) == 0
+    printed = [line for line in capsys.readouterr().out.splitlines() if line.startswith("warning:")]
+    (run_dir,) = runs.iterdir()
+    recorded = json.loads((run_dir / "metrics.json").read_text())["warnings"]
+    assert printed == [f"warning: {text}" for text in recorded]
+    if lr:
+        assert len(recorded) == 1 and recorded[0].startswith("epoch 1 ended at chance accuracy")
+        assert "--lr 1e+09" in recorded[0]
+    else:
+        assert recorded == []
+
+
 def test_diverging_loss_keeps_the_last_good_checkpoint(digits, tmp_path, monkeypatch, capsys):
     calls = {"n": 0}
     loss_fn = cnnlab.train.loss_fn

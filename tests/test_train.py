@@ -1,9 +1,14 @@
-"""The loss, the optimisers' Keras defaults, the device choice, and what a finished run records about itself."""
+"""The loss, the optimisers' Keras defaults (and what their first call loads), the device choice, and what a
+finished run records about itself."""
 from __future__ import annotations
 
 import csv
+import importlib.util
 import json
 import math
+import os
+import subprocess
+import sys
 from dataclasses import replace
 
 import pytest
@@ -14,6 +19,7 @@ from cnnlab.errors import CnnlabError
 from cnnlab.models import create_model
 from cnnlab.recipes import get_recipe
 from cnnlab.train import loss_fn, make_optimizer, resolve_device
+from conftest import REPO
 
 
 @pytest.mark.parametrize("loss_clip", [0.0, 1e-7])  # cross_entropy's path, and the clipped sum's
@@ -110,3 +116,25 @@ def test_best_epoch_is_the_first_peak_not_the_last_epoch(trained_runs, tmp_path)
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert (metrics["best_epoch"], metrics["best_val_accuracy"], metrics["final_val_accuracy"]) == (2, 0.8, 0.8)
     assert metrics["train_seconds"] == 14.5 and metrics["epochs"] == 4
+
+
+# An optimiser's first call imports torch._dynamo, which imports Triton wherever it is installed.
+SCRIPT = """
+import sys
+from cnnlab.models import create_model
+from cnnlab.recipes import get_recipe
+from cnnlab.train import make_optimizer
+optimizer = make_optimizer(get_recipe("mnist-mlp"), create_model("mlp", (1, 28, 28), 10))
+optimizer.zero_grad()
+print("torch._dynamo" in sys.modules, sys.modules.get("triton") is not None)
+"""
+
+
+@pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="Triton is not installed: nothing to keep out")
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU can run Triton's kernels")
+def test_training_without_a_gpu_leaves_triton_out():
+    """libtriton.so holds 100 MB of resident memory, and no CPU runs its kernels."""
+    done = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, cwd=REPO,
+                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["True", "False"]  # torch._dynamo came in, Triton did not
