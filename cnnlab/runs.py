@@ -177,14 +177,19 @@ class Run:
 
     @property
     def data_dir(self) -> Path | None:
-        """The data folder the run was trained on, when one was given (``--data-dir``); None: cnnlab's own lookup."""
-        recorded = self.environment.get("data_dir")
-        return Path(recorded) if isinstance(recorded, str) and recorded else None
+        return recorded_data_dir(self.environment)
 
     def _repr_html_(self) -> str:  # Jupyter
         from .display import run_html
 
         return run_html(self)
+
+
+def recorded_data_dir(environment: Any) -> Path | None:
+    """The data folder a run was trained on, as environment.json records it when ``--data-dir`` was given;
+    None: cnnlab's own lookup."""
+    recorded = environment.get("data_dir") if isinstance(environment, dict) else None
+    return Path(recorded) if isinstance(recorded, str) and recorded else None
 
 
 def save_run_files(run_dir: Path, recipe: Recipe, info: ModelInfo, device: torch.device,

@@ -28,7 +28,8 @@ from .images import ImageFolder, load_folder
 from .models import count_params, create_model, summarize
 from .predict import predict
 from .recipes import Recipe, with_overrides
-from .runs import CHECKPOINT, ModelInfo, new_run_dir, read_recipe, save_run_files, save_weights
+from .runs import (CHECKPOINT, ModelInfo, new_run_dir, read_recipe, recorded_data_dir, save_run_files,
+                   save_weights)
 from .train import TrainState, autocast, evaluate, fit, resolve_device, stall_warning, start_state
 
 
@@ -71,8 +72,7 @@ def resume_run(run_dir: str | os.PathLike, epochs: int | str | None = None,
     if epochs is not None:
         recipe = with_overrides(recipe, {"epochs": epochs})
     if data_dir is None:
-        recorded = read_json(run_dir / "environment.json")
-        data_dir = recorded.get("data_dir") if isinstance(recorded, dict) else None
+        data_dir = recorded_data_dir(read_json(run_dir / "environment.json"))
     with _lock(run_dir):  # before anything is written: a second process on this run stops here
         try:
             if distributed.is_main():
