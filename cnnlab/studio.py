@@ -29,10 +29,9 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .errors import CnnlabError
+from .serve import DEFAULT_TOP, MAX_BODY  # the same limits and answers as `cnnlab serve`
 
 WEB = Path(__file__).with_name("web")
-MAX_BODY = 10 * 1024 * 1024  # bytes; a larger upload is refused (413)
-DEFAULT_TOP = 3  # classes per /predict answer, as `cnnlab predict` shows
 CACHED_RUNS = 4  # loaded models kept in memory, the most recently used
 T = TypeVar("T")
 
