@@ -22,8 +22,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-import torch
+USER_ENV = dict(os.environ)  # each runner starts from this, not from what cnnlab's import below sets (cnnlab.threads)
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
@@ -102,7 +104,7 @@ def keras_python(requested: str | None) -> str:
 
 
 def run_json(command: list[str], env: dict[str, str]) -> dict:
-    done = subprocess.run(command, env={**os.environ, **THREADS, **env}, capture_output=True, text=True)
+    done = subprocess.run(command, env={**USER_ENV, **THREADS, **env}, capture_output=True, text=True)
     lines = done.stdout.strip().splitlines()
     if done.returncode != 0 or not lines:
         raise SystemExit(f"failed ({done.returncode}): {' '.join(command)}\n{done.stderr[-3000:]}")
@@ -140,7 +142,7 @@ def time_cli(recipe_name: str, device: str, runner: str, fashion_dir: Path | Non
                    "--runs-dir", runs, "--set", f"engine={engine}", "--set", f"autocast={precision or 'off'}"]
         command += ["--data-dir", str(fashion_dir)] if fashion_dir else []
         started = time.perf_counter()
-        subprocess.run(command, check=True, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True)
+        subprocess.run(command, check=True, cwd=ROOT, env={**USER_ENV, "PYTHONPATH": str(ROOT)}, capture_output=True)
         return time.perf_counter() - started
 
 

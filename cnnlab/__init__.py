@@ -21,6 +21,10 @@ __version__ = "0.1.0"
 import sys
 import types
 
+from . import threads as _threads
+
+_threads.configure()  # OpenMP's thread count and wait policy, before anything imports torch (cnnlab.threads)
+
 # Each name is imported from its module on first use (PEP 562), so `import cnnlab` and the commands that
 # only read files start without PyTorch.
 _HOMES = {

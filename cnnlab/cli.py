@@ -22,6 +22,10 @@ def _train(args: argparse.Namespace) -> int:
     from .recipes import FOLDER_RECIPE, get_recipe, with_overrides
     from .session import resume_run, train_recipe
 
+    if args.verbose and not args.quiet:
+        from .threads import describe
+
+        print(describe())
     if args.deterministic or any(item.partition("=")[0].strip() == "deterministic" for item in args.set):
         from .train import use_deterministic_algorithms
 
@@ -321,6 +325,8 @@ def build_parser() -> argparse.ArgumentParser:
                                           "/usr/share/datasets, then download)")
     train.add_argument("--runs-dir", default="runs", help="where run folders go (default: runs)")
     train.add_argument("--quiet", action="store_true", help="print only the run folder")
+    train.add_argument("--verbose", action="store_true", help="also say what was chosen for this machine "
+                                                              "(CPU threads, OpenMP's wait policy)")
     train.add_argument("--tensorboard", action="store_true", help="also log each epoch for TensorBoard under "
                                                                   "RUN_DIR/tensorboard (needs cnnlab[tensorboard])")
     train.set_defaults(func=_train)
@@ -406,6 +412,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from . import errors
+
+    errors.COMMAND_LINE = True  # advice names flags, not recipe fields
     parser = build_parser()
     try:
         args = parser.parse_args(argv)

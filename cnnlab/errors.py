@@ -1,6 +1,8 @@
 """The one exception type users see: its message is a single line that says what went wrong and what to do."""
 import sys
 
+COMMAND_LINE = False  # set by cnnlab.cli.main: advice then names flags; in Python it names recipe fields and arguments
+
 
 class CnnlabError(Exception):
     """A failure the user can act on (bad data, bad value, missing file). The CLI prints it as one line."""
@@ -13,3 +15,8 @@ class UsageError(CnnlabError):
 def warn(message: str) -> None:
     """One line on stderr for what is worth knowing but does not stop the command."""
     print(f"cnnlab: warning: {message}", file=sys.stderr)
+
+
+def hint(cli: str, python: str) -> str:
+    """Advice in the user's own terms: ``cli`` under the ``cnnlab`` command, ``python`` in a script or notebook."""
+    return cli if COMMAND_LINE else python

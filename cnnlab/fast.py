@@ -29,6 +29,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.torch_version import TorchVersion
 
+from .errors import hint
+
 OFFSETS = ((0, 0), (0, 1), (1, 0), (1, 1))  # (row, column) in a 2×2 pooling window, in max-pooling's scan order
 
 
@@ -201,11 +203,22 @@ def native_bf16(device: torch.device) -> bool:
     return not probes or any(probe() for probe in probes)
 
 
+def pick_autocast(device: torch.device, autocast: str) -> str:
+    """The recipe's mixed precision with 'auto' decided for ``device``: bf16 on a CPU with AVX512-BF16 or AMX and
+    on a GPU that computes bf16, fp32 ('off') elsewhere — emulated bf16 ran the Fashion lab 4.7× slower than fp32
+    on an AVX2 CPU (issue #17). Any other value is the user's choice and stays."""
+    if autocast != "auto":
+        return autocast
+    return "bf16" if device.type in ("cpu", "cuda") and native_bf16(device) else "off"
+
+
 def precision_note(device: torch.device, autocast: str) -> str | None:
     """A line for the user when the recipe's mixed precision will slow ``device`` down instead of speeding it up."""
     if autocast == "bf16" and not native_bf16(device):
         where = "this CPU has no AVX512-BF16 or AMX" if device.type == "cpu" else f"{device} has no native bf16"
-        return f"{where}, so the recipe's bf16 autocast is slow here; --set autocast=off trains in fp32"
+        fix = hint(cli="--set autocast=auto", python="autocast='auto' in the recipe "
+                                                     "(cnnlab.with_overrides(recipe, {'autocast': 'auto'}))")
+        return f"{where}, so bf16 autocast is emulated and slow here; {fix} trains in fp32 where bf16 is slow"
     return None
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -46,6 +47,7 @@ def train_recipe(recipe: Recipe, data_dir: str | os.PathLike | None = None, runs
     """
     recipe = recipe.resolved()
     device = resolve_device(recipe.device)
+    recipe = replace(recipe, autocast=fast.pick_autocast(device, recipe.autocast))  # recipe.json records the choice
     if (recipe.dataset == "folder") != (folder is not None):
         raise CnnlabError(f"recipe {recipe.name!r} trains on {recipe.dataset!r}; a folder of your own images "
                           "goes with --data FOLDER (and dataset 'folder')")
@@ -104,7 +106,7 @@ def _train_into(run_dir: Path, recipe: Recipe, device: torch.device, data_dir: s
     del train_all  # split copied its images: 47 MB for Fashion-MNIST that training would hold for nothing
     console.print(f"{recipe.name}: {folder.root if folder else recipe.dataset} — {len(train):,} train / "
                   f"{len(val):,} validation / {f'{len(test):,}' if test is not None else 'no'} test images, "
-                  f"on {device}")
+                  f"on {device}{f' ({recipe.autocast} autocast)' if recipe.autocast != 'off' else ''}")
     if note := fast.precision_note(device, recipe.autocast):
         console.print(f"note: {note}")
 

@@ -114,12 +114,13 @@ def to_input(images: torch.Tensor, normalization: Normalization | None = None) -
     return normalization.apply(inputs) if normalization else inputs
 
 
-AUTOCASTS = {"off": None, "bf16": torch.bfloat16, "fp16": torch.float16}  # keyed by cnnlab.recipes.AUTOCASTS
+# Keyed by cnnlab.recipes.AUTOCASTS; 'auto' is bf16 or off, as cnnlab.fast.pick_autocast finds the device.
+AUTOCASTS = {"auto": None, "off": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def autocast(device: torch.device, recipe: Recipe):
     """The forward pass's mixed precision, as the recipe asks; a no-op when it is off."""
-    dtype = AUTOCASTS[recipe.autocast]
+    dtype = AUTOCASTS[fast.pick_autocast(device, recipe.autocast)]
     if dtype is torch.float16 and device.type != "cuda":
         raise CnnlabError(f"--set autocast=fp16 needs a CUDA device, not {device}; use bf16 or off")
     return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
