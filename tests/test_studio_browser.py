@@ -490,14 +490,12 @@ def test_a_convolution_without_a_bias_adds_none(watched, studio, runs, tmp_path)
     open_studio(page, studio, run="bn")
     upload(page, path)
     page.click('#tabs a[data-view="inside"]')
-    page.locator('canvas.map[data-layer="conv1"][data-channel="3"]').click(position={"x": 30, "y": 30})
-    cell = explained(page, prefix="conv1/3/")
-    channel, row, col = map(int, cell.split("/")[1:])
+    row, col = click_value(page, "conv1", 3, 30, 30)
     sum_line = page.locator("#value .sum").inner_text()
     assert page.locator("#value-bias").count() == 0 and "+ bias" not in sum_line and "0.0000 =" not in sum_line
     conv = library(runs / "bn", path)["conv1"]
     assert number(page, "value-result") == number(page, "value-sum")
-    assert number(page, "value-result") == pytest.approx(float(conv[channel, row, col]), abs=1e-5)
+    assert number(page, "value-result") == pytest.approx(float(conv[3, row, col]), abs=1e-5)
     assert watched.problems == []
 
 
@@ -634,6 +632,13 @@ def open_inside(page, url: str, path, run: str = "cnn") -> None:
     page.click('#tabs a[data-view="inside"]')
 
 
+def click_value(page, layer: str, channel: int, x: int, y: int) -> tuple[int, int]:
+    """Click map ``channel`` of ``layer`` in the overview at (``x``, ``y``) px; the (row, col) it explains."""
+    page.locator(f'canvas.map[data-layer="{layer}"][data-channel="{channel}"]').click(position={"x": x, "y": y})
+    _, row, col = map(int, explained(page, prefix=f"{layer}/{channel}/").split("/")[1:])
+    return row, col
+
+
 def choose_at(page, selector: str, row: int, col: int, size: tuple[int, int], state: str = "chosen") -> None:
     """Hover (``state`` 'preview') or click (``state`` 'chosen') cell (row, col) of a board of ``size`` cells."""
     page.locator(selector).scroll_into_view_if_needed()
@@ -700,8 +705,7 @@ def test_the_running_sum_adds_every_input_channel(watched, studio, runs, tmp_pat
     open_inside(page, studio, path, run="bn")
     values = library(runs / "bn", path)
     conv = load_run(runs / "bn").model.conv2  # 32 input channels: relu1's maps
-    page.locator('canvas.map[data-layer="conv2"][data-channel="4"]').click(position={"x": 20, "y": 30})
-    _, row, col = map(int, explained(page, prefix="conv2/4/").split("/")[1:])
+    row, col = click_value(page, "conv2", 4, 20, 30)
     source = nn.functional.pad(values["relu1"], (1, 1, 1, 1))
     expected = [float((source[c, row:row + 3, col:col + 3] * conv.weight[4, c].detach()).sum()) for c in range(32)]
     table = page.eval_on_selector_all("#channel-sums tr[data-channel]", "rows => rows.map(r => [Number(r.dataset.sum), "
@@ -721,14 +725,12 @@ def test_relu_and_pooling_are_views_of_their_own(watched, studio, runs, tmp_path
     (path,) = write_digits(tmp_path, 1)
     open_inside(page, studio, path)
     values = library(runs / "cnn", path)
-    page.locator('canvas.map[data-layer="relu"][data-channel="2"]').click(position={"x": 30, "y": 50})
-    _, row, col = map(int, explained(page, prefix="relu/2/").split("/")[1:])
+    row, col = click_value(page, "relu", 2, 30, 50)
     assert number(page, "value-before") == pytest.approx(float(values["conv2d"][2, row, col]), abs=1e-6)
     assert number(page, "value-result") == pytest.approx(max(0.0, number(page, "value-before")), abs=1e-9)
     assert number(page, "value-map") == pytest.approx(float(values["relu"][2, row, col]), abs=1e-6)
     assert page.locator("#value canvas.curve").count() == 1 and page.locator("#before").count() == 1
-    page.locator('canvas.map[data-layer="max_pooling2d"][data-channel="2"]').click(position={"x": 20, "y": 30})
-    _, row, col = map(int, explained(page, prefix="max_pooling2d/2/").split("/")[1:])
+    row, col = click_value(page, "max_pooling2d", 2, 20, 30)
     for r, c in ((row, col), (13, 0)):  # chosen, then hovered on the pooled map: the window follows
         if (r, c) != (row, col):
             choose_at(page, "#pool-output", r, c, (14, 14), "preview")
@@ -747,8 +749,7 @@ def test_batchnorm_shows_its_formula_with_its_numbers(watched, studio, runs, tmp
     open_inside(page, studio, path, run="bn")
     values = library(runs / "bn", path)
     norm = load_run(runs / "bn").model.norm1
-    page.locator('canvas.map[data-layer="norm1"][data-channel="6"]').click(position={"x": 25, "y": 25})
-    _, row, col = map(int, explained(page, prefix="norm1/6/").split("/")[1:])
+    row, col = click_value(page, "norm1", 6, 25, 25)
     expect(page.locator("#value")).to_contain_text("y = γ · (x − μ) / √(σ² + ε) + β")
     shown = {name: number(page, f"norm-{name}") for name in ("x", "mean", "var", "eps", "weight", "bias")}
     expected = {"x": values["pool1"][6, row, col], "mean": norm.running_mean[6], "var": norm.running_var[6],

@@ -5,6 +5,7 @@
 import { bus, el, fixed, imageRequest, say, state } from "./api.js";
 import { decode, largest, legend, limitOf, paint } from "./heat.js";
 import * as activation from "./views/activation.js";
+import { pickable } from "./views/board.js";
 import * as dense from "./views/dense.js";
 import * as flatten from "./views/flatten.js";
 import * as kernel from "./views/kernel.js";
@@ -55,37 +56,18 @@ function legendOf(i) {
   return legend(scalePick.value === "map" && layer.shape.length === 3 ? limitOf(layer) : limit(i), isGrey(layer), note);
 }
 
-// Pointer and keys over a map or vector of the overview: hovering the map explained moves the explanation with
-// the pointer; a click, Enter or an arrow key chooses.
-function pickable(node, base, h, w) {
-  node.classList.add("clickable");
-  node.tabIndex = 0;
-  node.setAttribute("role", "button");
+// Pointer and keys over a map or vector (``h`` 0) of the overview: hovering the map explained moves the
+// explanation with the pointer; a click, Enter or an arrow key chooses.
+function pickOnOverview(node, base, h, w) {
   const vector = h === 0;
-  node.setAttribute("aria-label", `${base.layer}${vector ? "" : ` map ${base.channel}`}: click a value, or press Enter ` +
-    "and the arrow keys, to see how it is made");
-  const at = (event) => {
-    const box = node.getBoundingClientRect();
-    const col = Math.max(0, Math.min(w - 1, Math.floor((event.clientX - box.left) / box.width * w)));
-    const row = Math.max(0, Math.min(Math.max(h, 1) - 1, Math.floor((event.clientY - box.top) / box.height * h)));
-    return vector ? { layer: base.layer, channel: col } : { ...base, row, col };
-  };
-  node.addEventListener("pointermove", (event) => {
-    const target = at(event);
-    if (shown && shown.layer === target.layer && (vector || shown.channel === target.channel)) preview(target);
-  });
-  node.addEventListener("pointerleave", () => preview(null));
-  node.addEventListener("click", (event) => choose(at(event)));
-  node.addEventListener("keydown", (event) => {
-    const move = { ArrowUp: [-1, 0], ArrowDown: [1, 0], ArrowLeft: [0, -1], ArrowRight: [0, 1] }[event.key];
-    if (!move && event.key !== "Enter" && event.key !== " ") return;
-    event.preventDefault();
-    const mine = chosen && chosen.layer === base.layer && (vector || chosen.channel === base.channel);
-    const here = mine ? chosen : { ...base, row: 0, col: 0, channel: vector ? 0 : base.channel };
-    if (!move) return choose(here);
-    if (vector) return choose({ layer: base.layer, channel: Math.max(0, Math.min(w - 1, here.channel + move[0] + move[1])) });
-    choose({ ...here, row: Math.max(0, Math.min(h - 1, here.row + move[0])), col: Math.max(0, Math.min(w - 1, here.col + move[1])) });
-  });
+  const target = (at) => (vector ? { layer: base.layer, channel: at.col } : { ...base, ...at });
+  const mine = (t) => t && t.layer === base.layer && (vector || t.channel === base.channel);
+  pickable(node, { rows: Math.max(h, 1), cols: w,
+    label: `${base.layer}${vector ? "" : ` map ${base.channel}`}: click a value, or press Enter and the arrow keys, ` +
+      "to see how it is made",
+    current: () => (mine(chosen) ? (vector ? { row: 0, col: chosen.channel } : chosen) : null),
+    preview: (at) => { if (!at) preview(null); else if (mine(shown)) preview(target(at)); },
+    choose: (at) => choose(target(at)) });
 }
 
 function mapCanvas(i, channel) {
@@ -97,7 +79,7 @@ function mapCanvas(i, channel) {
   paint(canvas, decoded[i], channel * h * w, h, w, scale, isGrey(layer));
   const side = Math.max(40, Math.min(96, 3 * w));
   canvas.style.width = canvas.style.height = `${side}px`;
-  if (VIEWS[layer.kind]) pickable(canvas, { layer: layer.name, channel }, h, w);
+  if (VIEWS[layer.kind]) pickOnOverview(canvas, { layer: layer.name, channel }, h, w);
   return el("span", { class: "map-box" }, canvas);
 }
 
@@ -106,7 +88,7 @@ function vectorCanvas(i) {
   const layer = state.look.layers[i], n = layer.shape[0];
   const canvas = el("canvas", { class: "vector", "data-layer": layer.name, "data-limit": String(limit(i)) });
   paint(canvas, decoded[i], 0, 1, n, limit(i));
-  if (VIEWS[layer.kind]) pickable(canvas, { layer: layer.name }, 0, n);
+  if (VIEWS[layer.kind]) pickOnOverview(canvas, { layer: layer.name }, 0, n);
   return el("span", { class: "map-box vector-box" }, canvas);
 }
 

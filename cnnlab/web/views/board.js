@@ -24,37 +24,40 @@ export function board({ values, offset = 0, h, w, limit, greyscale = false, pad 
     ...marks.map((m) => el("i", { class: `mark ${m.kind}`, "data-row": m.row, "data-col": m.col,
       style: `left:${100 * (m.col + pad) / cols}%;top:${100 * (m.row + pad) / rows}%;` +
              `width:${100 * (m.width || 1) / cols}%;height:${100 * (m.height || 1) / rows}%` })));
-  if (pick) pickable(box, h, w, pad, pick, label);
+  if (pick) {
+    pickable(box, { rows: h, cols: w, pad, label: `${label}: click a cell, or use the arrow keys`,
+      current: () => pick.current, preview: pick.preview, choose: pick.choose });
+  }
   return box;
 }
 
-// Pointer and keyboard over a board: the cell under the pointer is previewed, a click or Enter chooses it,
-// the arrow keys move the chosen cell.
-function pickable(box, h, w, pad, pick, label) {
-  box.classList.add("clickable");
-  box.tabIndex = 0;
-  box.setAttribute("role", "button");
-  box.setAttribute("aria-label", `${label}: click a cell, or use the arrow keys`);
+// Pointer and keyboard over a grid of ``rows`` × ``cols`` cells drawn in ``node`` (``pad`` of them padding all
+// round): the cell under the pointer is previewed (null once the pointer leaves), a click or Enter chooses it,
+// the arrow keys move the chosen cell from ``current()``. Cells are {row, col} of the grid without its padding.
+export function pickable(node, { rows, cols, pad = 0, label, current, preview, choose }) {
+  node.classList.add("clickable");
+  node.tabIndex = 0;
+  node.setAttribute("role", "button");
+  node.setAttribute("aria-label", label);
+  const clamp = (v, n) => Math.max(0, Math.min(n - 1, v));
   const at = (event) => {
-    const frame = box.getBoundingClientRect();
-    const col = Math.floor((event.clientX - frame.left) / frame.width * (w + 2 * pad)) - pad;
-    const row = Math.floor((event.clientY - frame.top) / frame.height * (h + 2 * pad)) - pad;
-    return { row: Math.max(0, Math.min(h - 1, row)), col: Math.max(0, Math.min(w - 1, col)) };
+    const frame = node.getBoundingClientRect();
+    return { row: clamp(Math.floor((event.clientY - frame.top) / frame.height * (rows + 2 * pad)) - pad, rows),
+             col: clamp(Math.floor((event.clientX - frame.left) / frame.width * (cols + 2 * pad)) - pad, cols) };
   };
   let last = "";
-  box.addEventListener("pointermove", (event) => {
+  node.addEventListener("pointermove", (event) => {
     const here = at(event), key = `${here.row},${here.col}`;
-    if (key !== last) { last = key; pick.preview(here); }
+    if (key !== last) { last = key; preview(here); }
   });
-  box.addEventListener("pointerleave", () => { last = ""; pick.preview(null); });
-  box.addEventListener("click", (event) => pick.choose(at(event)));
-  box.addEventListener("keydown", (event) => {
+  node.addEventListener("pointerleave", () => { last = ""; preview(null); });
+  node.addEventListener("click", (event) => choose(at(event)));
+  node.addEventListener("keydown", (event) => {
     const move = { ArrowUp: [-1, 0], ArrowDown: [1, 0], ArrowLeft: [0, -1], ArrowRight: [0, 1] }[event.key];
     if (!move && event.key !== "Enter" && event.key !== " ") return;
     event.preventDefault();
-    const { row, col } = pick.current || { row: 0, col: 0 };
-    if (move) pick.choose({ row: Math.max(0, Math.min(h - 1, row + move[0])), col: Math.max(0, Math.min(w - 1, col + move[1])) });
-    else pick.choose({ row, col });
+    const { row, col } = current() || { row: 0, col: 0 };
+    choose(move ? { row: clamp(row + move[0], rows), col: clamp(col + move[1], cols) } : { row, col });
   });
 }
 
