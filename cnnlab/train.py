@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import distributed, fast
+from . import distributed, fast, threads
 from .augment import Normalization, augment, tta_logits
 from .data import ImageSet
 from .errors import CnnlabError
@@ -296,7 +296,10 @@ def fit(model: nn.Module, train: ImageSet, val: ImageSet, recipe: Recipe,
 
     step_fn = fast.cuda_graphed(train_step, batch_size, device) if recipe.engine == "graph" else train_step
     warning = stall_warning(state.history, recipe, len(train.classes))  # printed once: at the first stalled epoch
-    with _progress(verbose) as progress, fast.settings(device, recipe.engine):
+    with _progress(verbose) as progress, fast.settings(device, recipe.engine), \
+            threads.FairShare(device.type, on_change=lambda count: verbose and progress.console.print(
+                f"note: other programs are using the CPUs, so training goes on {count} thread{'s' * (count > 1)} "
+                "while they do (cnnlab.threads; the last digits may differ from a quiet run)")) as share:
         for epoch in range(state.epoch + 1, recipe.epochs + 1):
             started = time.perf_counter()
             task = progress.add_task(f"Epoch {epoch}/{recipe.epochs}", total=steps)
@@ -306,6 +309,7 @@ def fit(model: nn.Module, train: ImageSet, val: ImageSet, recipe: Recipe,
             correct.zero_()
             for step in range(steps):
                 step_fn(order[bounds[step]:bounds[step + 1]])
+                share.tick()  # fewer threads while other programs use the CPUs (a look once a second)
                 if (step + 1) % check_every == 0 or step + 1 == steps:
                     _stop_if_diverged(loss_sum.item(), epoch, step + 1, steps, check_every)
                 progress.advance(task)
