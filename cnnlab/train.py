@@ -297,9 +297,7 @@ def fit(model: nn.Module, train: ImageSet, val: ImageSet, recipe: Recipe,
     step_fn = fast.cuda_graphed(train_step, batch_size, device) if recipe.engine == "graph" else train_step
     warning = stall_warning(state.history, recipe, len(train.classes))  # printed once: at the first stalled epoch
     with _progress(verbose) as progress, fast.settings(device, recipe.engine), \
-            threads.FairShare(device.type, on_change=lambda count: verbose and progress.console.print(
-                f"note: other programs are using the CPUs, so training goes on {count} thread{'s' * (count > 1)} "
-                "while they do (cnnlab.threads; the last digits may differ from a quiet run)")) as share:
+            threads.FairShare(device.type, on_change=_giving_way(progress.console, verbose)) as share:
         for epoch in range(state.epoch + 1, recipe.epochs + 1):
             started = time.perf_counter()
             task = progress.add_task(f"Epoch {epoch}/{recipe.epochs}", total=steps)
@@ -330,6 +328,16 @@ def fit(model: nn.Module, train: ImageSet, val: ImageSet, recipe: Recipe,
     if state.average is not None:
         model.load_state_dict(state.average.model.state_dict())
     return History(state.history)
+
+
+def _giving_way(console, verbose: bool) -> Callable[[int], None]:
+    """The line training prints when it first gives CPUs to other programs (cnnlab.threads.FairShare)."""
+    def say(count: int) -> None:
+        if verbose:
+            console.print(f"note: other programs are using the CPUs, so training goes on {count} "
+                          f"thread{'s' * (count > 1)} while they do (cnnlab.threads; the last digits may differ "
+                          "from a quiet run)", soft_wrap=True)
+    return say
 
 
 def _stop_if_diverged(loss: float, epoch: int, step: int = 0, steps: int = 0, every: int = 1) -> None:
