@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -47,7 +46,7 @@ def train_recipe(recipe: Recipe, data_dir: str | os.PathLike | None = None, runs
     """
     recipe = recipe.resolved()
     device = resolve_device(recipe.device)
-    recipe = replace(recipe, autocast=fast.pick_autocast(device, recipe.autocast))  # recipe.json records the choice
+    recipe = fast.for_device(recipe, device, distributed.world_size())  # 'auto' decided; recipe.json records it
     if (recipe.dataset == "folder") != (folder is not None):
         raise CnnlabError(f"recipe {recipe.name!r} trains on {recipe.dataset!r}; a folder of your own images "
                           "goes with --data FOLDER (and dataset 'folder')")
@@ -107,8 +106,9 @@ def _train_into(run_dir: Path, recipe: Recipe, device: torch.device, data_dir: s
     console.print(f"{recipe.name}: {folder.root if folder else recipe.dataset} — {len(train):,} train / "
                   f"{len(val):,} validation / {f'{len(test):,}' if test is not None else 'no'} test images, "
                   f"on {device}{f' ({recipe.autocast} autocast)' if recipe.autocast != 'off' else ''}")
-    if note := fast.precision_note(device, recipe.autocast):
-        console.print(f"note: {note}")
+    for note in (fast.precision_note(device, recipe.autocast), fast.engine_note(device, recipe)):
+        if note:
+            console.print(f"note: {note}")
 
     torch.manual_seed(recipe.seed)  # the initial weights, then dropout
     in_shape = tuple(train.images.shape[1:])

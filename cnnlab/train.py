@@ -224,6 +224,7 @@ def start_state(model: nn.Module, recipe: Recipe, train: ImageSet, device: torch
     from ``recipe.seed`` plus its rank (rank 0 draws what one process would).
     """
     device = torch.device(device)
+    recipe = fast.for_device(recipe, device, distributed.world_size())  # the graph engine's optimiser options
     if recipe.deterministic:  # before the first cuBLAS product (the whitening's, below), which fixes its workspace
         use_deterministic_algorithms()
     place(model, recipe, device)
@@ -262,6 +263,7 @@ def fit(model: nn.Module, train: ImageSet, val: ImageSet, recipe: Recipe,
     each holds the numbers one process would print; only rank 0 prints them.
     """
     device = torch.device(device)
+    recipe = fast.for_device(recipe, device, distributed.world_size())  # 'auto' engine and precision decided
     verbose = verbose and distributed.is_main()
     place(model, recipe, device)
     for part in (train, val):  # a model built for other images fails here, in one line, not inside PyTorch
@@ -313,6 +315,9 @@ def fit(model: nn.Module, train: ImageSet, val: ImageSet, recipe: Recipe,
                 progress.advance(task)
             distributed.sum_over_processes(loss_sum, correct)  # the whole batches' sums, once an epoch
 
+            if recipe.norm_stats:
+                renew_norm_stats(state.evaluated_model, train_images[:recipe.norm_stats], recipe, device,
+                                 state.normalization)
             validation = evaluate(state.evaluated_model, val, recipe, device, normalization=state.normalization)
             _stop_if_diverged(validation["loss"], epoch)
             result = EpochResult(epoch, loss_sum.item() / n, correct.item() / n,
@@ -328,6 +333,24 @@ def fit(model: nn.Module, train: ImageSet, val: ImageSet, recipe: Recipe,
     if state.average is not None:
         model.load_state_dict(state.average.model.state_dict())
     return History(state.history)
+
+
+def renew_norm_stats(model: nn.Module, images: torch.Tensor, recipe: Recipe, device: torch.device,
+                     normalization: Normalization | None) -> None:
+    """BatchNorm's running statistics replaced by those of ``images`` (uint8, un-augmented, as evaluation sees
+    them) under the current weights: a plain average over batches, in train mode, without gradients."""
+    norms = [module for module in model.modules() if isinstance(module, nn.modules.batchnorm._BatchNorm)]
+    momenta = [norm.momentum for norm in norms]
+    for norm in norms:
+        norm.reset_running_stats()
+        norm.momentum = None  # None: a cumulative average over the batches below
+    model.train()
+    forward = fast.forward_fn(model, device, recipe.engine)
+    with torch.no_grad(), autocast(device, recipe):
+        for start in range(0, len(images), recipe.batch_size):
+            forward(to_input(images[start:start + recipe.batch_size], normalization))
+    for norm, momentum in zip(norms, momenta):
+        norm.momentum = momentum
 
 
 def _giving_way(console, verbose: bool) -> Callable[[int], None]:

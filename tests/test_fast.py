@@ -233,12 +233,27 @@ def test_fused_kernels_are_asked_for_only_where_that_pytorch_has_them():
 
 
 def test_engine_is_checked_and_graph_needs_cuda():
-    with pytest.raises(UsageError, match="--engine 'turbo': choose one of fast, plain, graph"):
+    with pytest.raises(UsageError, match="--engine 'turbo': choose one of auto, fast, plain, graph"):
         with_overrides(get_recipe("mnist-mlp"), {"engine": "turbo"})
     with pytest.raises(UsageError, match="CUDA graphs need --device cuda"):
         with_overrides(get_recipe("mnist-mlp"), {"engine": "graph", "device": "cpu"})
     with pytest.raises(CnnlabError, match="needs a CUDA device"):  # device 'auto' on a machine without one
         fast.cuda_graphed(lambda batch: None, 8, CPU)
+
+
+def test_engine_auto_picks_cuda_graphs_where_they_can_replay_the_step():
+    cuda = torch.device("cuda")  # only named: nothing runs on it
+    lab = get_recipe("fashion-cnn")
+    assert lab.engine == "auto" and fast.pick_engine(cuda, lab) == "graph"
+    assert fast.pick_engine(CPU, lab) == "fast" and fast.pick_engine(cuda, lab, processes=2) == "fast"
+    assert fast.pick_engine(cuda, replace(lab, engine="plain")) == "plain"
+    scheduled = get_recipe("fashion-fast")
+    assert fast.pick_engine(cuda, scheduled) == "fast"
+    resolved = fast.for_device(scheduled, cuda)
+    assert resolved.engine == "fast" and "schedule" in fast.engine_note(cuda, resolved)
+    assert fast.engine_note(CPU, fast.for_device(scheduled, CPU)) is None
+    with pytest.raises(UsageError, match="fp16's loss scaling"):
+        with_overrides(lab, {"engine": "graph", "autocast": "fp16"})
 
 
 @pytest.mark.gpu
