@@ -127,7 +127,7 @@ def _predict(args: argparse.Namespace) -> int:
 
     from .predict import predict_files, random_test_predictions
     from .runs import load_run
-    from .train import resolve_device
+    from .device import resolve_device
 
     if args.save:
         from . import plots  # matplotlib only where figures are drawn
