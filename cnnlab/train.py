@@ -17,7 +17,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from . import distributed, fast
+from . import distributed, fast, threads
 from .augment import Normalization, augment
 from .data import ImageSet
 from .device import Device, autocast, choose_device
@@ -226,7 +226,8 @@ def fit(model: nn.Module, train: ImageSet, val: ImageSet, recipe: Recipe,
 
     step_fn = fast.cuda_graphed(train_step, batch_size, device) if recipe.engine == "graph" else train_step
     warning = stall_warning(state.history, recipe, len(train.classes))  # printed once: at the first stalled epoch
-    with _progress(verbose) as progress, fast.settings(device, recipe.engine):
+    with _progress(verbose) as progress, fast.settings(device, recipe.engine), \
+            threads.FairShare(device.type, on_change=_giving_way(progress.console, verbose)) as share:
         for epoch in range(state.epoch + 1, recipe.epochs + 1):
             started = time.perf_counter()
             task = progress.add_task(f"Epoch {epoch}/{recipe.epochs}", total=steps)
@@ -236,6 +237,7 @@ def fit(model: nn.Module, train: ImageSet, val: ImageSet, recipe: Recipe,
             correct.zero_()
             for step in range(steps):
                 step_fn(order[bounds[step]:bounds[step + 1]])
+                share.tick()  # fewer threads while other programs use the CPUs (a look once a second)
                 if (step + 1) % check_every == 0 or step + 1 == steps:
                     _stop_if_diverged(loss_sum.item(), epoch, step + 1, steps, check_every)
                 progress.advance(task)
@@ -257,6 +259,16 @@ def fit(model: nn.Module, train: ImageSet, val: ImageSet, recipe: Recipe,
         model.load_state_dict(state.average.model.state_dict())
     model.eval()  # ready to predict: dropout off, BatchNorm on its running statistics
     return History(state.history)
+
+
+def _giving_way(console, verbose: bool) -> Callable[[int], None]:
+    """The line training prints when it first gives CPUs to other programs (cnnlab.threads.FairShare)."""
+    def say(count: int) -> None:
+        if verbose:
+            console.print(f"note: other programs are using the CPUs, so training goes on {count} "
+                          f"thread{'s' * (count > 1)} while they do (cnnlab.threads; the last digits may differ "
+                          "from a quiet run)", soft_wrap=True)
+    return say
 
 
 def _stop_if_diverged(loss: float, epoch: int, step: int = 0, steps: int = 0, every: int = 1) -> None:

@@ -3,12 +3,13 @@ that normalises keeps its statistics, so evaluation after reloading gives the nu
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
 from torch.optim.optimizer import register_optimizer_step_pre_hook
 
-from cnnlab import cli, load_run
+from cnnlab import cli, get_recipe, load_run
 from cnnlab.data import load_dataset, split
 from cnnlab.inference import evaluate
 from cnnlab.models import create_model
@@ -133,15 +134,32 @@ def test_per_class_figures_agree_with_the_test_accuracy_under_bf16_and_tta(fake_
     assert evaluation.confusion.trace().item() == round(evaluation.accuracy * evaluation.confusion.sum().item())
 
 
-def test_bf16_on_a_cpu_without_native_bf16_says_so_and_trains(fake_mnist, runs_dir, capsys, monkeypatch):
+@pytest.mark.parametrize("native", [False, True])
+def test_autocast_auto_picks_bf16_only_where_the_cpu_computes_it(fake_mnist, runs_dir, capsys, monkeypatch, native):
     from cnnlab import fast
 
-    monkeypatch.setattr(fast, "native_bf16", lambda device: False)
+    monkeypatch.setattr(fast, "native_bf16", lambda device: native)  # the capability probe, faked both ways
+    assert get_recipe("fashion-cpu").autocast == get_recipe("mnist-cpu").autocast == "auto"
     code = cli.main(["train", "fashion-cpu", "--data-dir", str(fake_mnist), "--runs-dir", str(runs_dir),
                      "--set", "dataset=mnist", "--epochs", "1"])
     assert code == 0
-    notes = [line for line in capsys.readouterr().out.splitlines() if line.startswith("note:")]
-    assert notes == ["note: this CPU has no AVX512-BF16 or AMX, so the recipe's bf16 autocast is slow here; "
-                     "--set autocast=off trains in fp32"]
-    assert fast.precision_note(torch.device("cpu"), "off") is None
+    out = capsys.readouterr().out
+    run_dir = Path(out.strip().splitlines()[-1])
+    assert json.loads((run_dir / "recipe.json").read_text())["autocast"] == ("bf16" if native else "off")
+    assert ("(bf16 autocast)" in out.splitlines()[0]) == native
+    assert not [line for line in out.splitlines() if line.startswith("note:")]
 
+
+def test_bf16_asked_for_on_a_cpu_without_it_says_so_in_the_users_terms(fake_mnist, runs_dir, capsys, monkeypatch):
+    from cnnlab import errors, fast
+
+    monkeypatch.setattr(fast, "native_bf16", lambda device: False)
+    code = cli.main(["train", "fashion-cpu", "--data-dir", str(fake_mnist), "--runs-dir", str(runs_dir),
+                     "--set", "dataset=mnist", "--epochs", "1", "--set", "autocast=bf16"])
+    assert code == 0
+    notes = [line for line in capsys.readouterr().out.splitlines() if line.startswith("note:")]
+    assert notes == ["note: this CPU has no AVX512-BF16 or AMX, so bf16 autocast is emulated and slow here; "
+                     "--set autocast=auto trains in fp32 where bf16 is slow"]
+    monkeypatch.setattr(errors, "COMMAND_LINE", False)  # in a notebook: the recipe field, not the flag
+    assert "autocast='auto' in the recipe" in fast.precision_note(torch.device("cpu"), "bf16")
+    assert fast.precision_note(torch.device("cpu"), "off") is None
