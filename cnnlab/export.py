@@ -45,7 +45,7 @@ class Pipeline(nn.Module):
         return torch.softmax(logits, dim=1), logits
 
 
-def exported(run: "Run") -> Inference:
+def exported(run: Run) -> Inference:
     """What the graph computes: the run's inference in float32, on the CPU."""
     return replace(Inference.of(run), autocast="off")
 
@@ -119,7 +119,7 @@ def export_onnx(run_dir: str | os.PathLike, output: str | os.PathLike | None = N
     return Export(path, len(data), checked, difference)
 
 
-def metadata(run: "Run") -> dict[str, str]:
+def metadata(run: Run) -> dict[str, str]:
     """What a user of the ONNX file needs to feed it and read its answer, as strings (JSON where structured)."""
     from . import __version__
     from .images import PREPROCESS
@@ -143,7 +143,7 @@ def metadata(run: "Run") -> dict[str, str]:
     }
 
 
-def verify(data: bytes, run: "Run") -> tuple[int, float | None]:
+def verify(data: bytes, run: Run) -> tuple[int, float | None]:
     """(images compared, largest difference in probability) between onnxruntime and the run's inference in
     float32, as the graph computes it.
 

@@ -280,7 +280,8 @@ def test_a_failed_file_has_no_top_classes_and_says_why(digit_run, tmp_path):
     (bad,) = [write(tmp_path) for write, _ in list(BAD_FILES.values())[:1]]
     (item,) = predict_files(load_run(digit_run), [bad])
     assert item.error and item.probabilities is None
-    with pytest.raises(CnnlabError, match=rf"^{re.escape(str(bad))}: no prediction, the file could not be used \(") as caught:
+    said = rf"^{re.escape(str(bad))}: no prediction, the file could not be used \("
+    with pytest.raises(CnnlabError, match=said) as caught:
         item.top(tuple("0123456789"), 3)
     assert "\n" not in str(caught.value)
     with pytest.raises(CnnlabError, match="no prediction"):

@@ -152,5 +152,5 @@ def test_a_field_takes_an_int_for_a_float_as_it_is_made():
 
 
 def test_an_unknown_recipe_is_one_line():
-    with pytest.raises(UsageError, match=r"^unknown recipe 'nope': choose one of mnist-mlp, .*\(cnnlab recipes lists them\)$"):
+    with pytest.raises(UsageError, match=r"^unknown recipe 'nope': choose one of mnist-mlp, .*\(cnnlab recipes lists"):
         get_recipe("nope")
