@@ -125,9 +125,9 @@ def _folder(path: Path) -> Path:
 def _predict(args: argparse.Namespace) -> int:
     import json
 
+    from .device import resolve_device
     from .predict import predict_files, random_test_predictions
     from .runs import load_run
-    from .train import resolve_device
 
     if args.save:
         from . import plots  # matplotlib only where figures are drawn

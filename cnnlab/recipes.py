@@ -6,6 +6,7 @@ say where each value comes from (docs/course.md, "Common steps" and "Keras defau
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import re
@@ -27,7 +28,7 @@ OPTIMIZERS = {  # name → Keras's default learning rate, taken when a recipe le
 }
 SCHEDULES = ("constant", "linear", "cosine")  # cnnlab.schedule
 TTA_MODES = ("none", "flip", "flip-translate")  # cnnlab.augment
-AUTOCASTS = ("auto", "off", "bf16", "fp16")  # cnnlab.train: the forward pass's mixed precision; auto: cnnlab.fast
+AUTOCASTS = ("auto", "off", "bf16", "fp16")  # cnnlab.device: the forward pass's mixed precision; auto: cnnlab.fast
 ENGINES = ("auto", "fast", "plain", "graph")  # cnnlab.fast says what each does; auto: graph on CUDA where it can, else fast
 
 
@@ -68,6 +69,13 @@ class Recipe:
     channels_last: bool = False  # NHWC memory layout, which cuDNN and oneDNN convolve faster
     sync_batchnorm: bool = False  # under torchrun on CUDA: BatchNorm's statistics over the global batch, not each shard
 
+    def __post_init__(self) -> None:
+        """Every field checked when the recipe is made (``dataclasses.replace`` makes one too): a wrong type, range
+        or name is a one-line UsageError here, not a failure deep inside training."""
+        for f in fields(self):
+            object.__setattr__(self, f.name, check_type(f.name, getattr(self, f.name)))  # an int passes for a float
+        validate(self)
+
     def resolved(self) -> "Recipe":
         """The recipe with defaults that depend on other fields filled in (the learning rate)."""
         if self.lr is None:
@@ -78,110 +86,12 @@ class Recipe:
         return dataclasses.asdict(self)
 
 
-TUTORIAL = "docs/course.md"
-RECIPES: dict[str, Recipe] = {
-    recipe.name: recipe
-    for recipe in (
-        Recipe("mnist-mlp", "mnist", "mlp", optimizer="sgd",
-               description=f"Lab 2: Dense(512) MLP on MNIST, Keras 'sgd' ({TUTORIAL})"),
-        Recipe("mnist-cnn", "mnist", "cnn", optimizer="sgd",
-               description=f"Lab 3: one-convolution CNN on MNIST, Keras 'sgd' ({TUTORIAL})"),
-        Recipe("fashion-cnn", "fashion-mnist", "cnn-dropout", optimizer="adam",
-               description=f"Lab 4: lab 3's CNN with Dropout(0.3) on Fashion-MNIST, Keras 'adam' ({TUTORIAL})"),
-        Recipe("cifar10-cnn", "cifar10", "cnn-deep", optimizer="adam",
-               description=f"Lab 5: two-convolution CNN with dropout on CIFAR-10, Keras 'adam' ({TUTORIAL})"),
-    )
-}
-
-# Beyond the tutorial. On a CPU: a small BatchNorm network, bf16 where the CPU has it, a triangle schedule, mirrored training
-# images and mirrored test-time copies; tuned on the validation split of Fashion-MNIST (8 epochs: 93.99 %
-# validation accuracy over 2 seeds, against 93.73 % for 5 epochs and 93.78 % for 8 with 1-pixel shifts).
-CPU_FAST = dict(
-    model="bn-cnn", epochs=8, batch_size=256, optimizer="sgd", lr=0.1, momentum=0.9, nesterov=True,
-    weight_decay=5e-4, label_smoothing=0.1, loss_clip=0.0, normalize=True, flip=True, schedule="linear",
-    warmup=0.2, tta="flip", autocast="auto", channels_last=True,
-)
-# On a GPU: airbench94's recipe (Keller Jordan's cifar10-airbench, 2024) in this loop's terms. Its learning
-# rate 11.5 per 1024 examples with Nesterov momentum 0.85 is 1.5 for a mean loss over a batch of 1024; its
-# decoupled weight decay 0.0153 per 1024 examples is 0.00133 at that rate. Not reproduced: its lookahead
-# averaging, its alternating flips, its whitening bias frozen after 3 epochs, pure fp16 weights, 9.9 epochs.
-AIRBENCH = dict(
-    model="airbench", epochs=10, batch_size=1024, optimizer="sgd", lr=1.5, momentum=0.85, nesterov=True,
-    weight_decay=0.00133, norm_lr_scale=64.0, label_smoothing=0.2, loss_clip=0.0, normalize=True, flip=True,
-    translate=2, schedule="linear", warmup=0.23, lr_end=0.07, tta="flip-translate", autocast="auto",
-    channels_last=True, val_fraction=0.1,
-)
-RECIPES.update({
-    recipe.name: recipe
-    for recipe in (
-        Recipe("fashion-cpu", "fashion-mnist", **CPU_FAST,
-               description="Fashion-MNIST on 2 CPU cores: aims at 93% test accuracy in 120 s of training"),
-        Recipe("mnist-cpu", "mnist", **CPU_FAST | dict(flip=False, tta="none", translate=1, epochs=15),
-               description="fashion-cpu's recipe for digits, shifted a pixel instead of mirrored; 15 epochs "
-                           "suit the 8,000-digit sample it was tuned on"),
-        Recipe("cifar10-fast", "cifar10", **AIRBENCH | dict(val_fraction=0.02),
-               description="airbench94 on CIFAR-10: aims at its 94.0% and its speed on the same GPU"),
-        Recipe("fashion-fast", "fashion-mnist", **AIRBENCH | dict(epochs=8),
-               description="airbench's network and recipe on Fashion-MNIST: aims at 94% in 3 s on an H100"),
-        Recipe("fashion-best", "fashion-mnist", **AIRBENCH | dict(model="airbench-wide", epochs=30, ema=0.999),
-               description="airbench's wider network, longer, with weight averaging: aims at 95% in 30 s on an H100"),
-        # With few steps an epoch (8 on the 7,196-digit sample) the running BatchNorm averages trail weights that
-        # still move fast, and evaluation fell to chance on 2 seeds of 3 (issue #18): the statistics are taken
-        # afresh from 4,096 training images before each validation instead.
-        Recipe("mnist-fast", "mnist", **AIRBENCH | dict(flip=False, tta="none", epochs=6, norm_stats=4096),
-               description="airbench's network on digits, shifted but never mirrored: aims at 99.5% in 2 s on an H100"),
-    )
-})
-
-
-# Your own images (`cnnlab train --data FOLDER`): lab 4's network and optimiser, a sound start for small images.
-FOLDER_RECIPE = Recipe("folder", "folder", "cnn-dropout", optimizer="adam",
-                       description="Your own images, one sub-folder per class: lab 4's network and Keras 'adam'")
-
-
-def get_recipe(name: str) -> Recipe:
-    try:
-        return RECIPES[name]
-    except KeyError:
-        raise UsageError(f"unknown recipe {name!r}: choose one of {', '.join(RECIPES)} "
-                         "(cnnlab recipes lists them)") from None
-
-
 # ---------------------------------------------------------------------------------------------------------
-# Overrides
+# Checks: every field's type, range and name, run when a recipe is made
 # ---------------------------------------------------------------------------------------------------------
+@functools.cache
 def _field_types() -> dict[str, Any]:
     return typing.get_type_hints(Recipe)
-
-
-def parse_value(field: str, text: str) -> Any:
-    """Parse ``text`` as the type of ``Recipe.<field>``; a bad value raises UsageError naming both."""
-    hints = _field_types()
-    if field not in hints:
-        raise UsageError(f"unknown recipe field {field!r}: fields are {', '.join(hints)}")
-    hint = hints[field]
-    options = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
-    if type(None) in options and text.strip().lower() in ("none", "null", "default"):
-        return None
-    for kind in (o for o in options if o is not type(None)):
-        try:
-            if kind is bool:
-                lowered = text.strip().lower()
-                if lowered in ("1", "true", "yes", "on"):
-                    return True
-                if lowered in ("0", "false", "no", "off"):
-                    return False
-                raise ValueError(text)
-            if kind is int:
-                return int(text)
-            if kind is float:
-                return float(text)
-            if kind is str:
-                return text
-        except ValueError:
-            continue
-    names = " or ".join(getattr(o, "__name__", str(o)) for o in options)
-    raise UsageError(f"--{field.replace('_', '-')} {text!r}: expected {names}")
 
 
 def check_type(field: str, value: Any) -> Any:
@@ -197,13 +107,6 @@ def check_type(field: str, value: Any) -> Any:
             return kind(value)
     names = " or ".join(getattr(o, "__name__", str(o)) for o in options)
     raise UsageError(f"--{field.replace('_', '-')} {value!r}: expected {names}")
-
-
-def with_overrides(recipe: Recipe, overrides: dict[str, Any]) -> Recipe:
-    """A copy of ``recipe`` with fields replaced (strings are parsed by the field's type), then checked."""
-    parsed = {field: parse_value(field, value) if isinstance(value, str) else check_type(field, value)
-              for field, value in overrides.items()}
-    return validate(replace(recipe, **parsed))
 
 
 # A recipe's name names its run folder: no path separators, nothing hidden or unprintable, nothing the file
@@ -281,6 +184,115 @@ def graph_blocker(recipe: Recipe) -> str | None:
     return ", ".join(blockers) or None
 
 
+TUTORIAL = "docs/course.md"
+RECIPES: dict[str, Recipe] = {
+    recipe.name: recipe
+    for recipe in (
+        Recipe("mnist-mlp", "mnist", "mlp", optimizer="sgd",
+               description=f"Lab 2: Dense(512) MLP on MNIST, Keras 'sgd' ({TUTORIAL})"),
+        Recipe("mnist-cnn", "mnist", "cnn", optimizer="sgd",
+               description=f"Lab 3: one-convolution CNN on MNIST, Keras 'sgd' ({TUTORIAL})"),
+        Recipe("fashion-cnn", "fashion-mnist", "cnn-dropout", optimizer="adam",
+               description=f"Lab 4: lab 3's CNN with Dropout(0.3) on Fashion-MNIST, Keras 'adam' ({TUTORIAL})"),
+        Recipe("cifar10-cnn", "cifar10", "cnn-deep", optimizer="adam",
+               description=f"Lab 5: two-convolution CNN with dropout on CIFAR-10, Keras 'adam' ({TUTORIAL})"),
+    )
+}
+
+# Beyond the tutorial. On a CPU: a small BatchNorm network, bf16 where the CPU has it, a triangle schedule, mirrored training
+# images and mirrored test-time copies; tuned on the validation split of Fashion-MNIST (8 epochs: 93.99 %
+# validation accuracy over 2 seeds, against 93.73 % for 5 epochs and 93.78 % for 8 with 1-pixel shifts).
+CPU_FAST = dict(
+    model="bn-cnn", epochs=8, batch_size=256, optimizer="sgd", lr=0.1, momentum=0.9, nesterov=True,
+    weight_decay=5e-4, label_smoothing=0.1, loss_clip=0.0, normalize=True, flip=True, schedule="linear",
+    warmup=0.2, tta="flip", autocast="auto", channels_last=True,
+)
+# On a GPU: airbench94's recipe (Keller Jordan's cifar10-airbench, 2024) in this loop's terms. Its learning
+# rate 11.5 per 1024 examples with Nesterov momentum 0.85 is 1.5 for a mean loss over a batch of 1024; its
+# decoupled weight decay 0.0153 per 1024 examples is 0.00133 at that rate. Not reproduced: its lookahead
+# averaging, its alternating flips, its whitening bias frozen after 3 epochs, pure fp16 weights, 9.9 epochs.
+AIRBENCH = dict(
+    model="airbench", epochs=10, batch_size=1024, optimizer="sgd", lr=1.5, momentum=0.85, nesterov=True,
+    weight_decay=0.00133, norm_lr_scale=64.0, label_smoothing=0.2, loss_clip=0.0, normalize=True, flip=True,
+    translate=2, schedule="linear", warmup=0.23, lr_end=0.07, tta="flip-translate", autocast="auto",
+    channels_last=True, val_fraction=0.1,
+)
+RECIPES.update({
+    recipe.name: recipe
+    for recipe in (
+        Recipe("fashion-cpu", "fashion-mnist", **CPU_FAST,
+               description="Fashion-MNIST on 2 CPU cores: aims at 93% test accuracy in 120 s of training"),
+        Recipe("mnist-cpu", "mnist", **CPU_FAST | dict(flip=False, tta="none", translate=1, epochs=15),
+               description="fashion-cpu's recipe for digits, shifted a pixel instead of mirrored; 15 epochs "
+                           "suit the 8,000-digit sample it was tuned on"),
+        Recipe("cifar10-fast", "cifar10", **AIRBENCH | dict(val_fraction=0.02),
+               description="airbench94 on CIFAR-10: aims at its 94.0% and its speed on the same GPU"),
+        Recipe("fashion-fast", "fashion-mnist", **AIRBENCH | dict(epochs=8),
+               description="airbench's network and recipe on Fashion-MNIST: aims at 94% in 3 s on an H100"),
+        Recipe("fashion-best", "fashion-mnist", **AIRBENCH | dict(model="airbench-wide", epochs=30, ema=0.999),
+               description="airbench's wider network, longer, with weight averaging: aims at 95% in 30 s on an H100"),
+        # With few steps an epoch (8 on the 7,196-digit sample) the running BatchNorm averages trail weights that
+        # still move fast, and evaluation fell to chance on 2 seeds of 3 (issue #18): the statistics are taken
+        # afresh from 4,096 training images before each validation instead.
+        Recipe("mnist-fast", "mnist", **AIRBENCH | dict(flip=False, tta="none", epochs=6, norm_stats=4096),
+               description="airbench's network on digits, shifted but never mirrored: aims at 99.5% in 2 s on an H100"),
+    )
+})
+
+
+# Your own images (`cnnlab train --data FOLDER`): lab 4's network and optimiser, a sound start for small images.
+FOLDER_RECIPE = Recipe("folder", "folder", "cnn-dropout", optimizer="adam",
+                       description="Your own images, one sub-folder per class: lab 4's network and Keras 'adam'")
+
+
+def get_recipe(name: str) -> Recipe:
+    try:
+        return RECIPES[name]
+    except KeyError:
+        raise UsageError(f"unknown recipe {name!r}: choose one of {', '.join(RECIPES)} "
+                         "(cnnlab recipes lists them)") from None
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Overrides
+# ---------------------------------------------------------------------------------------------------------
+def parse_value(field: str, text: str) -> Any:
+    """Parse ``text`` as the type of ``Recipe.<field>``; a bad value raises UsageError naming both."""
+    hints = _field_types()
+    if field not in hints:
+        raise UsageError(f"unknown recipe field {field!r}: fields are {', '.join(hints)}")
+    hint = hints[field]
+    options = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+    if type(None) in options and text.strip().lower() in ("none", "null", "default"):
+        return None
+    for kind in (o for o in options if o is not type(None)):
+        try:
+            if kind is bool:
+                lowered = text.strip().lower()
+                if lowered in ("1", "true", "yes", "on"):
+                    return True
+                if lowered in ("0", "false", "no", "off"):
+                    return False
+                raise ValueError(text)
+            if kind is int:
+                return int(text)
+            if kind is float:
+                return float(text)
+            if kind is str:
+                return text
+        except ValueError:
+            continue
+    names = " or ".join(getattr(o, "__name__", str(o)) for o in options)
+    raise UsageError(f"--{field.replace('_', '-')} {text!r}: expected {names}")
+
+
+def with_overrides(recipe: Recipe, overrides: dict[str, Any]) -> Recipe:
+    """A copy of ``recipe`` with fields replaced (strings are parsed by the field's type), then checked."""
+    parsed = {field: parse_value(field, value) if isinstance(value, str) else check_type(field, value)
+              for field, value in overrides.items()}
+    return replace(recipe, **parsed)  # checked as it is made
+
+
 def recipe_from_dict(data: Any) -> Recipe:
     """Rebuild a recipe saved as JSON, every field type-checked; fields this version does not know are refused."""
     if not isinstance(data, dict):
@@ -291,7 +303,7 @@ def recipe_from_dict(data: Any) -> Recipe:
     missing = {"name", "dataset", "model"} - set(data)
     if missing:
         raise UsageError(f"recipe lacks the fields {sorted(missing)}")
-    return validate(Recipe(**{field: check_type(field, value) for field, value in data.items()}))
+    return Recipe(**data)  # every field checked as it is made
 
 
 def recipe_json(recipe: Recipe) -> str:

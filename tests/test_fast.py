@@ -12,9 +12,10 @@ import torch.nn.functional as F
 from cnnlab import fast
 from cnnlab.data import ImageSet
 from cnnlab.errors import CnnlabError, UsageError
+from cnnlab.inference import evaluate
 from cnnlab.models import create_model
 from cnnlab.recipes import get_recipe, with_overrides
-from cnnlab.train import OPTIMIZERS, evaluate, fit, make_optimizer, place
+from cnnlab.train import OPTIMIZERS, fit, make_optimizer, place
 
 CPU = torch.device("cpu")
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -160,7 +161,7 @@ def test_fast_and_plain_engines_train_along_the_same_path(recipe_name, shape, pl
                          channels_last=plain_channels_last and engine == "plain").resolved()
         torch.manual_seed(0)
         model = create_model(recipe.model, shape, 10)
-        history = fit(model, train, val, recipe, verbose=False)
+        history = fit(model, train, val, recipe, "cpu", verbose=False)
         runs[engine] = (history, model.state_dict())
     (plain_history, plain_weights), (fast_history, fast_weights) = runs["plain"], runs["fast"]
     assert plain_history[-1].loss < plain_history[0].loss  # it trained: the comparison is not of two stills
@@ -277,10 +278,11 @@ def test_fp16_backward_runs_on_a_scaled_loss_and_steps_on_unscaled_gradients(mon
     """fp16 gradients of a batch-mean loss underflow: fit scales the loss up for the backward pass (GradScaler's
     2**16 at first) and the gradients back down before the optimiser's step. fp16 autocast is refused off CUDA, so
     here the CPU's fp16 autocast stands in for it."""
-    from cnnlab import train as train_module
+    from cnnlab import inference, train
 
-    monkeypatch.setattr(train_module, "autocast", lambda device, recipe: torch.autocast(
-        "cpu", dtype=torch.float16, enabled=recipe.autocast == "fp16"))
+    for module in (train, inference):  # the training step's and the validation's
+        monkeypatch.setattr(module, "autocast", lambda device, precision: torch.autocast(
+            "cpu", dtype=torch.float16, enabled=precision == "fp16"))
     data = tiny_split(32, seed=4)
     gradients, moves = {}, {}
     for precision in ("off", "fp16"):  # one step of plain SGD, whose step is proportional to the gradient
@@ -291,7 +293,7 @@ def test_fp16_backward_runs_on_a_scaled_loss_and_steps_on_unscaled_gradients(mon
         before = model.dense_1.weight.detach().clone()
         seen = gradients.setdefault(precision, [])
         model.dense_1.weight.register_post_accumulate_grad_hook(lambda p: seen.append(p.grad.abs().max().item()))
-        fit(model, data, data, recipe, verbose=False)
+        fit(model, data, data, recipe, "cpu", verbose=False)
         moves[precision] = model.dense_1.weight.detach() - before
     assert gradients["fp16"][0] / gradients["off"][0] == pytest.approx(2.0 ** 16, rel=1e-2)  # the backward's
     assert moves["off"].abs().max() > 0

@@ -11,10 +11,11 @@ from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 from cnnlab import cli, get_recipe, load_run
 from cnnlab.data import load_dataset, split
+from cnnlab.inference import evaluate
 from cnnlab.models import create_model
 from cnnlab.recipes import RECIPES, with_overrides
 from cnnlab.schedule import lr_factor
-from cnnlab.train import evaluate, fit
+from cnnlab.train import fit
 
 TUTORIAL = {"mnist-mlp", "mnist-cnn", "fashion-cnn", "cifar10-cnn"}
 FAST = sorted(set(RECIPES) - TUTORIAL)
@@ -103,7 +104,7 @@ def test_normalised_run_keeps_its_statistics_and_reloads(fake_mnist, runs_dir, c
     assert run.info.normalization.mean == (mean,)
     _, test = load_dataset("mnist", fake_mnist)
     metrics = json.loads((run.run_dir / "metrics.json").read_text())
-    assert evaluate(run.model, test, run.recipe, normalization=run.info.normalization)["accuracy"] == \
+    assert evaluate(run, test)["accuracy"] == \
         metrics["test_accuracy"]
     test_line = next(line for line in out.splitlines() if line.startswith("Test loss"))
     assert cli.main(["evaluate", run_dir, "--data-dir", str(fake_mnist), "--device", "cpu"]) == 0
