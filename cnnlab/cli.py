@@ -125,9 +125,9 @@ def _folder(path: Path) -> Path:
 def _predict(args: argparse.Namespace) -> int:
     import json
 
+    from .device import resolve_device
     from .predict import predict_files, random_test_predictions
     from .runs import load_run
-    from .train import resolve_device
 
     if args.save:
         from . import plots  # matplotlib only where figures are drawn
@@ -414,7 +414,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     from . import errors
 
-    errors.COMMAND_LINE = True  # advice names flags, not recipe fields
+    errors.COMMAND_LINE = True  # advice names flags, not recipe fields (errors.hint)
+    try:
+        return _main(argv)
+    finally:
+        errors.COMMAND_LINE = False  # main called from Python (the tests, a notebook) hands Python back its terms
+
+
+def _main(argv: list[str] | None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)

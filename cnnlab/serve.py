@@ -17,6 +17,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import torch
 
+from .device import Device
 from .errors import CnnlabError
 
 MAX_BODY = 10 * 1024 * 1024  # bytes; a larger upload is refused (413) before it is read
@@ -31,15 +32,17 @@ class HTTPError(Exception):
 
 
 def make_server(run_dir: str | os.PathLike, host: str = "127.0.0.1", port: int = 8000,
-                device: torch.device | str = "auto", max_body: int = MAX_BODY) -> ThreadingHTTPServer:
-    """Load the run once and bind a server to ``host``:``port`` (0: any free port); ``serve_forever`` runs it."""
+                device: Device = None, max_body: int = MAX_BODY) -> ThreadingHTTPServer:
+    """Load the run once and bind a server to ``host``:``port`` (0: any free port); ``serve_forever`` runs it.
+
+    ``device``: a name or a torch.device; None is 'auto'."""
+    from .device import choose_device
     from .predict import predict_upload
     from .runs import load_run
-    from .train import resolve_device
 
     run = load_run(run_dir)
-    device = resolve_device(device)
-    run.model.to(device)
+    device = choose_device(device)
+    run.model.to(device)  # the run is the server's own
     lock = threading.Lock()  # one forward pass at a time: the model is shared by the request threads
     health = json.dumps({"status": "ok", "run": str(run.run_dir), "classes": list(run.info.classes)})
 

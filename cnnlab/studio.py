@@ -121,13 +121,14 @@ def create_app(runs_dir: str | os.PathLike, device: str = "cpu", default_run: st
                max_body: int = MAX_BODY) -> FastAPI:
     """The studio's ASGI app for the runs in ``runs_dir``; ``default_run`` answers a /predict that names none."""
     from .compare import read_record, scan_runs
+    from .device import resolve_device
     from .evaluation import FOLDER as EVALUATION
     from .explain import occlusion, saliency
     from .files import read_json
     from .images import prepare_file
+    from .inference import answer
     from .inside import activations, explain_cell, explain_value, quantise
-    from .predict import UPLOAD, predict_upload, run_proba
-    from .train import resolve_device
+    from .predict import UPLOAD, predict_proba, predict_upload
 
     runs_dir = Path(runs_dir)
     if not runs_dir.is_dir():
@@ -240,15 +241,16 @@ def create_app(runs_dir: str | os.PathLike, device: str = "cpu", default_run: st
         """Every class's probability, the input as the network received it and every layer's activations."""
         def work(run) -> dict:
             image, source = image_of(run, body, test, pick)
-            probabilities = run_proba(run, image[None], runs.device)[0]
             layers = activations(run, image)
+            probabilities = answer(layers[-1].values)  # the bars: softmax of the logits shown last
             return {**source, "input": png(image),
                     "predictions": [{"class": i, "label": run.info.classes[i],
                                      "probability": round(float(probabilities[i]), 6)}
                                     for i in probabilities.argsort(descending=True).tolist()],
                     "layers": [{"name": a.name, "kind": a.kind, "shape": list(a.values.shape),
-                                **quantise(a.values).to_json()} for a in layers],
-                    "logits": layers[-1].values.flatten().tolist()}  # exact, for the page's softmax
+                                **({"note": a.note} if a.note else {}), **quantise(a.values).to_json()}
+                               for a in layers],
+                    "logits": layers[-1].values.tolist()}  # exact, for the page's softmax: the bars' logits
         return runs.compute(name, work)
 
     @app.post("/api/runs/{name}/value")
@@ -270,9 +272,8 @@ def create_app(runs_dir: str | os.PathLike, device: str = "cpu", default_run: st
         """Gradient saliency and occlusion for the most probable class, as ``cnnlab explain`` draws them."""
         def work(run) -> dict:
             image, _ = image_of(run, body, test, False)
-            target, normalization = int(run_proba(run, image[None], runs.device)[0].argmax()), run.info.normalization
-            maps = {"saliency": saliency(run.model, image, target, normalization),
-                    "occlusion": occlusion(run.model, image, target, normalization=normalization)}
+            target = int(predict_proba(run, image[None])[0].argmax())  # of the logits the answer comes from (TTA)
+            maps = {"saliency": saliency(run, image, target), "occlusion": occlusion(run, image, target)}
             return {"target": target, "label": run.info.classes[target],
                     **{key: quantise(values).to_json() for key, values in maps.items()}}
         return runs.compute(name, work)

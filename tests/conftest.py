@@ -24,6 +24,9 @@ from safetensors.torch import load_file
 # cuBLAS reads this once, at the process's first product on the GPU, which some test does before the
 # deterministic ones run: set here, before any test, as `cnnlab train --deterministic` sets it at its start.
 os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+# The tests compare runs to the last digit, so they train on a fixed thread count rather than give way to
+# whatever else the machine runs (cnnlab.threads.FairShare, which tests/test_threads.py checks on its own).
+os.environ.setdefault("OMP_NUM_THREADS", str(torch.get_num_threads()))
 
 REPO = Path(__file__).resolve().parents[1]  # the checkout under test: PYTHONPATH for the processes tests start
 SHARED = REPO.parent / "shared"

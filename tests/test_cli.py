@@ -13,13 +13,13 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import MNIST_SAMPLE, REPO, RUN_FILES, history
 from PIL import Image
 
 from cnnlab import cli, get_recipe, load_run
 from cnnlab.data import DATASETS, load_dataset
+from cnnlab.inference import evaluate, loss_fn
 from cnnlab.recipes import RECIPES
-from cnnlab.train import evaluate, loss_fn
-from conftest import MNIST_SAMPLE, REPO, RUN_FILES, history
 
 
 def train(capsys, *args) -> tuple[int, str, str]:
@@ -59,7 +59,7 @@ def test_reloaded_model_computes_the_same(fake_mnist, runs_dir, capsys):
     run = load_run(out.strip())
     _, test = load_dataset("mnist", fake_mnist)
     metrics = json.loads((run.run_dir / "metrics.json").read_text())
-    reloaded = evaluate(run.model, test, run.recipe, normalization=run.info.normalization)
+    reloaded = evaluate(run, test)  # with the run's own recipe and normalisation
     # The loss, to the last bit: the accuracy of a barely trained model is the same for most wrong weights.
     assert reloaded["loss"] == metrics["test_loss"] and reloaded["accuracy"] == metrics["test_accuracy"]
     assert run.history[0].epoch == 1 and run.info.classes == tuple("0123456789")

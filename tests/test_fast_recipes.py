@@ -3,17 +3,19 @@ that normalises keeps its statistics, so evaluation after reloading gives the nu
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
 from torch.optim.optimizer import register_optimizer_step_pre_hook
 
-from cnnlab import cli, load_run
+from cnnlab import cli, get_recipe, load_run
 from cnnlab.data import load_dataset, split
+from cnnlab.inference import evaluate
 from cnnlab.models import create_model
 from cnnlab.recipes import RECIPES, with_overrides
 from cnnlab.schedule import lr_factor
-from cnnlab.train import evaluate, fit
+from cnnlab.train import fit
 
 TUTORIAL = {"mnist-mlp", "mnist-cnn", "fashion-cnn", "cifar10-cnn"}
 FAST = sorted(set(RECIPES) - TUTORIAL)
@@ -102,7 +104,7 @@ def test_normalised_run_keeps_its_statistics_and_reloads(fake_mnist, runs_dir, c
     assert run.info.normalization.mean == (mean,)
     _, test = load_dataset("mnist", fake_mnist)
     metrics = json.loads((run.run_dir / "metrics.json").read_text())
-    assert evaluate(run.model, test, run.recipe, normalization=run.info.normalization)["accuracy"] == \
+    assert evaluate(run, test)["accuracy"] == \
         metrics["test_accuracy"]
     test_line = next(line for line in out.splitlines() if line.startswith("Test loss"))
     assert cli.main(["evaluate", run_dir, "--data-dir", str(fake_mnist), "--device", "cpu"]) == 0
@@ -132,15 +134,56 @@ def test_per_class_figures_agree_with_the_test_accuracy_under_bf16_and_tta(fake_
     assert evaluation.confusion.trace().item() == round(evaluation.accuracy * evaluation.confusion.sum().item())
 
 
-def test_bf16_on_a_cpu_without_native_bf16_says_so_and_trains(fake_mnist, runs_dir, capsys, monkeypatch):
+@pytest.mark.parametrize("native", [False, True])
+def test_autocast_auto_picks_bf16_only_where_the_cpu_computes_it(fake_mnist, runs_dir, capsys, monkeypatch, native):
     from cnnlab import fast
 
-    monkeypatch.setattr(fast, "native_bf16", lambda device: False)
+    monkeypatch.setattr(fast, "native_bf16", lambda device: native)  # the capability probe, faked both ways
+    assert get_recipe("fashion-cpu").autocast == get_recipe("mnist-cpu").autocast == "auto"
     code = cli.main(["train", "fashion-cpu", "--data-dir", str(fake_mnist), "--runs-dir", str(runs_dir),
                      "--set", "dataset=mnist", "--epochs", "1"])
     assert code == 0
+    out = capsys.readouterr().out
+    run_dir = Path(out.strip().splitlines()[-1])
+    assert json.loads((run_dir / "recipe.json").read_text())["autocast"] == ("bf16" if native else "off")
+    assert ("(bf16 autocast)" in out.splitlines()[0]) == native
+    assert not [line for line in out.splitlines() if line.startswith("note:")]
+
+
+def test_bf16_asked_for_on_a_cpu_without_it_says_so_in_the_users_terms(fake_mnist, runs_dir, capsys, monkeypatch):
+    from cnnlab import errors, fast
+
+    monkeypatch.setattr(fast, "native_bf16", lambda device: False)
+    code = cli.main(["train", "fashion-cpu", "--data-dir", str(fake_mnist), "--runs-dir", str(runs_dir),
+                     "--set", "dataset=mnist", "--epochs", "1", "--set", "autocast=bf16"])
+    assert code == 0
     notes = [line for line in capsys.readouterr().out.splitlines() if line.startswith("note:")]
-    assert notes == ["note: this CPU has no AVX512-BF16 or AMX, so the recipe's bf16 autocast is slow here; "
-                     "--set autocast=off trains in fp32"]
+    assert notes == ["note: this CPU has no AVX512-BF16 or AMX, so bf16 autocast is emulated and slow here; "
+                     "--set autocast=auto trains in fp32 where bf16 is slow"]
+    monkeypatch.setattr(errors, "COMMAND_LINE", False)  # in a notebook: the recipe field, not the flag
+    assert "autocast='auto' in the recipe" in fast.precision_note(torch.device("cpu"), "bf16")
     assert fast.precision_note(torch.device("cpu"), "off") is None
 
+
+def test_norm_stats_are_taken_afresh_with_the_current_weights():
+    from cnnlab.train import renew_norm_stats
+
+    torch.manual_seed(0)
+    model = create_model("bn-cnn", (1, 28, 28), 10)
+    images = torch.randint(0, 256, (32, 1, 28, 28), dtype=torch.uint8)
+    recipe = with_overrides(RECIPES["fashion-cpu"], {"norm_stats": 32, "batch_size": 32, "autocast": "off"})
+    inputs = images.float() / 255
+    model.train()
+    with torch.no_grad():
+        batch_logits = model(inputs)  # what the network computes with this batch's own statistics
+        for module in model.modules():
+            if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+                module.running_mean.fill_(3.0)  # running averages that trail the weights far behind
+        stale = model.eval()(inputs)
+        renew_norm_stats(model, images, recipe, torch.device("cpu"), None)
+        fresh = model.eval()(inputs)
+    assert not torch.allclose(stale, batch_logits, atol=0.5)
+    assert torch.allclose(fresh, batch_logits, atol=0.05)  # only the unbiased variance's 32/31 apart
+    assert all(module.momentum == 0.1 for module in model.modules()
+               if isinstance(module, torch.nn.modules.batchnorm._BatchNorm))
+    assert RECIPES["mnist-fast"].norm_stats and not RECIPES["fashion-fast"].norm_stats

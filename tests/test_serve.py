@@ -126,3 +126,13 @@ def test_cli_serve_answers_then_stops_on_ctrl_c(digit_run):
     finally:
         process.kill()
     assert process.returncode == 130 and err.splitlines()[-1] == "cnnlab: interrupted"
+
+
+def test_the_server_takes_a_torch_device(digit_run):
+    """make_server(device=torch.device('cpu')) raised AttributeError although its signature allows it."""
+    import torch
+
+    server = serve.make_server(digit_run, port=0, device=torch.device("cpu"))
+    server.server_close()
+    server = serve.make_server(digit_run, port=0)  # None: 'auto'
+    server.server_close()

@@ -786,8 +786,8 @@ def test_the_colour_legends_follow_the_scale_chosen(watched, studio, runs, tmp_p
     largest = {name: float(v.abs().max()) for name, v in values.items()}
 
     def legends() -> dict[str, float]:
-        return dict(page.eval_on_selector_all(
-            ".layer[data-name]", "cards => cards.map(c => [c.dataset.name, Number(c.querySelector('.legend').dataset.limit)])"))
+        return dict(page.eval_on_selector_all(".layer[data-name]", """cards => cards.map(c => [c.dataset.name,
+            Number(c.querySelector('.legend').dataset.limit)])"""))
     assert legends() == pytest.approx(largest, rel=1e-6)  # each layer its own
     page.select_option("#scale", "network")
     network = max(v for name, v in largest.items() if name != "input")
@@ -808,3 +808,26 @@ def test_the_colour_legends_follow_the_scale_chosen(watched, studio, runs, tmp_p
         limit = float(canvas.get_attribute("data-limit"))
         assert limit == pytest.approx(float(values["conv2d"][channel].abs().max()), abs=step / 2 + 1e-6)
     assert watched.problems == []
+
+
+def test_a_run_with_test_time_augmentation_explains_the_mean_its_answer_comes_from(watched, runs, tmp_path):
+    page = watched.page
+    (path,) = write_digits(tmp_path, 1)
+    folder = tmp_path / "runs"
+    folder.mkdir()
+    shutil.copytree(runs / "cnn", folder / "tta")
+    recipe = folder / "tta" / "recipe.json"
+    recipe.write_text(json.dumps({**json.loads(recipe.read_text()), "tta": "flip"}))  # the image and its mirror
+    logits = library(folder / "tta", path)["tta"].double()
+    with running_studio(folder) as url:
+        open_inside(page, url, path, run="tta")
+        expect(page.locator('.layer[data-name="tta"] .note')).to_contain_text("mirror")
+        shares = page.eval_on_selector_all("#softmax-table tr[data-class]", "rows => rows.map(r => Number(r.dataset.share))")
+        assert shares == pytest.approx(logits.softmax(0).tolist(), abs=1e-7)  # softmax of the mean, not of one pass
+        expect(page.locator("#softmax-note")).to_contain_text("The logits are tta's")
+        assert page.locator('.logit[data-class="0"]').is_disabled()  # a mean: no layer to open
+        page.click('#tabs a[data-view="playground"]')
+        probabilities = {cls: p for _, cls, p in bars(page)}
+        assert [probabilities[c] for c in range(10)] == pytest.approx(shares, abs=1e-6)  # the bars say the same
+        problems = list(watched.problems)
+    assert problems == []

@@ -31,6 +31,8 @@ let shown = null;  // the explanation on screen: the chosen one, or the one unde
 const key = (t) => `${t.layer}/${t.channel}/${t.row || 0}/${t.col || 0}`;
 const indexOf = (name) => state.look.layers.findIndex((l) => l.name === name);
 const isGrey = (layer) => layer.kind === "Input" && layer.low >= 0;
+// Layer ``i`` gives one number per class, as every layer after it does: the logits (a scale, TTA's mean after it).
+const isOutput = (i) => state.look.layers.slice(i).every((l) => l.shape.length === 1 && l.shape[0] === state.info.classes.length);
 
 // The colour scale of layer ``i``'s map ``channel``: the layer's own (default), the whole network's (the input
 // image keeps its own), or each map its own.
@@ -100,12 +102,13 @@ function logitBars(i) {
   const top = logits.indexOf(Math.max(...logits));
   return el("div", { class: "logits" }, ...logits.map((z, c) => {
     const row = el("button", { type: "button", class: c === top ? "logit top" : "logit", "data-class": c,
-      "data-logit": String(z), "aria-label": `${classes[c] ?? c}: logit ${fixed(z)}; how it is made` },
+      "data-logit": String(z), "aria-label": `${classes[c] ?? c}: logit ${fixed(z)}` },
     el("span", { class: "name", text: classes[c] ?? String(c) }),
     el("span", { class: "axis" }, el("span", { class: z >= 0 ? "fill plus" : "fill minus",
       style: `width:${(50 * Math.abs(z) / reach).toFixed(1)}%` })),
     el("span", { class: "pct", text: fixed(z, 2) }));
-    row.addEventListener("click", () => choose({ layer: layer.name, channel: c }));
+    if (VIEWS[layer.kind]) row.addEventListener("click", () => choose({ layer: layer.name, channel: c }));
+    else row.disabled = true;  // the mean of test-time augmentation's passes: nothing to open
     return row;
   }));
 }
@@ -113,7 +116,8 @@ function logitBars(i) {
 function layerCard(layer, i) {
   const title = el("h3", {}, el("b", { text: layer.name }), ` ${layer.kind} · ${layer.shape.join("×")}`,
     el("small", { text: ` ${layer.low.toFixed(2)} … ${layer.high.toFixed(2)}` }));
-  const card = el("div", { class: "layer", "data-name": layer.name, "data-kind": layer.kind }, title, legendOf(i));
+  const card = el("div", { class: "layer", "data-name": layer.name, "data-kind": layer.kind }, title,
+    layer.note ? el("p", { class: "hint note", text: layer.note }) : "", legendOf(i));
   const last = i === state.look.layers.length - 1;
   if (layer.shape.length === 3) {
     const grid = el("div", { class: "maps" });
@@ -128,7 +132,7 @@ function layerCard(layer, i) {
     }
   } else if (last) {
     card.append(logitBars(i), el("p", { class: "hint", text: "the logits, one per class: softmax, below, turns them " +
-      "into the answer's probabilities. Click a class to see how its logit is made." }));
+      "into the answer's probabilities." + (VIEWS[layer.kind] ? " Click a class to see how its logit is made." : "") }));
   } else {
     card.append(vectorCanvas(i));
   }
@@ -152,11 +156,11 @@ async function showLayers() {
 
 function drawLayers() {
   const layers = state.look.layers;
-  const chain = el("p", { class: "chain", text: layers.filter((l) => !["ReLU", "GELU", "Dropout", "Flatten"].includes(l.kind))
+  const chain = el("p", { class: "chain", text: layers.filter((l) => !["ReLU", "GELU", "Dropout", "Flatten", "Mean"].includes(l.kind))
     .map((l) => l.shape.join("×")).join(" → ") });
   const cards = layers.map(layerCard);
   const logits = state.look.logits || Array.from(decoded[layers.length - 1]);
-  layersBox.replaceChildren(chain, ...cards, softmaxCard(logits, state.info.classes || [], state.look.predictions));
+  layersBox.replaceChildren(chain, ...cards, softmaxCard(logits, state.info.classes || [], layers[layers.length - 1]));
   if (shown) place(shown);
   mark();
 }
@@ -211,7 +215,7 @@ function context(cell) {
   const i = indexOf(cell.layer), j = indexOf(cell.source);
   const layers = state.look.layers;
   return {
-    index: i, layer: layers[i], values: decoded[i], last: i === layers.length - 1, classes: state.info.classes || [],
+    index: i, layer: layers[i], values: decoded[i], output: isOutput(i), classes: state.info.classes || [],
     source: j >= 0 ? { index: j, layer: layers[j], values: decoded[j] } : null,
     limit, grey: (k) => isGrey(layers[k]),
     chosen: () => (chosen && chosen.layer === cell.layer && chosen.channel === cell.channel ? chosen : null),

@@ -3,7 +3,7 @@ import { el, fixed } from "../api.js";
 import { number } from "./board.js";
 
 export function render(cell, ctx) {
-  const classes = ctx.last ? ctx.classes : null;
+  const classes = ctx.output ? ctx.classes : null;
   const who = classes ? `the logit of “${classes[cell.channel]}”` : `unit ${cell.channel}`;
   const total = cell.has_bias ? cell.sum + cell.bias : cell.sum;
   return [
