@@ -87,6 +87,7 @@ class ValueExplanation:
     value: float  # the feature map's value at (channel, row, col), from the forward pass
     steps: list[Step]  # the activation (and normalisation) that follow, value by value
     pool: PoolWindow | None  # the pooling window that takes the value, if a pooling layer follows
+    has_bias: bool = True  # False for a convolution without one (``bias`` is then 0 and adds nothing)
 
     def to_json(self) -> dict:
         from dataclasses import asdict
@@ -146,7 +147,7 @@ def explain_value(run: Source, image: torch.Tensor, layer: str, channel: int, ro
         break
     return ValueExplanation(layer, channel, row, col, patch.tolist(), outside.tolist(), kernel.tolist(),
                             products.tolist(), float(products.sum()), bias, float(output[channel, row, col]),
-                            steps, pool)
+                            steps, pool, conv.bias is not None)
 
 
 def _pool_window(name: str, pool: nn.Module, before: torch.Tensor, after: torch.Tensor, row: int, col: int
@@ -169,6 +170,84 @@ def _pool_window(name: str, pool: nn.Module, before: torch.Tensor, after: torch.
     window = before[top:top + size[0], left:left + size[1]]
     return PoolWindow(name, type(pool).__name__, top, left, window.tolist(), (out_row, out_col),
                       float(after[out_row, out_col]))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# One value of any layer, explained from that layer's input (the studio's views of each kind of layer)
+# ---------------------------------------------------------------------------------------------------------
+@torch.no_grad()  # the weights are read, not trained
+def explain_cell(run: Source, image: torch.Tensor, layer: str, channel: int, row: int = 0, col: int = 0) -> dict:
+    """How the value at (``channel``, ``row``, ``col``) of ``layer``'s output — (``channel``,) of a vector — is
+    made from the layer's input, as JSON: a convolution as ``explain_value`` explains it; ReLU, GELU, Dropout
+    and scaling value by value; BatchNorm with the statistics and weights it applies; a pooling window; where
+    Flatten took the value from; a Dense unit's weighted sum and its largest terms."""
+    from .models import Mul
+
+    inputs, traced, _ = Inference.of(run).trace(image)
+    names = [name for name, _, _ in traced]
+    if layer not in names:
+        raise CnnlabError(f"layer {layer!r}: not a layer of this network; choose one of {', '.join(names)}")
+    index = names.index(layer)
+    module, source_name = traced[index][1], names[index - 1] if index else "input"
+    kind = type(module).__name__
+    if isinstance(module, nn.Conv2d):
+        return {"kind": kind, "source": source_name, "stride": list(module.stride), "padding": list(_padding(module)),
+                **explain_value(run, image, layer, channel, row, col).to_json()}
+    output = traced[index][2][0].float().cpu()
+    source = (inputs if index == 0 else traced[index - 1][2])[0].float().cpu()  # the chain's previous output
+    at = (channel,) if output.ndim == 1 else (channel, row, col)
+    if output.ndim not in (1, 3) or not all(0 <= i < n for i, n in zip(at, output.shape)):
+        raise CnnlabError(f"{at}: outside {layer}'s output of shape {tuple(output.shape)}")
+    cell = {"layer": layer, "kind": kind, "channel": channel, "row": row, "col": col, "value": float(output[at]),
+            "source": source_name}
+    if isinstance(module, (nn.ReLU, nn.GELU, nn.Dropout, Mul)) and source.shape == output.shape:
+        return {**cell, "before": float(source[at]), **({"scale": module.scale} if isinstance(module, Mul) else {})}
+    if isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d)) and module.running_mean is not None:
+        affine, mean, var = module.weight is not None, module.running_mean, module.running_var
+        return {**cell, "before": float(source[at]), "mean": float(mean[channel]),
+                "var": float(var[channel]) if var is not None else 1.0, "eps": module.eps,
+                "weight": float(module.weight[channel]) if affine else 1.0,
+                "bias": float(module.bias[channel]) if affine else 0.0}
+    if isinstance(module, nn.Flatten) and output.ndim == 1:
+        origin = np.unravel_index(channel, tuple(source.shape))
+        return {**cell, "from": [int(i) for i in origin], "before": float(source[tuple(origin)])}
+    if isinstance(module, nn.Linear):
+        terms = source.reshape(-1) * module.weight[channel].float().cpu()
+        largest = terms.abs().argsort(descending=True)[:5].tolist()
+        return {**cell, "count": len(terms), "sum": float(terms.sum()),
+                "bias": float(module.bias[channel]) if module.bias is not None else 0.0,
+                "has_bias": module.bias is not None,
+                "top": [{"index": i, "input": float(source.reshape(-1)[i]), "weight": float(module.weight[channel, i]),
+                         "product": float(terms[i])} for i in largest]}
+    window = _window(module, (source.shape[-2], source.shape[-1]), row, col) if output.ndim == 3 else None
+    if window is not None:
+        (top, left), (height, width) = window
+        rows, cols = torch.arange(top, top + height), torch.arange(left, left + width)
+        outside = ((rows < 0) | (rows >= source.shape[1]))[:, None] | ((cols < 0) | (cols >= source.shape[2]))[None, :]
+        values = source[channel][rows.clamp(0, source.shape[1] - 1)][:, cols.clamp(0, source.shape[2] - 1)]
+        return {**cell, "top": top, "left": left, "window": values.masked_fill(outside, 0).tolist(),
+                "padded": outside.tolist(), "include_padding": bool(getattr(module, "count_include_pad", False))}
+    raise CnnlabError(f"layer {layer!r} ({kind}): its values are not explained here")
+
+
+def _window(pool: nn.Module, size: tuple[int, int], row: int, col: int
+            ) -> tuple[tuple[int, int], tuple[int, int]] | None:
+    """(top, left) and (height, width) of the window that ``pool`` turns into its output's (``row``, ``col``),
+    on an input map of ``size``; the top and left lie above and left of 0 in the padding. None for the
+    pooling it does not describe (dilated, adaptive to more than one value)."""
+    from .models import GlobalMaxPool
+
+    if isinstance(pool, GlobalMaxPool) or (isinstance(pool, (nn.AdaptiveMaxPool2d, nn.AdaptiveAvgPool2d))
+                                           and pool.output_size in (1, (1, 1))):
+        return (0, 0), size
+    if not isinstance(pool, (nn.MaxPool2d, nn.AvgPool2d)) or getattr(pool, "dilation", 1) not in (1, (1, 1)):
+        return None
+    (kh, kw), (sh, sw), (ph, pw) = (_pair(v) for v in (pool.kernel_size, pool.stride, pool.padding))
+    return (row * sh - ph, col * sw - pw), (kh, kw)
+
+
+def _pair(value: int | tuple[int, ...]) -> tuple[int, int]:
+    return (value, value) if isinstance(value, int) else (value[0], value[1])
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -81,7 +81,14 @@ class Runs:
 
         key = str(run.run_dir)
         if key not in self._tests:
-            self._tests = {key: load_test_set(run)}  # where the run was trained from; one at a time: MNIST's is 7.8 MB
+            try:  # where the run was trained from; one at a time: MNIST's is 7.8 MB
+                self._tests = {key: load_test_set(run)}
+            except CnnlabError as error:  # its advice is `cnnlab evaluate`'s --data-dir, which the studio does not take
+                gone, advice, _ = str(error).partition("; pass --data-dir")
+                if not advice:
+                    raise
+                raise CnnlabError(f"{gone}: put the data back there to pick its test images in the studio, "
+                                  "or draw or drop an image of your own") from None
         return self._tests[key]
 
 
@@ -120,7 +127,7 @@ def create_app(runs_dir: str | os.PathLike, device: str = "cpu", default_run: st
     from .files import read_json
     from .images import prepare_file
     from .inference import answer
-    from .inside import activations, explain_value, quantise
+    from .inside import activations, explain_cell, explain_value, quantise
     from .predict import UPLOAD, predict_proba, predict_upload
 
     runs_dir = Path(runs_dir)
@@ -242,7 +249,8 @@ def create_app(runs_dir: str | os.PathLike, device: str = "cpu", default_run: st
                                     for i in probabilities.argsort(descending=True).tolist()],
                     "layers": [{"name": a.name, "kind": a.kind, "shape": list(a.values.shape),
                                 **({"note": a.note} if a.note else {}), **quantise(a.values).to_json()}
-                               for a in layers]}
+                               for a in layers],
+                    "logits": layers[-1].values.tolist()}  # exact, for the page's softmax: the bars' logits
         return runs.compute(name, work)
 
     @app.post("/api/runs/{name}/value")
@@ -251,6 +259,13 @@ def create_app(runs_dir: str | os.PathLike, device: str = "cpu", default_run: st
         """How the value at (channel, row, col) of convolution ``layer`` is made, and where it goes next."""
         return runs.compute(name, lambda run: explain_value(run, image_of(run, body, test, False)[0], layer, channel,
                                                             row, col).to_json())
+
+    @app.post("/api/runs/{name}/cell")
+    def cell(name: str, layer: str, channel: int, row: int = 0, col: int = 0, test: int | None = None,
+             body: bytes = Depends(read_body)) -> dict:
+        """How the value at (channel, row, col) of any layer — (channel) of a vector — is made from its input."""
+        return runs.compute(name, lambda run: explain_cell(run, image_of(run, body, test, False)[0], layer, channel,
+                                                           row, col))
 
     @app.post("/api/runs/{name}/attribution")
     def attribution(name: str, test: int | None = None, body: bytes = Depends(read_body)) -> dict:
