@@ -16,10 +16,10 @@ A run predicts as it was evaluated, with its normalisation, test-time augmentati
 holds that rule). ``device`` is a name ('auto', 'cpu', 'cuda:0') or a torch.device; left out, a model computes
 where it is and ``fit`` trains where the recipe says (``cnnlab.resolve_device`` reads a name).
 
-Your own images: ``cnnlab.inspect_image(path)``, ``cnnlab.predict_files(cnnlab.load_run(run_dir), paths)``,
-``cnnlab.train_recipe(recipe, folder=cnnlab.load_folder(path))``;
-and past it, as the CLI does: ``evaluate_run``, ``explain_run``, ``write_report``, ``list_runs``, ``compare_runs``,
-``export_onnx``, ``make_server``.
+Your own images: ``cnnlab.inspect_image(path)``, ``cnnlab.train_folder(path)``,
+``cnnlab.predict_files(cnnlab.load_run(run_dir), paths)``; and past it, as the CLI does: ``evaluate_run``,
+``explain_run``, ``write_report``, ``list_runs``, ``compare_runs``, ``export_onnx``, ``make_server``, each taking
+a run folder or its ``cnnlab.Run``.
 """
 __version__ = "0.1.0"
 
@@ -33,7 +33,7 @@ _threads.configure()  # OpenMP's thread count and wait policy, before anything i
 # Each name is imported from its module on first use (PEP 562), so `import cnnlab` and the commands that
 # only read files start without PyTorch.
 _HOMES = {
-    "compare": ("compare_runs", "list_runs"),
+    "compare": ("compare_runs",),
     "data": ("DATASETS", "ImageSet", "load_dataset", "split"),
     "device": ("resolve_device",),
     "errors": ("CnnlabError", "UsageError"),
@@ -46,9 +46,9 @@ _HOMES = {
     "predict": ("predict", "predict_files", "predict_proba"),
     "recipes": ("RECIPES", "Recipe", "get_recipe", "with_overrides"),
     "report": ("write_report",),
-    "runs": ("load_run",),
+    "runs": ("Run", "list_runs", "load_run"),
     "serve": ("make_server",),
-    "session": ("resume_run", "train_recipe"),
+    "session": ("resume_run", "train_folder", "train_recipe"),
     "train": ("fit",),
 }
 _MODULE_OF = {name: module for module, names in _HOMES.items() for name in names}

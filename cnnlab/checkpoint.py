@@ -21,9 +21,9 @@ import torch
 from . import distributed
 from .data import ImageSet
 from .errors import CnnlabError, UsageError
-from .files import atomic_write
-from .history import EpochResult
-from .runs import check_tensors
+from .files import atomic_write, check_regular
+from .history import EpochResult, check_history
+from .runs import MAX_WEIGHTS, check_tensors
 from .train import TrainState
 
 FORMAT = "cnnlab-checkpoint/1"
@@ -80,66 +80,27 @@ def load_checkpoint(path: Path, state: TrainState, device: torch.device, data: s
 
     Returns the device type the checkpoint was written on. From another kind of device (CPU ↔ CUDA) the
     device's generators cannot carry over: the augmentation generator keeps the seed ``state`` was built with.
+    Every value is checked before any is used.
     """
-    from safetensors import SafetensorError, safe_open
-
-    damaged = "the checkpoint is damaged: train the recipe afresh"
-    try:
-        with safe_open(str(path), framework="pt") as file:
-            header = file.metadata() or {}
-            tensors = {key: file.get_tensor(key) for key in file.keys()}
-        meta = json.loads(header["state"]) if header.get("format") == FORMAT else None
-    except FileNotFoundError:
-        raise CnnlabError(f"{path}: missing; {path.parent} has no checkpoint to resume from") from None
-    except (SafetensorError, OSError, ValueError, KeyError, RecursionError) as error:
-        raise CnnlabError(f"{path}: not a readable checkpoint ({error}); {damaged}") from None
-    if not isinstance(meta, dict) or not {"history", "param_groups", "device", "data"} <= set(meta):
-        raise CnnlabError(f"{path}: not a {FORMAT} file; {damaged}")
-    if meta["data"] != data:
-        raise CnnlabError(f"{path.parent} was trained on other data than was found now; pass the --data-dir "
-                          "it was trained with (its environment.json records it)")
-    processes = meta.get("world_size", 1)
-    if type(processes) is not int or processes < 1:
-        raise CnnlabError(f"{path}: malformed world_size; {damaged}")
-    if processes != distributed.world_size():  # each process carries on with its own random generators
-        how = f"under torchrun with {processes} processes in all" if processes > 1 else "without torchrun"
-        raise UsageError(f"{path} was written by {processes} training process(es), not "
-                         f"{distributed.world_size()}: resume it {how}")
-
+    tensors, meta = _read(path)
+    processes = _check_origin(path, meta, data)
     parts: dict[str, dict[str, torch.Tensor]] = {"model": {}, "optimizer": {}, "rng": {}, "average": {}}
     for key, tensor in tensors.items():
         part, _, name = key.partition(".")
         if part not in parts:
-            raise CnnlabError(f"{path}: unexpected tensor {key!r}; {damaged}")
+            raise CnnlabError(f"{path}: unexpected tensor {key!r}; {DAMAGED}")
         parts[part][name] = tensor
-    generators: dict[str, dict[str, torch.Tensor]] = {}  # by rank: '' for rank 0's, named as one process's
-    for name, tensor in parts["rng"].items():
-        rank, _, generator = name.rpartition(".")
-        generators.setdefault(rank, {})[generator] = tensor
-    if not set(generators) <= {""} | {str(rank) for rank in range(1, processes)}:
-        raise CnnlabError(f"{path}: random generators of processes the run did not have; {damaged}")
-    own = generators.get(str(distributed.rank()) if distributed.rank() else "", {})
-    rngs = {name.removeprefix("rng."): value for name, value in _rng_states(state, device).items()}
-    if meta["device"] != device.type:  # another kind of device's generators mean nothing here: the fresh state's
-        for name in ("cuda", "augment"):  # augmentation generator, seeded as a new run seeds it, carries on
-            own.pop(name, None)
-            rngs.pop(name, None)
-    check_tensors(path, parts["model"], state.model.state_dict(), damaged)
+    own, rngs = _generators(path, parts["rng"], processes, meta["device"] == device.type, state, device)
+    check_tensors(path, parts["model"], state.model.state_dict(), DAMAGED)
     if state.average is not None:
-        check_tensors(path, parts["average"], state.average.model.state_dict(), damaged)
+        check_tensors(path, parts["average"], state.average.model.state_dict(), DAMAGED)
     steps, updates = meta.get("scheduler_steps", 0), meta.get("average_updates", 0)
     if not (type(steps) is int and type(updates) is int and 0 <= steps and 0 <= updates):
-        raise CnnlabError(f"{path}: malformed schedule or average counters; {damaged}")
-    check_tensors(path, own, rngs, damaged)
-    scaler = meta.get("scaler", {})  # fp16's loss scale; {} without fp16 (and in files from before it was kept)
-    fresh = state.scaler.state_dict()
-    if not (scaler == {} or isinstance(scaler, dict) and scaler.keys() == fresh.keys()
-            and all(scaler[key] == fresh[key] for key in ("growth_factor", "backoff_factor", "growth_interval"))
-            and type(scaler["scale"]) is float and 0 < scaler["scale"] < float("inf")
-            and type(scaler["_growth_tracker"]) is int and scaler["_growth_tracker"] >= 0):
-        raise CnnlabError(f"{path}: malformed loss scale; {damaged}")
-    optimizer = _optimizer_state(path, parts["optimizer"], meta["param_groups"], state.optimizer, damaged)
-    history = _history(path, meta["history"], damaged)
+        raise CnnlabError(f"{path}: malformed schedule or average counters; {DAMAGED}")
+    check_tensors(path, own, rngs, DAMAGED)
+    scaler = _scaler_state(path, meta.get("scaler", {}), state.scaler.state_dict())
+    optimizer = _optimizer_state(path, parts["optimizer"], meta["param_groups"], state.optimizer, DAMAGED)
+    history = _history(path, meta["history"], DAMAGED)
 
     state.model.load_state_dict(parts["model"])
     state.optimizer.load_state_dict(optimizer)
@@ -151,7 +112,7 @@ def load_checkpoint(path: Path, state: TrainState, device: torch.device, data: s
         if "cuda" in rngs:
             torch.cuda.set_rng_state(own["cuda"], device)
     except RuntimeError as error:  # a generator refuses a state it could not have written
-        raise CnnlabError(f"{path}: a random generator's state is invalid ({error}); {damaged}") from None
+        raise CnnlabError(f"{path}: a random generator's state is invalid ({error}); {DAMAGED}") from None
     state.history[:] = history
     state.scheduler.last_epoch = steps  # the optimiser's state already holds the learning rate it had reached
     if scaler and state.scaler.is_enabled():
@@ -159,6 +120,73 @@ def load_checkpoint(path: Path, state: TrainState, device: torch.device, data: s
     if state.average is not None:
         state.average.load_state_dict({"model": parts["average"], "updates": updates})
     return str(meta["device"])
+
+
+DAMAGED = "the checkpoint is damaged: train the recipe afresh"
+
+
+def _read(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """The checkpoint's tensors and its JSON state, from a regular file inside its run folder."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        check_regular(path, path.parent, MAX_WEIGHTS, DAMAGED)
+        with safe_open(str(path), framework="pt") as file:
+            header = file.metadata() or {}
+            tensors = {key: file.get_tensor(key) for key in file.keys()}
+        meta = json.loads(header["state"]) if header.get("format") == FORMAT else None
+    except FileNotFoundError:
+        raise CnnlabError(f"{path}: missing; {path.parent} has no checkpoint to resume from") from None
+    except (SafetensorError, OSError, ValueError, KeyError, RecursionError) as error:
+        raise CnnlabError(f"{path}: not a readable checkpoint ({error}); {DAMAGED}") from None
+    if not isinstance(meta, dict) or not {"history", "param_groups", "device", "data"} <= set(meta):
+        raise CnnlabError(f"{path}: not a {FORMAT} file; {DAMAGED}")
+    return tensors, meta
+
+
+def _check_origin(path: Path, meta: dict[str, Any], data: str) -> int:
+    """Refuse a checkpoint of other data or of another number of processes; the number of processes."""
+    if meta["data"] != data:
+        raise CnnlabError(f"{path.parent} was trained on other data than was found now; pass the --data-dir "
+                          "it was trained with (its environment.json records it)")
+    processes = meta.get("world_size", 1)
+    if type(processes) is not int or processes < 1:
+        raise CnnlabError(f"{path}: malformed world_size; {DAMAGED}")
+    if processes != distributed.world_size():  # each process carries on with its own random generators
+        how = f"under torchrun with {processes} processes in all" if processes > 1 else "without torchrun"
+        raise UsageError(f"{path} was written by {processes} training process(es), not "
+                         f"{distributed.world_size()}: resume it {how}")
+    return processes
+
+
+def _generators(path: Path, tensors: dict[str, torch.Tensor], processes: int, same_kind: bool, state: TrainState,
+                device: torch.device) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """This process's generator states from the checkpoint, and the fresh ones they must match. From another
+    kind of device, the device's generators mean nothing here: the fresh state's augmentation generator,
+    seeded as a new run seeds it, carries on."""
+    generators: dict[str, dict[str, torch.Tensor]] = {}  # by rank: '' for rank 0's, named as one process's
+    for name, tensor in tensors.items():
+        rank, _, generator = name.rpartition(".")
+        generators.setdefault(rank, {})[generator] = tensor
+    if not set(generators) <= {""} | {str(rank) for rank in range(1, processes)}:
+        raise CnnlabError(f"{path}: random generators of processes the run did not have; {DAMAGED}")
+    own = generators.get(str(distributed.rank()) if distributed.rank() else "", {})
+    rngs = {name.removeprefix("rng."): value for name, value in _rng_states(state, device).items()}
+    if not same_kind:
+        for name in ("cuda", "augment"):
+            own.pop(name, None)
+            rngs.pop(name, None)
+    return own, rngs
+
+
+def _scaler_state(path: Path, scaler: Any, fresh: dict[str, Any]) -> dict[str, Any]:
+    """fp16's loss scale; {} without fp16 (and in files from before it was kept)."""
+    if not (scaler == {} or isinstance(scaler, dict) and scaler.keys() == fresh.keys()
+            and all(scaler[key] == fresh[key] for key in ("growth_factor", "backoff_factor", "growth_interval"))
+            and type(scaler["scale"]) is float and 0 < scaler["scale"] < float("inf")
+            and type(scaler["_growth_tracker"]) is int and scaler["_growth_tracker"] >= 0):
+        raise CnnlabError(f"{path}: malformed loss scale; {DAMAGED}")
+    return scaler
 
 
 def _optimizer_state(path: Path, tensors: dict[str, torch.Tensor], groups: Any, optimizer: torch.optim.Optimizer,
@@ -196,4 +224,7 @@ def _history(path: Path, rows: Any, damaged: str) -> list[EpochResult]:
         if not isinstance(row, dict) or row.keys() != names or row["epoch"] != epoch or \
                 not all(type(row[name]) in (int, float) for name in names):
             raise CnnlabError(f"{path}: row {epoch} of the history is malformed; {damaged}")
-    return [EpochResult(**row) for row in rows]
+    history = [EpochResult(**row) for row in rows]
+    if problem := check_history(history):
+        raise CnnlabError(f"{path}: in its history, {problem}; {damaged}")
+    return history

@@ -18,9 +18,8 @@ FOLDER_FLAGS = ("size", "channels", "preprocess", "strict")  # only with --data
 
 
 def _train(args: argparse.Namespace) -> int:
-    from .images import load_folder
     from .recipes import FOLDER_RECIPE, get_recipe, with_overrides
-    from .session import resume_run, train_recipe
+    from .session import resume_run, train_folder, train_recipe
 
     if args.verbose and not args.quiet:
         from .threads import describe
@@ -53,10 +52,12 @@ def _train(args: argparse.Namespace) -> int:
     else:
         overrides["dataset"] = "folder"
     recipe = with_overrides(get_recipe(args.recipe) if args.recipe else FOLDER_RECIPE, overrides)
-    folder = None if args.data is None else load_folder(
-        args.data, (args.channels, *(args.size or (None, None))), args.preprocess or "crop", strict=args.strict)
+    if args.data is not None:
+        return _show_run(train_folder(args.data, recipe, size=args.size, channels=args.channels,
+                                      preprocess=args.preprocess or "crop", strict=args.strict,
+                                      runs_dir=args.runs_dir, verbose=not args.quiet, tensorboard=args.tensorboard))
     return _show_run(train_recipe(recipe, data_dir=args.data_dir, runs_dir=args.runs_dir, verbose=not args.quiet,
-                                  folder=folder, tensorboard=args.tensorboard))
+                                  tensorboard=args.tensorboard))
 
 
 def _show_run(run_dir: Path) -> int:
@@ -91,9 +92,12 @@ def _inspect(args: argparse.Namespace) -> int:
     import numpy as np
 
     from . import plots
+    from .files import check_replaceable
     from .images import inspect_image
 
     save_dir = _folder(args.save) if args.save and len(args.images) > 1 else None  # one image: PATH is the figure
+    if args.save and save_dir is None:
+        check_replaceable(args.save, args.force)  # before any work: a file cnnlab did not write stays
     taken: set[Path] = set()
     failed = 0
     for path in args.images:
@@ -109,6 +113,13 @@ def _inspect(args: argparse.Namespace) -> int:
                 print(report.array)
         if args.save:
             figure = plots.figure_path(save_dir, path, taken) if save_dir else args.save
+            if save_dir:
+                try:
+                    check_replaceable(figure, args.force)
+                except CnnlabError as error:  # an image of yours in that folder, say, and named alike
+                    print(f"cnnlab: error: {error}", file=sys.stderr)
+                    failed += 1
+                    continue
             plots.plot_image(report.shown, f"{Path(path).name}: {report.size[0]}×{report.size[1]}, "
                                            f"mode {report.mode}", figure)
     return _finish(failed, len(args.images))
@@ -269,21 +280,25 @@ def _report(args: argparse.Namespace) -> int:
 def _runs(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from .compare import compare_runs, format_differences, format_runs, list_runs
+    from .compare import compare_runs, format_differences, format_runs
+    from .errors import warn
+    from .runs import scan_runs
 
     console = Console(highlight=False)
     if not console.is_terminal:  # piped or captured: no screen to fit, so never cut a run's name short
         console.width = 200
     if args.items[:1] == ["compare"]:
-        records, differences, figure = compare_runs(args.items[1:], out=args.out)
-        console.print(format_differences(records, differences))
+        runs, differences, figure = compare_runs(args.items[1:], out=args.out, force=args.force)
+        console.print(format_differences(runs, differences))
         print(figure)
         return 0
     if len(args.items) > 1:
         raise UsageError(f"runs {' '.join(args.items)}: give one folder to list, or `runs compare RUN RUN...`")
     folder = args.items[0] if args.items else "runs"
-    records = list_runs(folder)
-    console.print(format_runs(records) if records else f"no runs in {folder}")
+    runs, damaged = scan_runs(folder)
+    console.print(format_runs(runs) if runs else f"no runs in {folder}")
+    for _, message in damaged:
+        warn(f"damaged: {message}")
     return 0
 
 
@@ -354,11 +369,13 @@ def build_parser() -> argparse.ArgumentParser:
     run_command("report", _report, "write one self-contained HTML page about a run")
 
     runs = commands.add_parser("runs", parents=[debug], help="list the runs in a folder, or `runs compare RUN RUN...`",
-                               usage="cnnlab runs [DIR] | cnnlab runs compare RUN RUN... [--out PNG]")
+                               usage="cnnlab runs [DIR] | cnnlab runs compare RUN RUN... [--out PNG [--force]]")
     runs.add_argument("items", nargs="*", metavar="DIR | compare RUN...",
                       help="a folder of runs to list (default: runs), or 'compare' and two or more run folders")
     runs.add_argument("--out", type=Path, help="with compare: where the figure goes (default: compare.png "
                                                "beside the first run)")
+    runs.add_argument("--force", action="store_true", help="with compare: replace --out even if cnnlab did not "
+                                                           "write it")
     runs.set_defaults(func=_runs)
 
     inspect = commands.add_parser("inspect", parents=[debug], help="size, mode, array and network shapes of image files (lab 1)")
@@ -366,6 +383,8 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("--save", type=Path, metavar="PATH",
                          help="write a figure of the image to PATH (with several images: PATH is a folder)")
     inspect.add_argument("--values", action="store_true", help="print the array's values too")
+    inspect.add_argument("--force", action="store_true", help="replace the --save file even if cnnlab did not "
+                                                              "write it")
     inspect.set_defaults(func=_inspect)
 
     predict = commands.add_parser("predict", parents=[debug], help="predict image files with a trained run")

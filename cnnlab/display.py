@@ -52,7 +52,7 @@ def run_html(run: Any) -> str:
         if metrics.get(key) is not None:
             value = metrics[key]
             facts.append((label, f"{value:.4f}" if isinstance(value, float) else value))
-    predictions = run.run_dir / "predictions.png"
+    predictions = run.read_figure("predictions.png")
     return (f"<h4>{escape(run.run_dir)}</h4>" + table(("", ""), facts) + history_html(run.history)
-            + (png_tag(predictions.read_bytes(), "three random test predictions") if predictions.is_file() else ""))
+            + (png_tag(predictions, "three random test predictions") if predictions is not None else ""))
 

@@ -19,12 +19,12 @@ from .data import ImageSet
 from .device import Device, choose_device
 from .errors import CnnlabError
 from .files import atomic_write, write_json
-from .runs import Run, load_run, load_test_set
+from .runs import EVALUATION, Run, load_run, load_test_set
 
 if TYPE_CHECKING:
     from rich.table import Table
 
-FOLDER = "evaluation"
+FOLDER = EVALUATION  # inside the run folder
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -170,15 +170,19 @@ def save_evaluation(evaluation: Evaluation, test: ImageSet, folder: Path) -> lis
     return paths + [folder / "metrics.json", folder / "confusion.png", folder / "mistakes.png"]
 
 
-def evaluate_run(run_dir: str | os.PathLike, data_dir: str | os.PathLike | None = None,
-                 device: Device = None) -> tuple[Evaluation, list[Path]]:
-    """`cnnlab evaluate`: reload a run, evaluate it on its test set, write ``RUN_DIR/evaluation/``.
+def evaluate_run(run: Run | str | os.PathLike, data_dir: str | os.PathLike | None = None, device: Device = None,
+                 test: ImageSet | None = None) -> tuple[Evaluation, list[Path]]:
+    """`cnnlab evaluate`: reload a run, evaluate it on its test set (``test``, else ``load_test_set``'s), write
+    ``RUN_DIR/evaluation/``.
 
-    ``device``: None is 'auto'."""
-    run = load_run(run_dir)
-    test = load_test_set(run, data_dir)
-    run.model.to(choose_device(device))  # the run is this function's own
-    evaluation = analyse(run, test)
+    ``device``: None is 'auto' for a run folder this function loads, where the model is for a Run given."""
+    own = not isinstance(run, Run)
+    run = load_run(run)
+    test = test if test is not None else load_test_set(run, data_dir)
+    if own:
+        run.model.to(choose_device(device))  # the run is this function's own
+    evaluation = analyse(run, test, None if own else device)
+    run.remove_stale_temp()  # what a killed evaluation left
     return evaluation, save_evaluation(evaluation, test, run.run_dir / FOLDER)
 
 

@@ -82,9 +82,12 @@ def to_input(images: torch.Tensor, normalization: Normalization | None = None) -
 # ---------------------------------------------------------------------------------------------------------
 # The inference object
 # ---------------------------------------------------------------------------------------------------------
-class RunLike(Protocol):  # cnnlab.runs.Run, as far as inference reads it
-    model: nn.Module
-    recipe: Recipe
+class RunLike(Protocol):  # cnnlab.runs.Run, as far as inference reads it (each read when first asked for)
+    @property
+    def model(self) -> nn.Module: ...
+
+    @property
+    def recipe(self) -> Recipe: ...
 
     @property
     def info(self) -> Any: ...  # cnnlab.runs.ModelInfo: its .normalization

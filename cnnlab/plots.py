@@ -17,7 +17,7 @@ import torch  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
-from .files import atomic_write  # noqa: E402
+from .files import SOFTWARE, atomic_write  # noqa: E402
 from .history import EpochResult  # noqa: E402
 
 
@@ -40,7 +40,8 @@ def figure_png(figure) -> bytes:
     import io
 
     buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
+    # 'Software: cnnlab' marks the file as one cnnlab may replace (files.check_replaceable)
+    figure.savefig(buffer, format="png", dpi=100, bbox_inches="tight", metadata={"Software": SOFTWARE})
     plt.close(figure)
     return buffer.getvalue()
 

@@ -1,15 +1,16 @@
 """A training session: a recipe, start to finish, into a run folder — the tutorial's steps 1–11.
 
 Load and split the data, build the model, fit it (``cnnlab.train``), checkpoint every epoch
-(``cnnlab.checkpoint``), then evaluate on the test set and write the weights, figures and metrics
-(``cnnlab.runs`` holds the folder's format). One process trains a run folder at a time; under torchrun
-every process trains and rank 0 writes.
+(``cnnlab.checkpoint``), then evaluate on the test set and write the weights, figures and metrics — every
+file through ``cnnlab.runs.Run``, which holds the folder's format. One process trains a run folder at a
+time; under torchrun every process trains and rank 0 writes.
 """
 from __future__ import annotations
 
 import contextlib
 import os
 import shutil
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import torch
@@ -23,14 +24,14 @@ from .checkpoint import data_fingerprint, load_checkpoint, save_checkpoint
 from .data import ImageSet, load_dataset, split
 from .device import resolve_device
 from .errors import CnnlabError, UsageError
-from .files import check_writable, locked, read_json, write_json
-from .history import EpochResult, write_history
+from .files import check_writable, locked
+from .history import EpochResult, history_csv
 from .images import ImageFolder, load_folder
 from .inference import Inference, evaluate
 from .models import count_params, create_model, summarize
 from .predict import predict
-from .recipes import Recipe, with_overrides
-from .runs import CHECKPOINT, ModelInfo, new_run_dir, read_recipe, recorded_data_dir, save_run_files, save_weights
+from .recipes import FOLDER_RECIPE, Recipe, get_recipe, with_overrides
+from .runs import CHECKPOINT, ModelInfo, Run, new_run_dir
 from .train import TrainState, fit, stall_warning, start_state
 
 
@@ -41,9 +42,10 @@ def train_recipe(recipe: Recipe, data_dir: str | os.PathLike | None = None, runs
                  verbose: bool = True, folder: ImageFolder | None = None, tensorboard: bool = False) -> Path:
     """Load and split the data, build the model, fit, evaluate on the test set, save everything; the run folder.
 
-    ``folder`` (from ``cnnlab.images.load_folder``) replaces the recipe's data set: its own val/ replaces the
-    split, and without a test/ there is no test evaluation. ``tensorboard`` also logs each epoch under
-    ``RUN_DIR/tensorboard/``. Under torchrun every process trains the run, rank 0 writes it (cnnlab.distributed).
+    ``folder`` (from ``cnnlab.images.load_folder``; ``train_folder`` loads it for you) replaces the recipe's
+    data set: its own val/ replaces the split, and without a test/ there is no test evaluation. ``tensorboard``
+    also logs each epoch under ``RUN_DIR/tensorboard/``. Under torchrun every process trains the run, rank 0
+    writes it (cnnlab.distributed). A training refused before its first checkpoint leaves no folder behind.
     """
     recipe = recipe.resolved()
     device = resolve_device(recipe.device)
@@ -51,42 +53,75 @@ def train_recipe(recipe: Recipe, data_dir: str | os.PathLike | None = None, runs
     if (recipe.dataset == "folder") != (folder is not None):
         raise CnnlabError(f"recipe {recipe.name!r} trains on {recipe.dataset!r}; a folder of your own images "
                           "goes with --data FOLDER (and dataset 'folder')")
+    if folder is not None:
+        _check_classes(folder)
     with distributed.process_group(recipe, device) as device:
         # Before the data: an unwritable folder fails fast. Rank 0 makes it and tells the others its name.
         run_dir = distributed.broadcast(new_run_dir(runs_dir, recipe.name) if distributed.is_main() else None)
-        with _lock(run_dir):
-            board = tensorboard_writer(run_dir / "tensorboard") if tensorboard and distributed.is_main() else None
-            return _train_into(run_dir, recipe, device, data_dir, verbose, resume=False, folder=folder, board=board)
+        assert run_dir is not None
+        run = Run(run_dir)
+        with _lock(run.run_dir), _removed_unless_resumable(run):
+            return _train_into(run, recipe, device, data_dir, verbose, resume=False, folder=folder,
+                               tensorboard=tensorboard)
 
 
-def resume_run(run_dir: str | os.PathLike, epochs: int | str | None = None,
+def train_folder(folder: str | os.PathLike, recipe: Recipe | str | None = None, *,
+                 size: int | Sequence[int] | None = None, channels: int | None = None, preprocess: str = "crop",
+                 strict: bool = False, runs_dir: str | os.PathLike = "runs", verbose: bool = True,
+                 tensorboard: bool = False) -> Path:
+    """Train on your own images, as ``cnnlab train --data FOLDER`` does; the run folder.
+
+    ``folder`` holds one sub-folder of images per class, optionally inside train/, val/ and test/. ``recipe``
+    (default: ``FOLDER_RECIPE``, a CNN with dropout and Adam) gets dataset 'folder'. ``size`` (N, or (height,
+    width)) and ``channels`` (1 or 3) fix the images' shape, else the most common in the folder; ``preprocess``
+    is 'crop', 'digit' or 'grey-fit' (``cnnlab.images.PREPROCESS``); ``strict`` stops at an unreadable image
+    instead of skipping it.
+    """
+    recipe = get_recipe(recipe) if isinstance(recipe, str) else FOLDER_RECIPE if recipe is None else recipe
+    recipe = with_overrides(recipe, {"dataset": "folder"})
+    height, width = (size, size) if isinstance(size, int) else tuple(size) if size is not None else (None, None)
+    images = load_folder(folder, (channels, height, width), preprocess, strict=strict)
+    return train_recipe(recipe, runs_dir=runs_dir, verbose=verbose, folder=images, tensorboard=tensorboard)
+
+
+def resume_run(run: Run | str | os.PathLike, epochs: int | str | None = None,
                data_dir: str | os.PathLike | None = None, verbose: bool = True) -> Path:
     """Continue a run from its last checkpoint to the end of its recipe, or to ``epochs`` epochs in all.
 
     The recipe and the data's folder come from the run folder; the history and weights come out as an
     uninterrupted run on the same device would have given them. A run trained under torchrun resumes under
     torchrun, with as many processes: each reads the checkpoint and takes its own random generators.
+    Whatever there is left to train, history.csv and metrics.json end agreeing with the checkpoint.
     """
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise CnnlabError(f"{run_dir}: no such run folder; `cnnlab train` prints the folder it writes")
-    recipe = read_recipe(run_dir / "recipe.json")
+    run = run if isinstance(run, Run) else Run(run)
+    if not run.run_dir.is_dir():
+        raise CnnlabError(f"{run.run_dir}: no such run folder; `cnnlab train` prints the folder it writes")
+    recipe = run.recipe
     if epochs is not None:
         recipe = with_overrides(recipe, {"epochs": epochs})
-    if data_dir is None:
-        data_dir = recorded_data_dir(read_json(run_dir / "environment.json"))
-    with _lock(run_dir):  # before anything is written: a second process on this run stops here
-        try:
-            if distributed.is_main():
-                check_writable(run_dir)
-        except OSError as error:
-            raise CnnlabError(f"cannot write to {run_dir} ({error.strerror or error}); make it writable") from None
+    with _lock(run.run_dir):  # before anything is written: a second process on this run stops here
+        if distributed.is_main():
+            try:
+                check_writable(run.run_dir)
+            except OSError as error:
+                raise CnnlabError(f"cannot write to {run.run_dir} ({error.strerror or error}); make it writable") \
+                    from None
+            run.remove_stale_temp()  # what killed writes left
         folder = None
         if recipe.dataset == "folder":  # the same images, prepared the same way, in the same class order
-            info = ModelInfo.from_dict(read_json(run_dir / "model.json"), run_dir / "model.json")
-            folder = load_folder(info.folder, info.in_shape, info.preprocess, classes=info.classes)
+            folder = load_folder(_recorded_folder(run, data_dir), run.info.in_shape, run.info.preprocess,
+                                 classes=run.info.classes)
+        data_dir = data_dir if data_dir is not None else run.data_dir
         with distributed.process_group(recipe, resolve_device(recipe.device)) as device:
-            return _train_into(run_dir, recipe, device, data_dir, verbose, resume=True, folder=folder)
+            return _train_into(run, recipe, device, data_dir, verbose, resume=True, folder=folder)
+
+
+def _recorded_folder(run: Run, data_dir: str | os.PathLike | None) -> Path:
+    root = Path(data_dir) if data_dir is not None else run.data_dir
+    if root is None:
+        raise CnnlabError(f"{run.run_dir} does not record the folder of images it was trained on; pass "
+                          "--data-dir FOLDER")
+    return root
 
 
 def _lock(run_dir: Path) -> contextlib.AbstractContextManager:
@@ -94,13 +129,70 @@ def _lock(run_dir: Path) -> contextlib.AbstractContextManager:
     return locked(run_dir) if distributed.is_main() else contextlib.nullcontext()
 
 
-def _train_into(run_dir: Path, recipe: Recipe, device: torch.device, data_dir: str | os.PathLike | None,
-                verbose: bool, resume: bool, folder: ImageFolder | None = None, board=None) -> Path:
+@contextlib.contextmanager
+def _removed_unless_resumable(run: Run) -> Iterator[None]:
+    """A new run refused or stopped before its first checkpoint is removed: nothing in it could be resumed."""
+    try:
+        yield
+    except BaseException:
+        if distributed.is_main() and not run.has(CHECKPOINT):
+            shutil.rmtree(run.run_dir, ignore_errors=True)
+        raise
+
+
+def _check_classes(folder: ImageFolder) -> None:
+    """Every class needs training images: a class with none could never be predicted."""
+    assert folder.train is not None
+    counts = torch.bincount(folder.train.labels, minlength=len(folder.train.classes)).tolist()
+    empty = [name for name, count in zip(folder.train.classes, counts) if count == 0]
+    if empty:
+        raise CnnlabError(f"{folder.root}: class{'es' * (len(empty) > 1)} {', '.join(map(repr, empty))} "
+                          f"{'have' if len(empty) > 1 else 'has'} no readable training images; add some, or "
+                          "remove the class's folder")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Into one run folder: the data, the model and its state (fresh or from the checkpoint), then fit and finish
+# ---------------------------------------------------------------------------------------------------------
+def _train_into(run: Run, recipe: Recipe, device: torch.device, data_dir: str | os.PathLike | None,
+                verbose: bool, resume: bool, folder: ImageFolder | None = None, tensorboard: bool = False) -> Path:
     main = distributed.is_main()  # the process that prints and writes; the others train beside it
     console = Console(quiet=not (verbose and main), highlight=False, soft_wrap=True)
+    train, val, test = _load_data(recipe, data_dir, folder, device, console)
+
+    torch.manual_seed(recipe.seed)  # the initial weights, then dropout
+    channels, height, width = train.images.shape[1:]
+    in_shape = (channels, height, width)
+    model = create_model(recipe.model, in_shape, len(train.classes))
+    if not resume:
+        console.print(format_summary(recipe.model, summarize(model, in_shape), count_params(model)))
+    state = start_state(model, recipe, train, device)  # on the device first: a checkpoint's moments load beside it
+    data = data_fingerprint(train, val)
+    if resume:
+        if not _resume_state(run, recipe, state, device, data, console):
+            return run.run_dir  # nothing to train, and the files agree with the checkpoint again
+    else:
+        info = ModelInfo(recipe.model, in_shape, train.classes, recipe.dataset,
+                         normalization=state.normalization, preprocess=folder.preprocess if folder else "")
+        _begin(run, recipe, info, state, device, data, folder.root if folder else data_dir, train)
+    if main:
+        free, needed = shutil.disk_usage(run.run_dir).free, 2 * run.path(CHECKPOINT).stat().st_size  # next, weights
+        if free < needed:
+            raise CnnlabError(f"{run.run_dir}: {free / 1e6:.0f} MB free, the run needs about {needed / 1e6:.0f} MB "
+                              "more; free some space or choose another --runs-dir")
+    board = tensorboard_writer(run.path("tensorboard")) if tensorboard and main else None
+    _fit_and_finish(run, recipe, model, (train, val, test), state, device, data, console, verbose, board)
+    return run.run_dir
+
+
+def _load_data(recipe: Recipe, data_dir: str | os.PathLike | None, folder: ImageFolder | None,
+               device: torch.device, console: Console) -> tuple[ImageSet, ImageSet, ImageSet | None]:
+    """The training, validation and test sets: the recipe's data set split as it says, or the folder's parts."""
+    test: ImageSet | None
     if folder is None:
         (train_all, test), val = load_dataset(recipe.dataset, data_dir), None
     else:
+        assert folder.train is not None  # load_folder loads train/ always
         train_all, val, test = folder.train, folder.val, folder.test
     train, val = split(train_all, recipe.val_fraction, recipe.split_seed) if val is None else (train_all, val)
     del train_all  # split copied its images: 47 MB for Fashion-MNIST that training would hold for nothing
@@ -110,107 +202,145 @@ def _train_into(run_dir: Path, recipe: Recipe, device: torch.device, data_dir: s
     for note in (fast.precision_note(device, recipe.autocast), fast.engine_note(device, recipe)):
         if note:
             console.print(f"note: {note}")
+    return train, val, test
 
-    torch.manual_seed(recipe.seed)  # the initial weights, then dropout
-    in_shape = tuple(train.images.shape[1:])
-    model = create_model(recipe.model, in_shape, len(train.classes))  # type: ignore[arg-type]
-    if not resume:
-        console.print(format_summary(recipe.model, summarize(model, in_shape), count_params(model)))
-    state = start_state(model, recipe, train, device)  # on the device first: a checkpoint's moments load beside it
-    data = data_fingerprint(train, val)
-    checkpoint = run_dir / CHECKPOINT
-    if resume:
-        trained_on = load_checkpoint(checkpoint, state, device, data)
-        if state.epoch > recipe.epochs or state.epoch == recipe.epochs and (run_dir / "metrics.json").exists():
-            raise UsageError(f"{run_dir} has trained {state.epoch} epochs already; "
+
+def _begin(run: Run, recipe: Recipe, info: ModelInfo, state: TrainState, device: torch.device, data: str,
+           source: str | os.PathLike | None, train: ImageSet) -> None:
+    """A new run's first files and epoch 0's checkpoint: a folder that is full or unwritable fails here,
+    before any training."""
+    try:
+        if distributed.is_main():
+            run.begin(recipe, info, device, source)
+            plots.plot_sample(train.images[0], int(train.labels[0]), train.classes, run.figure("sample.png"))
+        save_checkpoint(run.path(CHECKPOINT), state, device, data)  # every process hands rank 0 its generators
+    except OSError as error:
+        raise CnnlabError(f"cannot write in {run.run_dir} ({error.strerror or error}); "
+                          "free some space or choose another --runs-dir") from None
+
+
+def _resume_state(run: Run, recipe: Recipe, state: TrainState, device: torch.device, data: str,
+                  console: Console) -> bool:
+    """Load the checkpoint into ``state`` and make history.csv (and metrics.json, for a finished run) agree with
+    it: a kill between the checkpoint and history.csv leaves them apart. Whether there is training left."""
+    main = distributed.is_main()
+    trained_on = load_checkpoint(run.path(CHECKPOINT), state, device, data)
+    history_agrees = run.has("history.csv") and _same_bytes(run, "history.csv", history_csv(state.history))
+    metrics = _readable_metrics(run)
+    if state.epoch > recipe.epochs or state.epoch == recipe.epochs and metrics is not None:
+        stale = {key: value for key, value in history_metrics(state.history).items() if metrics.get(key) != value} \
+            if metrics is not None else {}
+        if history_agrees and not stale:
+            raise UsageError(f"{run.run_dir} has trained {state.epoch} epochs already; "
                              f"pass --epochs N, more than {state.epoch}, to train further")
         if main:
-            write_json(run_dir / "recipe.json", recipe.to_dict())  # --epochs may have raised the total
-        console.print(f"resuming {run_dir} after epoch {state.epoch} of {recipe.epochs}")
-        if trained_on != device.type:
-            console.print(f"note: it was trained on {trained_on}: its random draws on the device (augmentation) "
-                          f"start afresh from the seed, so from here on it will not match an uninterrupted run bit "
-                          f"for bit")
-    else:
-        preprocess, source = (folder.preprocess, str(folder.root.resolve())) if folder else ("", "")
-        info = ModelInfo(recipe.model, in_shape, train.classes, recipe.dataset,  # type: ignore[arg-type]
-                         normalization=state.normalization, preprocess=preprocess, folder=source)
-        try:  # epoch 0's checkpoint too: a folder that is full or unwritable fails here, before any training
-            if main:
-                save_run_files(run_dir, recipe, info, device, data_dir)
-                plots.plot_sample(train.images[0], int(train.labels[0]), train.classes, run_dir / "sample.png")
-            save_checkpoint(checkpoint, state, device, data)  # every process hands rank 0 its generators
-        except OSError as error:
-            raise CnnlabError(f"cannot write in {run_dir} ({error.strerror or error}); "
-                              "free some space or choose another --runs-dir") from None
+            run.write_history(state.history)
+            if metrics is not None and stale:
+                run.write_metrics({**metrics, **stale})
+        console.print(f"{run.run_dir}: history.csv{' and metrics.json' if stale else ''} rewritten from its "
+                      f"checkpoint ({state.epoch} epochs); pass --epochs N, more than {state.epoch}, to train further")
+        return False
     if main:
-        free, needed = shutil.disk_usage(run_dir).free, 2 * checkpoint.stat().st_size  # the next one, then weights
-        if free < needed:
-            raise CnnlabError(f"{run_dir}: {free / 1e6:.0f} MB free, the run needs about {needed / 1e6:.0f} MB "
-                              "more; free some space or choose another --runs-dir")
+        run.write_recipe(recipe)  # --epochs may have raised the total
+        if not history_agrees:
+            run.write_history(state.history)
+    console.print(f"resuming {run.run_dir} after epoch {state.epoch} of {recipe.epochs}")
+    if trained_on != device.type:
+        console.print(f"note: it was trained on {trained_on}: its random draws on the device (augmentation) "
+                      f"start afresh from the seed, so from here on it will not match an uninterrupted run bit "
+                      f"for bit")
+    return True
 
+
+def _same_bytes(run: Run, name: str, text: str) -> bool:
+    try:
+        return run.read_bytes(name) == text.encode()
+    except CnnlabError:
+        return False
+
+
+def _readable_metrics(run: Run) -> dict | None:
+    """metrics.json, or None where it is missing or damaged (finishing the run writes it anew)."""
+    try:
+        return run.metrics if run.has("metrics.json") else None
+    except CnnlabError:
+        return None
+
+
+def _fit_and_finish(run: Run, recipe: Recipe, model: nn.Module, sets: tuple[ImageSet, ImageSet, ImageSet | None],
+                    state: TrainState, device: torch.device, data: str, console: Console, verbose: bool,
+                    board) -> None:
+    """Fit from ``state``, a checkpoint and a history.csv row after every epoch, then finish the run."""
+    main = distributed.is_main()
+    train, val, test = sets
     saved = state.epoch  # the epoch the checkpoint on disk holds
 
     def save(state: TrainState) -> None:
         nonlocal saved
-        save_checkpoint(checkpoint, state, device, data)
+        save_checkpoint(run.path(CHECKPOINT), state, device, data)
         if main:
-            write_history(run_dir / "history.csv", state.history)
+            run.write_history(state.history)
         saved = state.epoch
         if board is not None:
             log_epoch(board, state.history[-1])
 
-    resume_hint = f"continue with `cnnlab train --resume {run_dir}`" + (
+    resume_hint = f"continue with `cnnlab train --resume {run.run_dir}`" + (
         f" under torchrun, {distributed.world_size()} processes in all" if distributed.world_size() > 1 else "")
     try:
         history = fit(model, train, val, recipe, device, state=state, on_epoch_end=save, verbose=verbose)
         if main:
-            _finish(run_dir, recipe, model, history, test, val, device, console, state.normalization)
+            _finish(run, recipe, model, history, test, val, device, console, state.normalization)
     except KeyboardInterrupt:
-        raise KeyboardInterrupt(f"{run_dir} holds epoch {saved} of {recipe.epochs}; {resume_hint}") from None
+        raise KeyboardInterrupt(f"{run.run_dir} holds epoch {saved} of {recipe.epochs}; {resume_hint}") from None
     except torch.cuda.OutOfMemoryError:
         raise CnnlabError(f"{device} ran out of memory with batches of {recipe.batch_size} images: lower "
                           "--batch-size, or train on --device cpu") from None
     except OSError as error:  # the disk filled up, or the folder went away, during training
-        raise CnnlabError(f"cannot write in {run_dir} ({error.strerror or error}); it holds epoch {saved}: "
+        raise CnnlabError(f"cannot write in {run.run_dir} ({error.strerror or error}); it holds epoch {saved}: "
                           f"free some space, then {resume_hint}") from None
     except CnnlabError as error:  # the loss diverged: the last good epoch stays on disk
-        raise type(error)(f"{error}; {run_dir} holds epoch {saved}") from None
+        raise type(error)(f"{error}; {run.run_dir} holds epoch {saved}") from None
     finally:
         if board is not None:
             board.close()
-    return run_dir
 
 
-def _finish(run_dir: Path, recipe: Recipe, model: nn.Module, history: list[EpochResult], test: ImageSet | None,
+def history_metrics(history: list[EpochResult]) -> dict[str, float | int]:
+    """What metrics.json says of the epochs: the best validation accuracy and its epoch, the last, the count,
+    the training time."""
+    best = max(history, key=lambda row: row.val_accuracy)
+    return {"best_val_accuracy": best.val_accuracy, "best_epoch": best.epoch,
+            "final_val_accuracy": history[-1].val_accuracy, "epochs": len(history),
+            "train_seconds": round(sum(row.seconds for row in history), 3)}
+
+
+def _finish(run: Run | Path, recipe: Recipe, model: nn.Module, history: list[EpochResult], test: ImageSet | None,
             val: ImageSet, device: torch.device, console: Console, normalization: Normalization | None) -> None:
     """The tutorial's last steps: test loss and accuracy, the weights, the figures, then metrics.json.
 
     A folder without test/ has no test set: its metrics are null and the predictions show validation images.
     """
+    run = run if isinstance(run, Run) else Run(run)
     inference = Inference(model, normalization, recipe.tta, recipe.autocast)  # as the run will predict
+    test_metrics: Mapping[str, float | None]
     if test is not None:
         test_metrics = evaluate(inference, test, recipe, device)
         console.print(f"Test loss: {test_metrics['loss']:.4f} - test accuracy: {test_metrics['accuracy']:.4f}")
     else:
         test_metrics = {"loss": None, "accuracy": None}
         console.print("No test/ folder: no test accuracy; the predictions show validation images")
-    save_weights(run_dir / "weights.safetensors", model)
-    plots.plot_curves(history, "accuracy", run_dir / "accuracy.png")
-    plots.plot_curves(history, "loss", run_dir / "loss.png")
+    run.save_weights(model)
+    plots.plot_curves(history, "accuracy", run.figure("accuracy.png"))
+    plots.plot_curves(history, "loss", run.figure("loss.png"))
     shown = test if test is not None else val
     picks = torch.randperm(len(shown), generator=torch.Generator().manual_seed(recipe.seed))[:3]
     guesses = predict(inference, shown.images[picks], device)
     plots.plot_predictions(shown.images[picks], shown.labels[picks].tolist(), guesses.tolist(), shown.classes,
-                           run_dir / "predictions.png")
-    best = max(history, key=lambda row: row.val_accuracy)
+                           run.figure("predictions.png"))
     warning = stall_warning(history, recipe, len(val.classes))
-    write_json(run_dir / "metrics.json", {  # last: it marks the run finished
-        "test_loss": test_metrics["loss"], "test_accuracy": test_metrics["accuracy"],
-        "best_val_accuracy": best.val_accuracy, "best_epoch": best.epoch,
-        "final_val_accuracy": history[-1].val_accuracy, "epochs": len(history),
-        "train_seconds": round(sum(row.seconds for row in history), 3), "parameters": count_params(model),
-        "warnings": [warning] if warning else [],
+    run.write_metrics({  # last: it marks the run finished
+        "test_loss": test_metrics["loss"], "test_accuracy": test_metrics["accuracy"], **history_metrics(history),
+        "parameters": count_params(model), "warnings": [warning] if warning else [],
     })
 
 

@@ -1,7 +1,7 @@
 """The studio: a local web app over a folder of runs — draw or drop an image and watch the network's every layer
 work on it, click a value to see how it is made, follow a training run's curves as its epochs end.
 
-A thin skin over the library (``cnnlab.inside``, ``cnnlab.predict``, ``cnnlab.explain``, ``cnnlab.compare``):
+A thin skin over the library (``cnnlab.inside``, ``cnnlab.predict``, ``cnnlab.explain``, ``cnnlab.runs``):
 each path function checks its input, makes one call and returns data. The page is static files in
 ``cnnlab/web/`` (no build step, nothing from the internet). Activations travel as 8-bit grey PNGs with their
 range. ``GET /health`` and ``POST /predict`` answer as ``cnnlab serve`` does; ``/openapi.json`` documents it all.
@@ -10,7 +10,6 @@ Made for one person on their own machine: it binds to 127.0.0.1 unless told othe
 from __future__ import annotations
 
 import base64
-import csv
 import io
 import os
 import random
@@ -50,10 +49,11 @@ class Runs:
     def folder(self, name: str) -> Path:
         """The run folder ``name``, directly in the runs folder: '..', slashes, hidden names and symlinks that
         lead out are 404, as an unknown name is."""
-        folder = self.root / name
-        if (not name or name.startswith(".") or any(c in name for c in "/\\\0")
-                or not folder.is_dir() or folder.resolve().parent != self.root):
-            raise HTTPException(404, f"{name}: no such run in {self.root}")
+        from .runs import run_folder
+
+        folder = run_folder(self.root, name)  # the rule the run list follows: it lists only what opens
+        if folder is None:
+            raise HTTPException(404, f"{name[:100]}: no such run in {self.root}")
         return folder
 
     def compute(self, name: str, work: Callable[[Any], T]) -> T:
@@ -120,15 +120,13 @@ def png(image: torch.Tensor) -> str:
 def create_app(runs_dir: str | os.PathLike, device: str = "cpu", default_run: str | None = None,
                max_body: int = MAX_BODY) -> FastAPI:
     """The studio's ASGI app for the runs in ``runs_dir``; ``default_run`` answers a /predict that names none."""
-    from .compare import read_record, scan_runs
     from .device import resolve_device
-    from .evaluation import FOLDER as EVALUATION
     from .explain import occlusion, saliency
-    from .files import read_json
     from .images import prepare_file
     from .inference import answer
     from .inside import activations, explain_cell, explain_value, quantise
     from .predict import UPLOAD, predict_proba, predict_upload
+    from .runs import Run, scan_runs
 
     runs_dir = Path(runs_dir)
     if not runs_dir.is_dir():
@@ -183,8 +181,8 @@ def create_app(runs_dir: str | os.PathLike, device: str = "cpu", default_run: st
     # --- the API that `cnnlab serve` has too ----------------------------------------------------------------
     @app.get("/health")
     def health() -> dict:
-        records, damaged = scan_runs(runs.root)
-        return {"status": "ok", "runs_dir": str(runs.root), "runs": [r.run_dir.name for r in records]}
+        listed, _ = scan_runs(runs.root)
+        return {"status": "ok", "runs_dir": str(runs.root), "runs": [run.run_dir.name for run in listed]}
 
     @app.post("/predict")
     def predict(run: str | None = None, top: int = DEFAULT_TOP, body: bytes = Depends(read_body)) -> dict:
@@ -203,37 +201,34 @@ def create_app(runs_dir: str | os.PathLike, device: str = "cpu", default_run: st
     # --- runs and their curves -----------------------------------------------------------------------------
     @app.get("/api/runs")
     def list_all() -> dict:
-        records, damaged = scan_runs(runs.root)
+        listed, damaged = scan_runs(runs.root)
         return {"runs_dir": str(runs.root), "default": default_run,
-                "runs": [describe(record) for record in records],
+                "runs": [describe(run) for run in listed],
                 "damaged": [{"name": folder.name, "error": error} for folder, error in damaged]}
 
-    def describe(record) -> dict:
+    def describe(run: Run) -> dict:
         from dataclasses import asdict
 
-        folder = record.run_dir
-        model = read_json(folder / "model.json") if (folder / "model.json").is_file() else {}
-        return {"name": folder.name, "recipe": record.recipe.name, "dataset": record.recipe.dataset,
-                "model": record.recipe.model, "epochs": len(record.history), "of": record.recipe.epochs,
-                "best_val_accuracy": record.best_val_accuracy, "test_accuracy": record.test_accuracy,
-                "seconds": record.seconds, "device": record.environment.get("device"),
-                "created": record.environment.get("created"), "finished": bool(record.metrics),
-                "evaluated": (folder / EVALUATION / "metrics.json").is_file(),
-                "preprocess": model.get("preprocess") or None, "classes": model.get("classes"),
-                "in_shape": model.get("in_shape"), "history": [asdict(row) for row in record.history]}
+        info = run.info if run.has("model.json") else None  # None: just after recipe.json, as a run starts
+        return {"name": run.run_dir.name, "recipe": run.recipe.name, "dataset": run.recipe.dataset,
+                "model": run.recipe.model, "epochs": len(run.history), "of": run.recipe.epochs,
+                "best_val_accuracy": run.best_val_accuracy, "test_accuracy": run.test_accuracy,
+                "seconds": run.seconds, "device": run.environment.get("device"),
+                "created": run.environment.get("created"), "finished": run.finished,
+                "evaluated": run.has("evaluation/metrics.json"),
+                "preprocess": info and info.preprocess, "classes": info and list(info.classes),
+                "in_shape": info and list(info.in_shape), "history": [asdict(row) for row in run.history]}
 
     @app.get("/api/runs/{name}")
     def one(name: str) -> dict:
-        return describe(read_record(runs.folder(name)))
+        return describe(Run(runs.folder(name)).check())
 
     @app.get("/api/runs/{name}/evaluation")
     def evaluation(name: str) -> dict:
-        path = runs.folder(name) / EVALUATION / "metrics.json"
-        if not path.is_file():
+        evaluated = Run(runs.folder(name)).read_evaluation()
+        if evaluated is None:
             raise HTTPException(404, f"{name}: not evaluated yet; run `cnnlab evaluate {name}`")
-        with open(path.parent / "confusion_counts.csv", newline="") as counts:
-            rows = list(csv.reader(counts))[1:]  # true class by predicted class, after a header row
-        return {**read_json(path), "confusion": [[int(v) for v in row[1:]] for row in rows]}
+        return evaluated
 
     # --- inside the network ------------------------------------------------------------------------------
     @app.post("/api/runs/{name}/look")

@@ -10,8 +10,9 @@ import pytest
 from PIL import Image
 
 from cnnlab import cli
-from cnnlab.compare import list_runs, read_record, recipe_differences
+from cnnlab.compare import recipe_differences
 from cnnlab.errors import CnnlabError
+from cnnlab.runs import Run, list_runs
 from cnnlab.session import tensorboard_writer
 
 
@@ -54,7 +55,7 @@ def test_runs_compare_overlays_curves_and_prints_what_differs(trained_runs, tmp_
 
 
 def test_recipe_differences_lists_only_fields_that_differ(trained_runs):
-    differences = recipe_differences([read_record(trained_runs["cnn"]), read_record(trained_runs["mlp"])])
+    differences = recipe_differences([Run(trained_runs["cnn"]), Run(trained_runs["mlp"])])
     assert set(differences) == {"name", "model", "description", "epochs"}
     assert differences["epochs"] == [2, 3]
 

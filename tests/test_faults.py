@@ -160,8 +160,7 @@ RUN_TAMPERINGS = {
     "recipe field": (lambda d: _json(d, "recipe.json", lambda r: _set(r, "exec", "rm -rf")), "unknown fields"),
     "recipe list": (lambda d: (d / "recipe.json").write_text("[1, 2]"), "JSON object"),
     "deep JSON": (lambda d: (d / "model.json").write_text("[" * 100_000), "not valid JSON"),
-    "history": (lambda d: (d / "history.csv").write_text("epoch,loss\n1,abc\n"), "history.csv: malformed"),
-}
+}  # a damaged history.csv or metrics.json is for what reads it: `cnnlab runs` lists the run as damaged (test_runs.py)
 
 
 @pytest.mark.parametrize("name", RUN_TAMPERINGS)
@@ -261,8 +260,35 @@ def test_no_space_for_the_first_checkpoint_fails_before_training(digits, tmp_pat
     monkeypatch.setattr(cnnlab.checkpoint, "atomic_write", _no_space)
     err = one_line_error(capsys, 1, ["train", *ARGS, "--data-dir", str(digits), "--runs-dir", str(tmp_path)])
     assert "No space left on device" in err and "--runs-dir" in err
-    (run_dir,) = tmp_path.iterdir()
-    assert not (run_dir / "history.csv").exists()
+    assert list(tmp_path.iterdir()) == []  # without a checkpoint nothing could be resumed: no folder is left
+
+
+def test_a_refused_training_leaves_no_run_folder(tmp_path, capsys):
+    """Damaged data refused after the run folder was made: the folder goes too (it could never be resumed)."""
+    folder = make_idx_dataset(tmp_path / "mnist", n_train=50, n_test=10)
+    (folder / "train-labels-idx1-ubyte.gz").write_bytes(b"\x1f\x8b not really gzip")
+    runs = tmp_path / "runs"
+    one_line_error(capsys, 1, ["train", *ARGS, "--data-dir", str(folder), "--runs-dir", str(runs)])
+    assert list(runs.iterdir()) == []
+
+
+def test_a_class_without_one_readable_image_is_refused_in_one_line(tmp_path, capsys):
+    from PIL import Image
+
+    data = tmp_path / "pets"
+    for name in ("cat", "dog", "owl"):
+        (data / name).mkdir(parents=True)
+        for i in range(4):
+            path = data / name / f"{i}.png"
+            Image.new("L", (8, 8), 60 * i).save(path)
+            if name == "owl":
+                path.write_bytes(path.read_bytes()[:30])  # truncated: skipped, with a warning each
+    runs = tmp_path / "runs"
+    assert cli.main(["train", "--data", str(data), "--runs-dir", str(runs), "--epochs", "1", "--quiet"]) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 4 + 1 and err[-1] == (f"cnnlab: error: {data}: class 'owl' has no readable training images; "
+                                             "add some, or remove the class's folder")
+    assert not runs.exists() or list(runs.iterdir()) == []
 
 
 def test_disk_filling_up_mid_run_keeps_the_last_checkpoint(digits, tmp_path, monkeypatch, capsys):

@@ -298,3 +298,67 @@ def test_a_run_is_trained_by_one_process_at_a_time(digits, tmp_path, capsys):
         holder.wait()
     _run_main(["train", "--resume", str(run_dir), "--epochs", "3", "--quiet"])
     assert len(history(run_dir)) == 3
+
+
+# A kill at a chosen moment of the end of an epoch: once the checkpoint of epoch `epoch` is written, before
+# history.csv is (#22.6: a kill there lost that epoch's history row for good).
+KILLED_AFTER_CHECKPOINT = """
+import os, signal, sys
+import cnnlab.session as session
+original = session.save_checkpoint
+def save_then_die(path, state, device, data):
+    size = original(path, state, device, data)
+    if len(state.history) == {epoch}:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return size
+session.save_checkpoint = save_then_die
+from cnnlab import cli
+sys.exit(cli.main({argv!r}))
+"""
+
+
+def test_a_kill_just_after_the_last_checkpoint_loses_no_history_row(digits, uninterrupted, tmp_path):
+    argv = ["train", *ARGS, "--data-dir", str(digits), "--runs-dir", str(tmp_path)]
+    done = subprocess.run([sys.executable, "-c", KILLED_AFTER_CHECKPOINT.format(epoch=3, argv=argv)],
+                          capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert done.returncode == -signal.SIGKILL, done.stderr
+    (run_dir,) = tmp_path.iterdir()
+    assert len(history(run_dir)) == 3 and len((run_dir / "history.csv").read_text().splitlines()) == 1 + 2
+    assert train("--resume", str(run_dir)) == run_dir  # nothing left to train: it finishes, the files agree
+    assert_same_run(run_dir, uninterrupted)
+    assert _rows_but_time(run_dir) == _rows_but_time(uninterrupted)  # all three rows, as the checkpoint holds them
+    metrics, expected = (json.loads((d / "metrics.json").read_text()) for d in (run_dir, uninterrupted))
+    assert (metrics["epochs"], metrics["best_val_accuracy"]) == (3, expected["best_val_accuracy"])
+
+
+def _rows_but_time(run_dir: Path) -> list[str]:
+    return [line.rpartition(",")[0] for line in (run_dir / "history.csv").read_text().splitlines()[1:]]
+
+
+def test_resume_mends_a_finished_run_whose_history_lost_its_last_row(uninterrupted, tmp_path, capsys):
+    """A run an older cnnlab resumed after such a kill: metrics.json written, history.csv a row short."""
+    run_dir = Path(shutil.copytree(uninterrupted, tmp_path / "run"))
+    whole = (run_dir / "history.csv").read_text()
+    (run_dir / "history.csv").write_text("".join(whole.splitlines(keepends=True)[:-1]))
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    (run_dir / "metrics.json").write_text(json.dumps({**metrics, "epochs": 2, "best_val_accuracy": 0.5}))
+    out = _run_main(["train", "--resume", str(run_dir)])
+    assert "history.csv and metrics.json rewritten from its checkpoint (3 epochs)" in out
+    assert (run_dir / "history.csv").read_text() == whole
+    assert json.loads((run_dir / "metrics.json").read_text()) == metrics
+    assert cli.main(["train", "--resume", str(run_dir)]) == 2  # whole again: nothing to mend, nothing to train
+    assert "has trained 3 epochs already" in capsys.readouterr().err
+
+
+def test_resume_removes_what_killed_writes_left_and_nothing_else(two_epochs, tmp_path):
+    run_dir = Path(shutil.copytree(two_epochs, tmp_path / "run"))
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = int(gone.stdout)  # a process that has ended
+    stale = [run_dir / f".checkpoint.safetensors.{dead}.ab_cd123.tmp", run_dir / f".history.csv.{dead}.x1y2z3w4.tmp",
+             run_dir / "evaluation" / f".metrics.json.{dead}.q1w2e3r4.tmp"]
+    live = run_dir / f".report.html.{os.getpid()}.abcdefgh.tmp"  # a write going on in a process that is running
+    (run_dir / "evaluation").mkdir()
+    for path in stale + [live]:
+        path.write_bytes(b"\0" * 1000)
+    _run_main(["train", "--resume", str(run_dir), "--epochs", "3"])
+    assert [path.exists() for path in stale] == [False] * 3 and live.exists()

@@ -33,7 +33,8 @@ MAX_BODY = 64 * 1024  # bytes: small, so that a test can pass it
 
 @pytest.fixture(scope="module")
 def runs(trained_runs, tmp_path_factory) -> Path:
-    """The two trained runs, a damaged folder, a run with a broken model.json, and a symlink out of the folder."""
+    """The two trained runs, a damaged folder, a run with a broken model.json, a symlink out of the folder and a
+    hidden run."""
     root = tmp_path_factory.mktemp("studio")
     folder = root / "runs"
     folder.mkdir()
@@ -45,6 +46,7 @@ def runs(trained_runs, tmp_path_factory) -> Path:
     (folder / "broken-model" / "model.json").write_text("{}")
     shutil.copytree(trained_runs["cnn"], root / "outside")
     (folder / "escape").symlink_to(root / "outside")
+    shutil.copytree(trained_runs["mlp"], folder / ".hidden")
     return folder
 
 
@@ -69,7 +71,7 @@ def decode(layer: dict) -> torch.Tensor:
 
 def test_health_and_the_openapi_document(studio):
     status, health = request(f"{studio}/health")
-    assert status == 200 and sorted(health["runs"]) == ["broken-model", "cnn", "escape", "mlp"]
+    assert status == 200 and sorted(health["runs"]) == ["cnn", "mlp"]  # only what opens
     status, document = request(f"{studio}/openapi.json")
     assert status == 200 and {"/health", "/predict", "/api/runs/{name}/look", "/api/runs/{name}/value",
                               "/api/runs"} <= set(document["paths"])
@@ -145,10 +147,13 @@ def test_attribution_maps(studio, tmp_path):
 def test_runs_history_and_the_damaged_folder(studio, runs):
     status, listing = request(f"{studio}/api/runs")
     assert status == 200
-    assert {r["name"] for r in listing["runs"]} == {"cnn", "mlp", "broken-model", "escape"}
-    assert listing["damaged"] == [{"name": "damaged", "error": f"{runs / 'damaged' / 'recipe.json'}: not valid JSON "
-                                   "(Expecting property name enclosed in double quotes: line 1 column 2 (char 1)); "
-                                   "the run folder is damaged"}]
+    assert {r["name"] for r in listing["runs"]} == {"cnn", "mlp"}  # not the link out, nor the hidden run
+    assert listing["damaged"] == [
+        {"name": "broken-model", "error": f"{runs / 'broken-model' / 'model.json'}: not a 'cnnlab-run/1' file; "
+                                          "was it written by another version of cnnlab?"},
+        {"name": "damaged", "error": f"{runs / 'damaged' / 'recipe.json'}: not valid JSON "
+                                     "(Expecting property name enclosed in double quotes: line 1 column 2 (char 1)); "
+                                     "the run folder is damaged"}]
     cnn = next(r for r in listing["runs"] if r["name"] == "cnn")
     assert cnn["epochs"] == len(cnn["history"]) == 2 and cnn["finished"] and cnn["preprocess"] == "digit"
     status, error = request(f"{studio}/api/runs/broken-model/look", b"x")
