@@ -181,7 +181,7 @@ def return_freed_memory() -> None:
 def _shrink_factor(width: int, height: int) -> int:
     """The whole factor that keeps both sides at least DRAFT_SIZE, raised until at most WORK_PIXELS remain."""
     factor = max(1, min(width // DRAFT_SIZE[0], height // DRAFT_SIZE[1]))
-    while (width // factor) * (height // factor) > WORK_PIXELS:
+    while -(-width // factor) * -(-height // factor) > WORK_PIXELS:  # the sides Image.reduce makes, rounded up
         factor += 1
     return factor
 

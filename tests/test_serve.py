@@ -175,30 +175,17 @@ def test_every_answer_is_json_whatever_is_asked(server, request_bytes, status, a
         assert set(json.loads(body)) == {"error"}
 
 
-def test_a_small_request_is_answered_while_a_large_upload_decodes(server, tmp_path, monkeypatch):
+def test_a_small_request_is_answered_while_a_large_upload_decodes(server, tmp_path, held_decode):
     """The model's lock was held while an image was decoded: one large upload held up every other answer."""
-    from cnnlab import images
-
     (small,) = write_digits(tmp_path, 1)
-    large, decoding, done = b"a large image", threading.Event(), threading.Event()
-    prepare_file = images.prepare_file
-
-    def slow_to_decode(path, method, shape, data=None):
-        if data == large:
-            decoding.set()
-            done.wait(timeout=30)
-            raise CnnlabError("request body: decoded at last")
-        return prepare_file(path, method, shape, data=data)
-
-    monkeypatch.setattr(images, "prepare_file", slow_to_decode)
     with ThreadPoolExecutor(1) as pool:
-        uploading = pool.submit(request, f"{server}/predict", large)
-        assert decoding.wait(timeout=10)
+        uploading = pool.submit(request, f"{server}/predict", held_decode.body)
+        assert held_decode.decoding.wait(timeout=10)
         try:
             with urllib.request.urlopen(f"{server}/predict", small.read_bytes(), timeout=5) as response:
                 assert response.status == 200
         finally:
-            done.set()
+            held_decode.done.set()
         assert uploading.result(timeout=10)[:2] == (400, {"error": "request body: decoded at last"})
 
 

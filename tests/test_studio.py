@@ -21,7 +21,6 @@ import torch
 from PIL import Image
 
 from cnnlab import cli
-from cnnlab.errors import CnnlabError
 from cnnlab.images import prepare_file
 from cnnlab.inside import activations
 from cnnlab.predict import run_proba
@@ -360,35 +359,21 @@ def test_bound_elsewhere_it_wants_the_token_it_printed(runs, tmp_path):
         assert client.post("/predict?run=cnn", content=digit.read_bytes()).status_code == 403
 
 
-def test_a_small_request_is_answered_while_a_large_upload_decodes(runs, tmp_path, monkeypatch):
+def test_a_small_request_is_answered_while_a_large_upload_decodes(runs, tmp_path, held_decode):
     """Decoding ran on the model's one thread: a large upload held up every other request behind it."""
-    import threading
     from concurrent.futures import ThreadPoolExecutor
 
-    from cnnlab import images
-
     (small,) = write_digits(tmp_path, 1)
-    large, decoding, done = b"a large image", threading.Event(), threading.Event()
-    prepare_file = images.prepare_file
-
-    def slow_to_decode(path, method, shape, data=None):
-        if data == large:
-            decoding.set()
-            done.wait(timeout=30)
-            raise CnnlabError("request body: decoded at last")
-        return prepare_file(path, method, shape, data=data)
-
-    monkeypatch.setattr(images, "prepare_file", slow_to_decode)
     with running_studio(runs) as url, ThreadPoolExecutor(1) as pool:
-        uploading = pool.submit(request, f"{url}/api/runs/cnn/look", large)
-        assert decoding.wait(timeout=10)
+        uploading = pool.submit(request, f"{url}/api/runs/cnn/look", held_decode.body)
+        assert held_decode.decoding.wait(timeout=10)
         try:
             with urllib.request.urlopen(f"{url}/predict?run=mlp", small.read_bytes(), timeout=5) as response:
                 assert response.status == 200
             with urllib.request.urlopen(f"{url}/api/runs/cnn/look?test=1", b"", timeout=5) as response:
                 assert response.status == 200
         finally:
-            done.set()
+            held_decode.done.set()
         assert uploading.result(timeout=10) == (400, {"error": "request body: decoded at last"})
 
 
