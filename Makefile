@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 TORCH  ?= torch==2.14.1 torchvision==0.29.1
 FASHION_DIR := /usr/share/datasets/fashion-mnist
 
-.PHONY: setup run test lab data clean
+.PHONY: setup run test quick check lab data clean
 
 setup: $(VENV)/.installed
 
@@ -15,7 +15,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -c "import torch, torchvision" 2>/dev/null || $(BIN)/python -m pip install -q $(TORCH)
-	$(BIN)/python -m pip install -q -e '.[test,studio]'
+	$(BIN)/python -m pip install -q -e '.[test,studio,dev]'
 	touch $@
 
 # Fashion-MNIST from Debian's package when it is missing and apt is at hand; otherwise cnnlab
@@ -33,6 +33,15 @@ run: setup data
 
 test: setup
 	$(BIN)/python -m pytest -q
+
+# The quick loop: everything but the slow end-to-end tests (about a minute or two on 2 cores).
+quick: setup
+	$(BIN)/python -m pytest -q -m "not slow"
+
+# The lint and type gate (CI runs it before the tests): ruff and mypy as pyproject.toml configures them.
+check: setup
+	$(BIN)/ruff check cnnlab bench tests
+	$(BIN)/mypy
 
 # JupyterLab on .venv's Python (its python3 kernel) with labs/ open; cnnlab[lab] installed on first use.
 # As root (a container, this project's machines) Jupyter wants --allow-root.

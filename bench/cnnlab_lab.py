@@ -11,8 +11,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the cnnlab beside bench/, installed or not
-from cnnlab import ImageSet, create_model, evaluate, fit, get_recipe, with_overrides  # noqa: E402
-from cnnlab.train import resolve_device  # noqa: E402
+from cnnlab import ImageSet, create_model, evaluate, fit, get_recipe, resolve_device, with_overrides  # noqa: E402
 
 
 def main() -> None:

@@ -10,9 +10,10 @@ the lab's own 80/20 split (the whole 48,000 take 6–10× longer under load; the
 The goal (issue #17): with K neighbours on C cores cnnlab's epoch is at most 1.3 × (C + K) / C times its quiet
 epoch, and never slower than Keras's beside the same neighbours.
 
-Runners: ``cnnlab`` as it chooses by itself (cnnlab.threads), ``cnnlab-spin`` with OpenMP's default wait as
-before issue #17 (GOMP_SPINCOUNT=300000, libgomp's default), ``cnnlab-1`` on one thread, and ``keras`` (Keras 3
-on TensorFlow as installed, in bench/.venv-keras as compare.py makes it).
+Runners: ``cnnlab`` as it chooses by itself (cnnlab.threads); ``cnnlab-passive`` and ``cnnlab-spin`` with idle
+OpenMP threads that sleep at once or spin first (libgomp's default, GOMP_SPINCOUNT=300000), both giving way to
+neighbours; ``cnnlab-before`` as before issue #17 (all cores, spinning, never giving way); ``cnnlab-1`` on one
+thread; ``keras`` (Keras 3 on TensorFlow as installed, in bench/.venv-keras as compare.py makes it).
 """
 from __future__ import annotations
 
@@ -32,9 +33,11 @@ from compare import BENCH, keras_python, load_average, machine, run_json, write_
 
 RUNNERS = {  # name → (label, environment added to the user's)
     "cnnlab": ("cnnlab (its own choice)", {}),
-    "cnnlab-spin": ("cnnlab, OpenMP spinning (before #17)", {"GOMP_SPINCOUNT": "300000"}),
+    "cnnlab-passive": ("cnnlab, idle threads sleep", {"OMP_WAIT_POLICY": "PASSIVE"}),
+    "cnnlab-spin": ("cnnlab, idle threads spin", {"GOMP_SPINCOUNT": "300000"}),
+    "cnnlab-before": ("cnnlab before #17 (2 threads, spinning)", {"OMP_NUM_THREADS": str(len(os.sched_getaffinity(0))),
+                                                                 "GOMP_SPINCOUNT": "300000"}),
     "cnnlab-1": ("cnnlab, 1 thread", {"OMP_NUM_THREADS": "1"}),
-    "cnnlab-spin10k": ("cnnlab, spin 10k", {"GOMP_SPINCOUNT": "10000"}),
     "keras": ("Keras 3, TF as installed", {"TF_CPP_MIN_LOG_LEVEL": "2"}),
 }
 
@@ -65,7 +68,7 @@ def run(runner: str, data: Path, keras: str) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--neighbours", default="0,1,2,4", help="how many busy processes, comma-separated")
-    parser.add_argument("--runners", default="cnnlab,cnnlab-spin,keras", help="of: " + ", ".join(RUNNERS))
+    parser.add_argument("--runners", default="cnnlab,cnnlab-before,keras", help="of: " + ", ".join(RUNNERS))
     parser.add_argument("--repeat", type=int, default=3, help="rounds, each running everything once")
     parser.add_argument("--train-images", type=int, default=12_000, help="training images per epoch (≤ 48,000)")
     parser.add_argument("--keras-python", help="a Python with Keras (default: bench/.venv-keras)")

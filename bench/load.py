@@ -265,8 +265,8 @@ def measure(server: str, runs: Path, images: dict[str, bytes], clients: int, req
         process.terminate()
         process.wait(timeout=30)
     text = log.read_text(errors="replace")
-    return {"load": result, "alone": alone, "during": during, "before": before, "after": after, "peak": peak, "alive": alive,
-            "tracebacks": text.count("Traceback"), "log": log}
+    return {"load": result, "alone": alone, "during": during, "before": before, "after": after, "peak": peak,
+            "alive": alive, "tracebacks": text.count("Traceback"), "log": log}
 
 
 def p99(values: list[float]) -> float:

@@ -27,9 +27,10 @@ from pathlib import Path
 import torch
 
 import cnnlab.train
-from cnnlab import ImageSet, create_model, get_recipe, load_dataset, split
+from cnnlab import ImageSet, create_model, get_recipe, load_dataset, resolve_device, split
+from cnnlab.inference import Inference
 from cnnlab.recipes import Recipe, with_overrides
-from cnnlab.train import evaluate, fit, resolve_device, start_state
+from cnnlab.train import evaluate, fit, start_state
 
 
 def sync(device: torch.device) -> None:
@@ -71,7 +72,7 @@ def train_once(recipe: Recipe, train: ImageSet, val: ImageSet, test: ImageSet, d
         sync(device)
         wall, cpu = time.perf_counter() - started, time.process_time() - cpu_started
     # fit leaves the weights it validated (the average, when the recipe keeps one) in the model
-    accuracy = evaluate(model, test, recipe, device, normalization=state.normalization)["accuracy"]
+    accuracy = evaluate(Inference(model, state.normalization), test, recipe, device)["accuracy"]
     return {"accuracy": accuracy, "val_accuracy": history[-1].val_accuracy, "train_s": wall - validation.seconds,
             "validation_s": validation.seconds, "cpu_s": cpu - validation.cpu_seconds}
 

@@ -11,6 +11,11 @@ The Python API follows the tutorial's steps::
     cnnlab.evaluate(model, test, recipe)
     cnnlab.predict(model, test.images[:3])
 
+A run predicts as it was evaluated, with its normalisation, test-time augmentation and precision:
+``cnnlab.predict(cnnlab.load_run(run_dir), images)``, images uint8 0–255 or floats in [0, 1] (``cnnlab.Inference``
+holds that rule). ``device`` is a name ('auto', 'cpu', 'cuda:0') or a torch.device; left out, a model computes
+where it is and ``fit`` trains where the recipe says (``cnnlab.resolve_device`` reads a name).
+
 Your own images: ``cnnlab.inspect_image(path)``, ``cnnlab.predict_files(cnnlab.load_run(run_dir), paths)``,
 ``cnnlab.train_recipe(recipe, folder=cnnlab.load_folder(path))``;
 and past it, as the CLI does: ``evaluate_run``, ``explain_run``, ``write_report``, ``list_runs``, ``compare_runs``,
@@ -30,11 +35,13 @@ _threads.configure()  # OpenMP's thread count and wait policy, before anything i
 _HOMES = {
     "compare": ("compare_runs", "list_runs"),
     "data": ("DATASETS", "ImageSet", "load_dataset", "split"),
+    "device": ("resolve_device",),
     "errors": ("CnnlabError", "UsageError"),
     "evaluation": ("evaluate_run",),
     "explain": ("explain_run",),
     "export": ("export_onnx",),
     "images": ("inspect_image", "load_folder", "prepare", "read_image"),
+    "inference": ("Inference", "evaluate", "to_input"),
     "models": ("MODELS", "create_model", "summarize"),
     "predict": ("predict", "predict_files", "predict_proba"),
     "recipes": ("RECIPES", "Recipe", "get_recipe", "with_overrides"),
@@ -42,7 +49,7 @@ _HOMES = {
     "runs": ("load_run",),
     "serve": ("make_server",),
     "session": ("resume_run", "train_recipe"),
-    "train": ("evaluate", "fit"),
+    "train": ("fit",),
 }
 _MODULE_OF = {name: module for module, names in _HOMES.items() for name in names}
 __all__ = sorted(_MODULE_OF)

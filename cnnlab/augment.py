@@ -8,10 +8,11 @@ that the training state carries, so a resumed run draws what an unbroken one wou
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
-from torch import nn
+
 
 # ---------------------------------------------------------------------------------------------------------
 # Normalisation: the training split's statistics, kept with the run so evaluation and prediction reuse them
@@ -79,7 +80,8 @@ def _reflect(index: torch.Tensor, size: int) -> torch.Tensor:
 # ---------------------------------------------------------------------------------------------------------
 # Test-time augmentation: the logits averaged over a few copies of each image
 # ---------------------------------------------------------------------------------------------------------
-def tta_logits(model: nn.Module, inputs: torch.Tensor, mode: str = "none") -> torch.Tensor:
+def tta_logits(model: Callable[[torch.Tensor], torch.Tensor], inputs: torch.Tensor, mode: str = "none"
+               ) -> torch.Tensor:
     """'flip': the image and its mirror; 'flip-translate': half that, half the same one pixel up-left and one
     down-right (airbench's level 2)."""
     def mirrored(batch: torch.Tensor) -> torch.Tensor:

@@ -151,9 +151,9 @@ def _folder(path: Path) -> Path:
 def _predict(args: argparse.Namespace) -> int:
     import json
 
+    from .device import resolve_device
     from .predict import predict_files, random_test_predictions
     from .runs import load_run
-    from .train import resolve_device
 
     if args.save:
         from . import plots  # matplotlib only where figures are drawn
@@ -208,7 +208,7 @@ def _serve(args: argparse.Namespace) -> int:
 
     with make_server(args.run_dir, args.host, args.port, args.device) as server:
         host, port = server.server_address[:2]
-        _note_open(host, "this run's predictions; there is no authentication")
+        _note_open(str(host), "this run's predictions; there is no authentication")
         print(f"Serving {args.run_dir} on http://{host}:{port} (GET /health, POST /predict); Ctrl-C stops",
               flush=True)
         server.serve_forever()

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Sequence
 import torch
 
 from .data import ImageSet
+from .device import Device, choose_device
 from .errors import CnnlabError
 from .files import atomic_write, write_json
 from .runs import Run, load_run, load_test_set
@@ -109,17 +110,16 @@ def worst_mistakes(probabilities: torch.Tensor, labels: torch.Tensor, count: int
     return [Mistake(i, int(labels[i]), int(predicted[i]), float(confidence[i])) for i in order.tolist()]
 
 
-def analyse(run: Run, test: ImageSet, device: torch.device | str = "cpu") -> Evaluation:
-    """Everything `cnnlab evaluate` reports, for ``run``'s model on ``test``."""
-    from .predict import run_proba
-    from .train import evaluate
+def analyse(run: Run, test: ImageSet, device: Device = None) -> Evaluation:
+    """Everything `cnnlab evaluate` reports, for ``run``'s model on ``test``, on ``device`` (None: where it is)."""
+    from .inference import evaluate
+    from .predict import predict_proba
 
     if tuple(test.classes) != tuple(run.info.classes):
         raise CnnlabError(f"{run.run_dir}: trained on classes {', '.join(run.info.classes)} but the test data has "
                           f"{', '.join(test.classes)}; evaluate it on the data it was trained for")
-    run.model.to(device)
-    metrics = evaluate(run.model, test, run.recipe, device, normalization=run.info.normalization)  # the tutorial's numbers, as training printed them
-    probabilities = run_proba(run, test.images, device)
+    metrics = evaluate(run, test, run.recipe, device)  # the tutorial's numbers, as training printed them
+    probabilities = predict_proba(run, test.images, device)
     confusion = confusion_matrix(test.labels, probabilities.argmax(dim=1), len(test.classes))
     return Evaluation(test.classes, metrics["loss"], metrics["accuracy"], confusion,
                       class_scores(confusion, test.classes), most_confused(confusion),
@@ -171,13 +171,14 @@ def save_evaluation(evaluation: Evaluation, test: ImageSet, folder: Path) -> lis
 
 
 def evaluate_run(run_dir: str | os.PathLike, data_dir: str | os.PathLike | None = None,
-                 device: str = "auto") -> tuple[Evaluation, list[Path]]:
-    """`cnnlab evaluate`: reload a run, evaluate it on its test set, write ``RUN_DIR/evaluation/``."""
-    from .train import resolve_device
+                 device: Device = None) -> tuple[Evaluation, list[Path]]:
+    """`cnnlab evaluate`: reload a run, evaluate it on its test set, write ``RUN_DIR/evaluation/``.
 
+    ``device``: None is 'auto'."""
     run = load_run(run_dir)
     test = load_test_set(run, data_dir)
-    evaluation = analyse(run, test, resolve_device(device))
+    run.model.to(choose_device(device))  # the run is this function's own
+    evaluation = analyse(run, test)
     return evaluation, save_evaluation(evaluation, test, run.run_dir / FOLDER)
 
 

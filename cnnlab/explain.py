@@ -13,10 +13,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .device import Device, borrowed, choose_device
 from .errors import CnnlabError
+from .inference import Inference, Source
 from .runs import Run, load_run
-from .augment import Normalization
-from .train import to_input
 
 FOLDER = "explain"
 PATCH = 4  # side of the black square occlusion slides over the image, in pixels
@@ -44,48 +44,47 @@ def dense_weights_as_images(model: nn.Module, in_shape: tuple[int, int, int]) ->
     return name, layer.weight.detach().cpu().reshape(-1, *in_shape)
 
 
-def feature_stages(model: nn.Module, image: torch.Tensor, normalization: Normalization | None = None) -> list[Stage]:
+def feature_stages(model: Source, image: torch.Tensor) -> list[Stage]:
     """The input, then the feature maps after each convolution (with the activation that follows it) and after
-    each pooling, up to where the network flattens them."""
-    from .models import trace
+    each pooling, up to where the network flattens them; for the image as it is (the first test-time pass).
 
-    inputs = to_input(image[None].to(next(model.parameters()).device), normalization)  # (1, C, H, W)
+    ``model``: a network, a run (its normalisation and precision too) or an Inference.
+    """
+    inputs, layers, _ = Inference.of(model).trace(image)  # inputs (1, C, H, W)
     stages = [Stage("input", inputs[0].cpu())]
-    for name, module, output in trace(model, inputs):
+    for name, module, output in layers:
         if output.dim() != 4:
             break  # flattened: the spatial part of the network is over
         if isinstance(module, SPATIAL):
-            stages.append(Stage(name, output[0].cpu()))
+            stages.append(Stage(name, output[0].float().cpu()))
         elif len(stages) > 1:  # an activation or dropout acting on the last stage's maps
-            stages[-1] = Stage(f"{stages[-1].name} + {name}", output[0].cpu())
+            stages[-1] = Stage(f"{stages[-1].name} + {name}", output[0].float().cpu())
     return stages
 
 
-def saliency(model: nn.Module, image: torch.Tensor, target: int,
-             normalization: Normalization | None = None) -> torch.Tensor:
-    """|∂ logit[target] / ∂ pixel|, the largest over channels: (H, W)."""
-    device = next(model.parameters()).device
-    inputs = to_input(image[None].to(device), normalization).requires_grad_(True)
-    model.eval()
-    (gradient,) = torch.autograd.grad(model(inputs)[0, target], inputs)  # the weights' gradients are not needed
+def saliency(model: Source, image: torch.Tensor, target: int) -> torch.Tensor:
+    """|∂ logit[target] / ∂ pixel|, the largest over channels: (H, W). The logit is the answer's: on a run with
+    test-time augmentation, the mean over its passes, as the probabilities are."""
+    inference = Inference.of(model)
+    with borrowed(inference.model):
+        inputs = inference.prepare(image[None]).requires_grad_(True)
+        # The weights' gradients are not needed.
+        (gradient,) = torch.autograd.grad(inference.logits(inputs)[0, target], inputs)
     return gradient[0].abs().amax(dim=0).cpu()
 
 
-def occlusion(model: nn.Module, image: torch.Tensor, target: int, patch: int = PATCH, stride: int = 2,
-              normalization: Normalization | None = None) -> torch.Tensor:
+def occlusion(model: Source, image: torch.Tensor, target: int, patch: int = PATCH, stride: int = 2) -> torch.Tensor:
     """How much the probability of ``target`` drops when a black ``patch``×``patch`` square covers each pixel,
     averaged over the squares that cover it: (H, W). Positive where the pixels supported the prediction."""
-    from .predict import predict_proba
-
-    device = next(model.parameters()).device
+    inference = Inference.of(model)
     _, height, width = image.shape
     corners = [(top, left) for top in range(0, height - patch + 1, stride)
                for left in range(0, width - patch + 1, stride)]
     covered = image.repeat(len(corners), 1, 1, 1)  # (P, C, H, W) uint8
     for i, (top, left) in enumerate(corners):
         covered[i, :, top:top + patch, left:left + patch] = 0
-    baseline = predict_proba(model, image[None], device, normalization=normalization)[0, target]
-    drops = baseline - predict_proba(model, covered, device, normalization=normalization)[:, target]
+    baseline = inference.proba(image[None])[0, target]
+    drops = baseline - inference.proba(covered)[:, target]
     heat, count = torch.zeros(height, width), torch.zeros(height, width)
     for drop, (top, left) in zip(drops.tolist(), corners):
         heat[top:top + patch, left:left + patch] += drop
@@ -108,13 +107,11 @@ class Explanation:
 
 
 def explain_run(run_dir: str | os.PathLike, image_path: str | os.PathLike | None = None, index: int = 0,
-                data_dir: str | os.PathLike | None = None, device: str = "auto") -> Explanation:
+                data_dir: str | os.PathLike | None = None, device: Device = None) -> Explanation:
     """`cnnlab explain`: figures of what ``run_dir``'s network sees in one image, into ``RUN_DIR/explain/``.
 
-    The image is ``image_path`` if given, else test image number ``index``.
+    The image is ``image_path`` if given, else test image number ``index``. ``device``: None is 'auto'.
     """
-    from .train import resolve_device
-
     run = load_run(run_dir)
     notes = []
     if image_path is not None:
@@ -130,22 +127,23 @@ def explain_run(run_dir: str | os.PathLike, image_path: str | os.PathLike | None
         if not 0 <= index < len(test):
             raise CnnlabError(f"--index {index}: the test set holds images 0 to {len(test) - 1}")
         image, source, label = test.images[index], f"test image #{index}", test.classes[int(test.labels[index])]
-    run.model.to(resolve_device(device))
+    run.model.to(choose_device(device))  # the run is this function's own: None is 'auto'
     return explain_image(run, image, run.run_dir / FOLDER, source, label, notes)
 
 
 def explain_image(run: Run, image: torch.Tensor, folder: Path, source: str, label: str | None = None,
                   notes: list[str] | None = None) -> Explanation:
     """Draw filters (or dense weights), feature maps and pixel maps for ``image`` (uint8 (C, H, W)) into ``folder``."""
-    from .predict import predict_proba
-
     folder.mkdir(parents=True, exist_ok=True)
-    model, classes, normalization = run.model, run.info.classes, run.info.normalization
-    probabilities = predict_proba(model, image[None], next(model.parameters()).device, normalization=normalization)[0]
+    model, classes, inference = run.model, run.info.classes, Inference.of(run)
+    probabilities = inference.proba(image[None])[0]
     target = int(probabilities.argmax())
-    stages = feature_stages(model, image, normalization)
+    stages = feature_stages(inference, image)
     explanation = Explanation(source, classes[target], float(probabilities[target]), label,
                               [(s.name, tuple(s.maps.shape)) for s in stages], notes=list(notes or []))
+    if inference.tta != "none":
+        explanation.notes.append(f"test-time augmentation {inference.tta!r}: the prediction and the pixel maps "
+                                 f"are of {inference.passes}; the feature maps show the image as it is")
 
     first = first_layer_weights(model)
     if first is None:
@@ -164,8 +162,7 @@ def explain_image(run: Run, image: torch.Tensor, folder: Path, source: str, labe
 
     title = f"{source}: predicted {classes[target]} ({probabilities[target]:.0%})"
     title += f", true {label}" if label else ""
-    plot_attribution(image, saliency(model, image, target, normalization),
-                     occlusion(model, image, target, normalization=normalization), title,
+    plot_attribution(image, saliency(inference, image, target), occlusion(inference, image, target), title,
                      classes[target], folder / "saliency.png")
     explanation.files.append(folder / "saliency.png")
     return explanation

@@ -1,7 +1,8 @@
 """Export: a run's network as one ONNX file that takes the pixels cnnlab's preprocessing makes.
 
-The graph holds everything between those pixels and the answer, as ``cnnlab predict`` computes it: the
-tutorial's ``/ 255``, the run's normalisation and its test-time augmentation. Its input ``images`` is uint8
+The graph holds everything between those pixels and the answer, as ``cnnlab predict`` computes it (the run's
+``cnnlab.inference.Inference``): the tutorial's ``/ 255``, the run's normalisation and its test-time augmentation,
+in float32 (a run's mixed precision is left to the runtime). Its input ``images`` is uint8
 (N, C, H, W), 0–255, made from an image file by the preprocessing method named in the metadata
 (``cnnlab.images.prepare``); its outputs are ``probabilities`` (the softmax) and ``logits``, float32
 (N, classes). The class names and the preprocessing travel in the file's metadata_props.
@@ -12,17 +13,16 @@ import io
 import json
 import os
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
-from .augment import Normalization, tta_logits
 from .errors import CnnlabError, UsageError
 from .files import atomic_write
-from .train import to_input
+from .inference import Inference, to_input
 
 if TYPE_CHECKING:
     from .runs import Run
@@ -33,15 +33,21 @@ TOLERANCE = 1e-4  # largest difference in probability allowed between them
 
 
 class Pipeline(nn.Module):
-    """uint8 pixels (N, C, H, W) → (probabilities, logits), as ``predict_proba`` computes them."""
+    """uint8 pixels (N, C, H, W) → (probabilities, logits), as ``inference.proba`` computes them."""
 
-    def __init__(self, model: nn.Module, normalization: Normalization | None, tta: str):
+    def __init__(self, inference: Inference):
         super().__init__()
-        self.model, self.normalization, self.tta = model, normalization, tta
+        self.model = inference.model  # a submodule: its weights become the graph's
+        self.inference = inference
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        logits = tta_logits(self.model, to_input(images, self.normalization), self.tta).float()
+        logits = self.inference.logits(to_input(images, self.inference.normalization))
         return torch.softmax(logits, dim=1), logits
+
+
+def exported(run: Run) -> Inference:
+    """What the graph computes: the run's inference in float32, on the CPU."""
+    return replace(Inference.of(run), autocast="off")
 
 
 @dataclass
@@ -86,7 +92,7 @@ def export_onnx(run_dir: str | os.PathLike, output: str | os.PathLike | None = N
     run = load_run(run_dir)
     info = run.info
     path = Path(output) if output is not None else run.run_dir / "model.onnx"
-    pipeline = Pipeline(run.model, info.normalization, run.recipe.tta).eval()
+    pipeline = Pipeline(exported(run)).eval()
     example = torch.zeros(batch or 1, *info.in_shape, dtype=torch.uint8)
     buffer = io.BytesIO()
     # The TorchScript-based exporter: it needs no onnxscript and gives the same graph on torch 2.11 and 2.14.
@@ -113,7 +119,7 @@ def export_onnx(run_dir: str | os.PathLike, output: str | os.PathLike | None = N
     return Export(path, len(data), checked, difference)
 
 
-def metadata(run: "Run") -> dict[str, str]:
+def metadata(run: Run) -> dict[str, str]:
     """What a user of the ONNX file needs to feed it and read its answer, as strings (JSON where structured)."""
     from . import __version__
     from .images import PREPROCESS
@@ -137,13 +143,12 @@ def metadata(run: "Run") -> dict[str, str]:
     }
 
 
-def verify(data: bytes, run: "Run") -> tuple[int, float | None]:
-    """(images compared, largest difference in probability) between onnxruntime and ``predict_proba``.
+def verify(data: bytes, run: Run) -> tuple[int, float | None]:
+    """(images compared, largest difference in probability) between onnxruntime and the run's inference in
+    float32, as the graph computes it.
 
     (0, None) without onnxruntime. A difference above TOLERANCE is an error: the export is wrong.
     """
-    from .predict import predict_proba
-
     try:
         import onnxruntime
     except ImportError:
@@ -153,7 +158,7 @@ def verify(data: bytes, run: "Run") -> tuple[int, float | None]:
     count = batch if isinstance(batch, int) else VERIFY_IMAGES
     images = torch.randint(0, 256, (count, *run.info.in_shape), dtype=torch.uint8,
                            generator=torch.Generator().manual_seed(0))
-    expected = predict_proba(run.model, images, normalization=run.info.normalization, tta=run.recipe.tta)
+    expected = exported(run).proba(images)
     probabilities = torch.from_numpy(session.run(["probabilities"], {"images": images.numpy()})[0])
     difference = float((probabilities - expected).abs().max())
     if not difference <= TOLERANCE:  # NaN fails too

@@ -22,6 +22,7 @@ import ctypes
 import functools
 import sys
 import warnings
+from dataclasses import replace
 from typing import Callable, Iterator
 
 import torch
@@ -30,6 +31,7 @@ from torch import nn
 from torch.torch_version import TorchVersion
 
 from .errors import hint
+from .recipes import Recipe, graph_blocker
 
 OFFSETS = ((0, 0), (0, 1), (1, 0), (1, 1))  # (row, column) in a 2×2 pooling window, in max-pooling's scan order
 
@@ -210,6 +212,27 @@ def pick_autocast(device: torch.device, autocast: str) -> str:
     if autocast != "auto":
         return autocast
     return "bf16" if device.type in ("cpu", "cuda") and native_bf16(device) else "off"
+
+
+def pick_engine(device: torch.device, recipe: Recipe, processes: int = 1) -> str:
+    """The recipe's engine with 'auto' decided: CUDA graphs on one CUDA device where they can replay the step
+    (4× the fast engine on lab 4, issue #18), the fast engine elsewhere."""
+    if recipe.engine != "auto":
+        return recipe.engine
+    return "graph" if device.type == "cuda" and processes == 1 and not graph_blocker(recipe) else "fast"
+
+
+def for_device(recipe: Recipe, device: torch.device, processes: int = 1) -> Recipe:
+    """The recipe with every 'auto' decided for ``device``: its precision and its engine."""
+    return replace(recipe, autocast=pick_autocast(device, recipe.autocast),
+                   engine=pick_engine(device, recipe, processes))
+
+
+def engine_note(device: torch.device, recipe: Recipe) -> str | None:
+    """A line for the user when CUDA graphs would be faster on ``device`` but cannot replay this recipe's step."""
+    if device.type == "cuda" and recipe.engine == "fast" and (what := graph_blocker(recipe)):
+        return f"CUDA graphs cannot replay this recipe's {what} yet, so the fast engine runs"
+    return None
 
 
 def precision_note(device: torch.device, autocast: str) -> str | None:

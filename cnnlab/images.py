@@ -120,11 +120,11 @@ def _opened(path: Path, data: bytes | None = None) -> Iterator[tuple[Image.Image
                 raise CnnlabError(f"{path}: is a folder; expected an image file")
             if not stat.S_ISREG(status.st_mode):  # a FIFO would wait for a writer, a device never end
                 raise CnnlabError(f"{path}: not a regular file (a pipe or a device?); expected an image file")
-        if (len(data) if upload else status.st_size) == 0:
+        if (len(data) if data is not None else status.st_size) == 0:
             raise CnnlabError(f"{path}: empty file (0 bytes); expected an image")
         Image.init()  # every reader registered, so that those this Pillow lacks (WebP, say) can be left out
         readers = [name for name in (UPLOAD_FORMATS if upload else FORMATS) if name in Image.OPEN]
-        with io.BytesIO(data) if upload else open(path, "rb") as raw:
+        with io.BytesIO(data) if data is not None else open(path, "rb") as raw:
             reader = _Reader(raw, path)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the limits here decide

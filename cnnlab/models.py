@@ -6,6 +6,7 @@ The tutorial's networks start as Keras starts them: Glorot-uniform kernels and z
 from __future__ import annotations
 
 import math
+import numbers
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Callable, Sequence
@@ -297,8 +298,15 @@ class Summary(list):
 
 
 def summarize(model: nn.Module, in_shape: Shape) -> Summary:
-    """One row per leaf layer, found by running one blank image through the model."""
-    blank = torch.zeros((1, *in_shape), device=next(model.parameters()).device)
+    """One row per leaf layer, found by running one blank image of ``in_shape`` (C, H, W) through the model; a
+    shape it cannot take is a one-line CnnlabError."""
+    shape = tuple(in_shape) if isinstance(in_shape, (tuple, list, torch.Size)) else ()
+    if len(shape) != 3 or not all(isinstance(side, numbers.Integral) and not isinstance(side, bool) and side > 0
+                                  for side in shape):
+        raise CnnlabError(f"in_shape {in_shape!r}: expected (channels, height, width), e.g. (1, 28, 28)")
+    shape = tuple(map(int, shape))
+    check_input(model, shape)
+    blank = torch.zeros((1, *shape), device=next(model.parameters()).device)
     return Summary(LayerRow(name, type(module).__name__, tuple(output.shape[1:]),
                             sum(p.numel() for p in module.parameters()))
                    for name, module, output in trace(model, blank))

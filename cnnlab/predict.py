@@ -1,4 +1,8 @@
-"""Prediction: class probabilities for uint8 images, as the tutorial's softmax gave them, and for image files."""
+"""Prediction: class probabilities for images, as the tutorial's softmax gave them, and for image files.
+
+Everything computes through ``cnnlab.inference.Inference``: the input rule (uint8 0–255, or floats in [0, 1]), a run's
+normalisation, test-time augmentation and precision. ``model`` may be a network, a run or an Inference.
+"""
 from __future__ import annotations
 
 import itertools
@@ -7,45 +11,31 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Iterable, Iterator, Sequence
 
 import torch
-from torch import nn
 
-from .augment import Normalization, tta_logits
 from .data import ImageSet
+from .device import Device
 from .errors import CnnlabError
-from .models import check_input
-from .train import to_input
+from .inference import Inference, Source
 
 if TYPE_CHECKING:
     from .runs import Run
 
 
-@torch.no_grad()
-def predict_proba(model: nn.Module, images: torch.Tensor, device: torch.device | str = "cpu",
-                  batch_size: int = 1000, normalization: Normalization | None = None,
-                  tta: str = "none") -> torch.Tensor:
-    """Softmax probabilities (N, classes) on the CPU for uint8 images (N, C, H, W); ``normalization`` and
-    ``tta`` are the run's (``ModelInfo.normalization``, ``Recipe.tta``)."""
-    check_input(model, images.shape[1:])
-    model.eval().to(device)
-    chunks = [torch.softmax(tta_logits(model, to_input(images[i:i + batch_size].to(device), normalization), tta)
-                            .float(), dim=1).cpu()
-              for i in range(0, len(images), batch_size)]
-    return torch.cat(chunks) if chunks else torch.empty(0)
+def predict_proba(model: Source, images: torch.Tensor, device: Device = None,
+                  batch_size: int | None = None) -> torch.Tensor:
+    """Softmax probabilities (N, classes) on the CPU for images (N, C, H, W): uint8 0–255, or floats in [0, 1].
+
+    ``model``: a network (computed as it is), a run (with its normalisation, test-time augmentation and
+    precision) or an Inference. It computes on ``device`` (None: where it is) in eval mode, and is left where and
+    as it was.
+    """
+    return Inference.of(model).proba(images, device, batch_size)
 
 
-def predict(model: nn.Module, images: torch.Tensor, device: torch.device | str = "cpu",
-            normalization: Normalization | None = None, tta: str = "none") -> torch.Tensor:
-    """The most probable class (N,) for each uint8 image."""
-    return predict_proba(model, images, device, normalization=normalization, tta=tta).argmax(dim=1)
-
-
-def run_proba(run: "Run", images: torch.Tensor, device: torch.device | str = "cpu") -> torch.Tensor:
-    """``predict_proba`` as the run's own evaluation computes it: its input standardisation, test-time
-    augmentation and mixed precision, so per-class figures agree with the test accuracy."""
-    from .train import autocast
-
-    with autocast(torch.device(device), run.recipe):
-        return predict_proba(run.model, images, device, normalization=run.info.normalization, tta=run.recipe.tta)
+def predict(model: Source, images: torch.Tensor, device: Device = None,
+            batch_size: int | None = None) -> torch.Tensor:
+    """The most probable class (N,) for each image, as ``predict_proba`` finds it."""
+    return predict_proba(model, images, device, batch_size).argmax(dim=1)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -62,7 +52,9 @@ class FilePrediction:
 
     def top(self, classes: Sequence[str], k: int) -> list[tuple[int, str, float]]:
         """The ``k`` most probable (class index, class name, probability), best first."""
-        assert self.probabilities is not None
+        if self.probabilities is None:
+            raise CnnlabError(f"{self.path}: no prediction, the file could not be used "
+                              f"({self.error or 'it was not predicted'})")
         values, indices = self.probabilities.topk(min(k, len(classes)))
         return [(int(i), classes[int(i)], float(v)) for v, i in zip(values, indices)]
 
@@ -78,7 +70,7 @@ class FilePrediction:
         return f"{self.path}: " + "  ".join(f"{label} {p:.1%}" for _, label, p in self.top(classes, k))
 
 
-def predict_files(run: "Run", paths: Iterable[str | os.PathLike], device: torch.device | str = "cpu",
+def predict_files(run: "Run", paths: Iterable[str | os.PathLike], device: Device = None,
                   chunk: int = 256) -> Iterator[FilePrediction]:
     """Prepare each file as the run's training data was prepared and predict it, ``chunk`` files at a time.
 
@@ -95,18 +87,18 @@ def predict_files(run: "Run", paths: Iterable[str | os.PathLike], device: torch.
                 item.error = str(error)
         ready = [item for item in batch if item.error is None]
         if ready:
-            for item, probabilities in zip(ready, run_proba(run, torch.stack([i.image for i in ready]),
-                                                                device)):
+            for item, probabilities in zip(ready, predict_proba(run, torch.stack([i.image for i in ready]),
+                                                                    device)):
                 item.probabilities = probabilities
         yield from batch
 
 
 def random_test_predictions(run: "Run", n: int, data_dir: str | os.PathLike | None = None,
-                            device: torch.device | str = "cpu", seed: int | None = None) -> tuple[ImageSet, torch.Tensor]:
+                            device: Device = None, seed: int | None = None) -> tuple[ImageSet, torch.Tensor]:
     """``n`` random images of the run's test set and the class predicted for each (the tutorial's step 10)."""
     from .runs import load_test_set
 
     test = load_test_set(run, data_dir)
     generator = torch.Generator().manual_seed(seed) if seed is not None else None
     picked = test.subset(torch.randperm(len(test), generator=generator)[:n])
-    return picked, run_proba(run, picked.images, device).argmax(dim=1)
+    return picked, predict(run, picked.images, device)

@@ -6,10 +6,14 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .display import escape, png_tag, table
 from .files import atomic_write, read_json
 from .runs import load_run, load_test_set
+
+if TYPE_CHECKING:
+    from .device import Device
 
 STYLE = """
 body { font: 15px/1.45 system-ui, sans-serif; color: #1d1d1f; max-width: 1100px; margin: 2em auto; padding: 0 1em; }
@@ -37,17 +41,19 @@ def _card(label: str, value: str) -> str:
 
 
 def write_report(run_dir: str | os.PathLike, data_dir: str | os.PathLike | None = None,
-                 device: str = "auto") -> Path:
+                 device: Device = None) -> Path:
     """`cnnlab report`: evaluate the run and explain its first test image, then write ``RUN_DIR/report.html``."""
+    from .device import choose_device
     from .evaluation import FOLDER, analyse, describe_confused, save_evaluation
-    from .explain import FOLDER as EXPLAIN_FOLDER, describe_stages, explain_image
+    from .explain import FOLDER as EXPLAIN_FOLDER
+    from .explain import describe_stages, explain_image
     from .models import count_params, summarize
-    from .train import resolve_device
 
     run = load_run(run_dir)
     run_dir = run.run_dir
     test = load_test_set(run, data_dir)
-    evaluation = analyse(run, test, resolve_device(device))
+    run.model.to(choose_device(device))  # the run is this function's own: None is 'auto'
+    evaluation = analyse(run, test)
     save_evaluation(evaluation, test, run_dir / FOLDER)
     explanation = explain_image(run, test.images[0], run_dir / EXPLAIN_FOLDER, "test image #0",
                                 test.classes[int(test.labels[0])])

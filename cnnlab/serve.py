@@ -23,6 +23,7 @@ from urllib.parse import parse_qs
 
 import torch
 
+from .device import Device
 from .errors import CnnlabError
 
 if TYPE_CHECKING:
@@ -64,11 +65,11 @@ def prepare_upload(run: Run, body: bytes) -> torch.Tensor:
     return prepare_file(UPLOAD, run.info.preprocess, run.info.in_shape, data=body)
 
 
-def answer(run: Run, image: torch.Tensor, device: torch.device | str, top: int) -> dict:
+def predictions(run: Run, image: torch.Tensor, device: Device, top: int) -> dict:
     """``/predict``'s answer for a prepared image: the ``top`` classes as ``cnnlab predict --json`` lists them."""
-    from .predict import FilePrediction, run_proba
+    from .predict import FilePrediction, predict_proba
 
-    probabilities = run_proba(run, image[None], device)[0]
+    probabilities = predict_proba(run, image[None], device)[0]
     return {"predictions": FilePrediction(UPLOAD, image, probabilities).to_json(run.info.classes, top)["top"]}
 
 
@@ -76,16 +77,18 @@ def answer(run: Run, image: torch.Tensor, device: torch.device | str, top: int) 
 # The server
 # ---------------------------------------------------------------------------------------------------------
 def make_server(run_dir: str | os.PathLike, host: str = "127.0.0.1", port: int = 8000,
-                device: torch.device | str = "auto", max_body: int = MAX_BODY) -> Server:
-    """Load the run once and bind a server to ``host``:``port`` (0: any free port); ``serve_forever`` runs it."""
+                device: Device = None, max_body: int = MAX_BODY) -> Server:
+    """Load the run once and bind a server to ``host``:``port`` (0: any free port); ``serve_forever`` runs it.
+
+    ``device``: a name or a torch.device; None is 'auto'."""
+    from .device import choose_device
     from .images import return_freed_memory
     from .runs import load_run
-    from .train import resolve_device
 
     return_freed_memory()
     run = load_run(run_dir)
-    device = resolve_device(device)
-    run.model.to(device)
+    device = choose_device(device)
+    run.model.to(device)  # the run is the server's own
     try:
         return Server((host, port), run, device, max_body)
     except (OSError, OverflowError) as error:
@@ -136,7 +139,7 @@ class Handler(BaseHTTPRequestHandler):
         try:
             image = prepare_upload(server.run, self._body())  # on this thread, while others use the model
             with server.lock, torch.inference_mode():
-                return json.dumps(answer(server.run, image, server.device, top))
+                return json.dumps(predictions(server.run, image, server.device, top))
         except CnnlabError as error:
             raise HTTPError(HTTPStatus.BAD_REQUEST, str(error)) from None
 

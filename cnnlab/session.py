@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -22,16 +21,17 @@ from . import distributed, fast, plots
 from .augment import Normalization
 from .checkpoint import data_fingerprint, load_checkpoint, save_checkpoint
 from .data import ImageSet, load_dataset, split
+from .device import resolve_device
 from .errors import CnnlabError, UsageError
 from .files import check_writable, locked, read_json, write_json
 from .history import EpochResult, write_history
 from .images import ImageFolder, load_folder
+from .inference import Inference, evaluate
 from .models import count_params, create_model, summarize
 from .predict import predict
 from .recipes import Recipe, with_overrides
-from .runs import (CHECKPOINT, ModelInfo, new_run_dir, read_recipe, recorded_data_dir, save_run_files,
-                   save_weights)
-from .train import TrainState, autocast, evaluate, fit, resolve_device, stall_warning, start_state
+from .runs import CHECKPOINT, ModelInfo, new_run_dir, read_recipe, recorded_data_dir, save_run_files, save_weights
+from .train import TrainState, fit, stall_warning, start_state
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -47,7 +47,7 @@ def train_recipe(recipe: Recipe, data_dir: str | os.PathLike | None = None, runs
     """
     recipe = recipe.resolved()
     device = resolve_device(recipe.device)
-    recipe = replace(recipe, autocast=fast.pick_autocast(device, recipe.autocast))  # recipe.json records the choice
+    recipe = fast.for_device(recipe, device, distributed.world_size())  # 'auto' decided; recipe.json records it
     if (recipe.dataset == "folder") != (folder is not None):
         raise CnnlabError(f"recipe {recipe.name!r} trains on {recipe.dataset!r}; a folder of your own images "
                           "goes with --data FOLDER (and dataset 'folder')")
@@ -107,8 +107,9 @@ def _train_into(run_dir: Path, recipe: Recipe, device: torch.device, data_dir: s
     console.print(f"{recipe.name}: {folder.root if folder else recipe.dataset} — {len(train):,} train / "
                   f"{len(val):,} validation / {f'{len(test):,}' if test is not None else 'no'} test images, "
                   f"on {device}{f' ({recipe.autocast} autocast)' if recipe.autocast != 'off' else ''}")
-    if note := fast.precision_note(device, recipe.autocast):
-        console.print(f"note: {note}")
+    for note in (fast.precision_note(device, recipe.autocast), fast.engine_note(device, recipe)):
+        if note:
+            console.print(f"note: {note}")
 
     torch.manual_seed(recipe.seed)  # the initial weights, then dropout
     in_shape = tuple(train.images.shape[1:])
@@ -187,8 +188,9 @@ def _finish(run_dir: Path, recipe: Recipe, model: nn.Module, history: list[Epoch
 
     A folder without test/ has no test set: its metrics are null and the predictions show validation images.
     """
+    inference = Inference(model, normalization, recipe.tta, recipe.autocast)  # as the run will predict
     if test is not None:
-        test_metrics = evaluate(model, test, recipe, device, normalization=normalization)
+        test_metrics = evaluate(inference, test, recipe, device)
         console.print(f"Test loss: {test_metrics['loss']:.4f} - test accuracy: {test_metrics['accuracy']:.4f}")
     else:
         test_metrics = {"loss": None, "accuracy": None}
@@ -198,8 +200,7 @@ def _finish(run_dir: Path, recipe: Recipe, model: nn.Module, history: list[Epoch
     plots.plot_curves(history, "loss", run_dir / "loss.png")
     shown = test if test is not None else val
     picks = torch.randperm(len(shown), generator=torch.Generator().manual_seed(recipe.seed))[:3]
-    with autocast(device, recipe):  # as evaluate computed the test accuracy
-        guesses = predict(model, shown.images[picks], device, normalization, recipe.tta)
+    guesses = predict(inference, shown.images[picks], device)
     plots.plot_predictions(shown.images[picks], shown.labels[picks].tolist(), guesses.tolist(), shown.classes,
                            run_dir / "predictions.png")
     best = max(history, key=lambda row: row.val_accuracy)

@@ -35,7 +35,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
 from .errors import CnnlabError
-from .serve import DEFAULT_TOP, MAX_BODY, answer, is_loopback, prepare_upload  # the same limits and answers
+from .serve import DEFAULT_TOP, MAX_BODY, is_loopback, predictions, prepare_upload  # as `cnnlab serve`
 
 WEB = Path(__file__).with_name("web")
 CACHED_RUNS = 4  # loaded models kept in memory, the most recently used
@@ -92,7 +92,14 @@ class Runs:
 
         key = str(run.run_dir)
         if key not in self._tests:
-            self._tests = {key: load_test_set(run)}  # where the run was trained from; one at a time: MNIST's is 7.8 MB
+            try:  # where the run was trained from; one at a time: MNIST's is 7.8 MB
+                self._tests = {key: load_test_set(run)}
+            except CnnlabError as error:  # its advice is `cnnlab evaluate`'s --data-dir, which the studio does not take
+                gone, advice, _ = str(error).partition("; pass --data-dir")
+                if not advice:
+                    raise
+                raise CnnlabError(f"{gone}: put the data back there to pick its test images in the studio, "
+                                  "or draw or drop an image of your own") from None
         return self._tests[key]
 
 
@@ -155,7 +162,7 @@ def create_app(runs_dir: str | os.PathLike, device: str = "cpu", default_run: st
     else only those carrying ``app.state.token`` (in ``?token=``, the cookie that sets, or ``Authorization:
     token …``), which the command line prints in the studio's address.
     """
-    from .train import resolve_device
+    from .device import resolve_device
 
     runs_dir = Path(runs_dir)
     if not runs_dir.is_dir():
@@ -169,7 +176,7 @@ def create_app(runs_dir: str | os.PathLike, device: str = "cpu", default_run: st
     add_error_handlers(app)
     app.mount("/static", StaticFiles(directory=WEB), name="static")
     for router in (page_routes(), served_routes(runs, default_run), run_routes(runs, default_run),
-                   inside_routes(runs)):
+                   inside_routes(runs), value_routes(runs)):
         app.include_router(router)
     return app
 
@@ -310,7 +317,7 @@ def served_routes(runs: Runs, default_run: str | None) -> APIRouter:
         if top < 1:
             raise HTTPException(400, f"top={top}: expected a number of classes, at least 1")
         image = runs.prepare(name, body)
-        return runs.compute(name, lambda run: answer(run, image, runs.device, top))
+        return runs.compute(name, lambda run: predictions(run, image, runs.device, top))
 
     return router
 
@@ -374,54 +381,74 @@ def image_of(runs: Runs, run, uploaded: torch.Tensor | None, test: int | None,
                                   "label": images.classes[int(images.labels[index])]}
 
 
+def upload(runs: Runs, name: str, body: bytes, test: int | None, pick: bool = False) -> torch.Tensor | None:
+    """The uploaded image, prepared on this thread (not the model's), unless a test image is asked for."""
+    return runs.prepare(name, body) if test is None and not pick else None
+
+
 def inside_routes(runs: Runs) -> APIRouter:
     from .explain import occlusion, saliency
-    from .inside import activations, explain_value, quantise
-    from .predict import run_proba
+    from .inference import answer
+    from .inside import activations, quantise
+    from .predict import predict_proba
 
     router = APIRouter()
-
-    def upload(name: str, body: bytes, test: int | None, pick: bool = False) -> torch.Tensor | None:
-        """The uploaded image, prepared on this thread, unless a test image is asked for."""
-        return runs.prepare(name, body) if test is None and not pick else None
 
     @router.post("/api/runs/{name}/look", openapi_extra=UPLOAD_OR_TEST)
     def look(name: str, test: int | None = None, pick: bool = False, body: bytes = Depends(read_body)) -> dict:
         """Every class's probability, the input as the network received it and every layer's activations."""
-        uploaded = upload(name, body, test, pick)
+        uploaded = upload(runs, name, body, test, pick)
 
         def work(run) -> dict:
             image, source = image_of(runs, run, uploaded, test, pick)
-            probabilities = run_proba(run, image[None], runs.device)[0]
+            layers = activations(run, image)
+            probabilities = answer(layers[-1].values)  # the bars: softmax of the logits shown last
             return {**source, "input": png(image),
                     "predictions": [{"class": i, "label": run.info.classes[i],
                                      "probability": round(float(probabilities[i]), 6)}
                                     for i in probabilities.argsort(descending=True).tolist()],
                     "layers": [{"name": a.name, "kind": a.kind, "shape": list(a.values.shape),
-                                **quantise(a.values).to_json()} for a in activations(run, image)]}
+                                **({"note": a.note} if a.note else {}), **quantise(a.values).to_json()}
+                               for a in layers],
+                    "logits": layers[-1].values.tolist()}  # exact, for the page's softmax: the bars' logits
         return runs.compute(name, work)
+
+    @router.post("/api/runs/{name}/attribution", openapi_extra=UPLOAD_OR_TEST)
+    def attribution(name: str, test: int | None = None, body: bytes = Depends(read_body)) -> dict:
+        """Gradient saliency and occlusion for the most probable class, as ``cnnlab explain`` draws them."""
+        uploaded = upload(runs, name, body, test)
+
+        def work(run) -> dict:
+            image, _ = image_of(runs, run, uploaded, test, False)
+            target = int(predict_proba(run, image[None])[0].argmax())  # of the logits the answer comes from (TTA)
+            maps = {"saliency": saliency(run, image, target), "occlusion": occlusion(run, image, target)}
+            return {"target": target, "label": run.info.classes[target],
+                    **{key: quantise(values).to_json() for key, values in maps.items()}}
+        return runs.compute(name, work)
+
+    return router
+
+
+def value_routes(runs: Runs) -> APIRouter:
+    from .inside import explain_cell, explain_value
+
+    router = APIRouter()
 
     @router.post("/api/runs/{name}/value", openapi_extra=UPLOAD_OR_TEST)
     def value(name: str, layer: str, channel: int, row: int, col: int, test: int | None = None,
               body: bytes = Depends(read_body)) -> dict:
         """How the value at (channel, row, col) of convolution ``layer`` is made, and where it goes next."""
-        uploaded = upload(name, body, test)
+        uploaded = upload(runs, name, body, test)
         return runs.compute(name, lambda run: explain_value(run, image_of(runs, run, uploaded, test, False)[0], layer,
                                                             channel, row, col).to_json())
 
-    @router.post("/api/runs/{name}/attribution", openapi_extra=UPLOAD_OR_TEST)
-    def attribution(name: str, test: int | None = None, body: bytes = Depends(read_body)) -> dict:
-        """Gradient saliency and occlusion for the most probable class, as ``cnnlab explain`` draws them."""
-        uploaded = upload(name, body, test)
-
-        def work(run) -> dict:
-            image, _ = image_of(runs, run, uploaded, test, False)
-            target, normalization = int(run_proba(run, image[None], runs.device)[0].argmax()), run.info.normalization
-            maps = {"saliency": saliency(run.model, image, target, normalization),
-                    "occlusion": occlusion(run.model, image, target, normalization=normalization)}
-            return {"target": target, "label": run.info.classes[target],
-                    **{key: quantise(values).to_json() for key, values in maps.items()}}
-        return runs.compute(name, work)
+    @router.post("/api/runs/{name}/cell", openapi_extra=UPLOAD_OR_TEST)
+    def cell(name: str, layer: str, channel: int, row: int = 0, col: int = 0, test: int | None = None,
+             body: bytes = Depends(read_body)) -> dict:
+        """How the value at (channel, row, col) of any layer — (channel) of a vector — is made from its input."""
+        uploaded = upload(runs, name, body, test)
+        return runs.compute(name, lambda run: explain_cell(run, image_of(runs, run, uploaded, test, False)[0], layer,
+                                                           channel, row, col))
 
     return router
 

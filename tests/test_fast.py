@@ -12,9 +12,10 @@ import torch.nn.functional as F
 from cnnlab import fast
 from cnnlab.data import ImageSet
 from cnnlab.errors import CnnlabError, UsageError
+from cnnlab.inference import evaluate
 from cnnlab.models import create_model
 from cnnlab.recipes import get_recipe, with_overrides
-from cnnlab.train import OPTIMIZERS, evaluate, fit, make_optimizer, place
+from cnnlab.train import OPTIMIZERS, fit, make_optimizer, place
 
 CPU = torch.device("cpu")
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -160,7 +161,7 @@ def test_fast_and_plain_engines_train_along_the_same_path(recipe_name, shape, pl
                          channels_last=plain_channels_last and engine == "plain").resolved()
         torch.manual_seed(0)
         model = create_model(recipe.model, shape, 10)
-        history = fit(model, train, val, recipe, verbose=False)
+        history = fit(model, train, val, recipe, "cpu", verbose=False)
         runs[engine] = (history, model.state_dict())
     (plain_history, plain_weights), (fast_history, fast_weights) = runs["plain"], runs["fast"]
     assert plain_history[-1].loss < plain_history[0].loss  # it trained: the comparison is not of two stills
@@ -233,12 +234,27 @@ def test_fused_kernels_are_asked_for_only_where_that_pytorch_has_them():
 
 
 def test_engine_is_checked_and_graph_needs_cuda():
-    with pytest.raises(UsageError, match="--engine 'turbo': choose one of fast, plain, graph"):
+    with pytest.raises(UsageError, match="--engine 'turbo': choose one of auto, fast, plain, graph"):
         with_overrides(get_recipe("mnist-mlp"), {"engine": "turbo"})
     with pytest.raises(UsageError, match="CUDA graphs need --device cuda"):
         with_overrides(get_recipe("mnist-mlp"), {"engine": "graph", "device": "cpu"})
     with pytest.raises(CnnlabError, match="needs a CUDA device"):  # device 'auto' on a machine without one
         fast.cuda_graphed(lambda batch: None, 8, CPU)
+
+
+def test_engine_auto_picks_cuda_graphs_where_they_can_replay_the_step():
+    cuda = torch.device("cuda")  # only named: nothing runs on it
+    lab = get_recipe("fashion-cnn")
+    assert lab.engine == "auto" and fast.pick_engine(cuda, lab) == "graph"
+    assert fast.pick_engine(CPU, lab) == "fast" and fast.pick_engine(cuda, lab, processes=2) == "fast"
+    assert fast.pick_engine(cuda, replace(lab, engine="plain")) == "plain"
+    scheduled = get_recipe("fashion-fast")
+    assert fast.pick_engine(cuda, scheduled) == "fast"
+    resolved = fast.for_device(scheduled, cuda)
+    assert resolved.engine == "fast" and "schedule" in fast.engine_note(cuda, resolved)
+    assert fast.engine_note(CPU, fast.for_device(scheduled, CPU)) is None
+    with pytest.raises(UsageError, match="fp16's loss scaling"):
+        with_overrides(lab, {"engine": "graph", "autocast": "fp16"})
 
 
 @pytest.mark.gpu
@@ -262,10 +278,11 @@ def test_fp16_backward_runs_on_a_scaled_loss_and_steps_on_unscaled_gradients(mon
     """fp16 gradients of a batch-mean loss underflow: fit scales the loss up for the backward pass (GradScaler's
     2**16 at first) and the gradients back down before the optimiser's step. fp16 autocast is refused off CUDA, so
     here the CPU's fp16 autocast stands in for it."""
-    from cnnlab import train as train_module
+    from cnnlab import inference, train
 
-    monkeypatch.setattr(train_module, "autocast", lambda device, recipe: torch.autocast(
-        "cpu", dtype=torch.float16, enabled=recipe.autocast == "fp16"))
+    for module in (train, inference):  # the training step's and the validation's
+        monkeypatch.setattr(module, "autocast", lambda device, precision: torch.autocast(
+            "cpu", dtype=torch.float16, enabled=precision == "fp16"))
     data = tiny_split(32, seed=4)
     gradients, moves = {}, {}
     for precision in ("off", "fp16"):  # one step of plain SGD, whose step is proportional to the gradient
@@ -276,7 +293,7 @@ def test_fp16_backward_runs_on_a_scaled_loss_and_steps_on_unscaled_gradients(mon
         before = model.dense_1.weight.detach().clone()
         seen = gradients.setdefault(precision, [])
         model.dense_1.weight.register_post_accumulate_grad_hook(lambda p: seen.append(p.grad.abs().max().item()))
-        fit(model, data, data, recipe, verbose=False)
+        fit(model, data, data, recipe, "cpu", verbose=False)
         moves[precision] = model.dense_1.weight.detach() - before
     assert gradients["fp16"][0] / gradients["off"][0] == pytest.approx(2.0 ** 16, rel=1e-2)  # the backward's
     assert moves["off"].abs().max() > 0

@@ -11,10 +11,11 @@ from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 from cnnlab import cli, get_recipe, load_run
 from cnnlab.data import load_dataset, split
+from cnnlab.inference import evaluate
 from cnnlab.models import create_model
 from cnnlab.recipes import RECIPES, with_overrides
 from cnnlab.schedule import lr_factor
-from cnnlab.train import evaluate, fit
+from cnnlab.train import fit
 
 TUTORIAL = {"mnist-mlp", "mnist-cnn", "fashion-cnn", "cifar10-cnn"}
 FAST = sorted(set(RECIPES) - TUTORIAL)
@@ -103,7 +104,7 @@ def test_normalised_run_keeps_its_statistics_and_reloads(fake_mnist, runs_dir, c
     assert run.info.normalization.mean == (mean,)
     _, test = load_dataset("mnist", fake_mnist)
     metrics = json.loads((run.run_dir / "metrics.json").read_text())
-    assert evaluate(run.model, test, run.recipe, normalization=run.info.normalization)["accuracy"] == \
+    assert evaluate(run, test)["accuracy"] == \
         metrics["test_accuracy"]
     test_line = next(line for line in out.splitlines() if line.startswith("Test loss"))
     assert cli.main(["evaluate", run_dir, "--data-dir", str(fake_mnist), "--device", "cpu"]) == 0
@@ -162,3 +163,27 @@ def test_bf16_asked_for_on_a_cpu_without_it_says_so_in_the_users_terms(fake_mnis
     monkeypatch.setattr(errors, "COMMAND_LINE", False)  # in a notebook: the recipe field, not the flag
     assert "autocast='auto' in the recipe" in fast.precision_note(torch.device("cpu"), "bf16")
     assert fast.precision_note(torch.device("cpu"), "off") is None
+
+
+def test_norm_stats_are_taken_afresh_with_the_current_weights():
+    from cnnlab.train import renew_norm_stats
+
+    torch.manual_seed(0)
+    model = create_model("bn-cnn", (1, 28, 28), 10)
+    images = torch.randint(0, 256, (32, 1, 28, 28), dtype=torch.uint8)
+    recipe = with_overrides(RECIPES["fashion-cpu"], {"norm_stats": 32, "batch_size": 32, "autocast": "off"})
+    inputs = images.float() / 255
+    model.train()
+    with torch.no_grad():
+        batch_logits = model(inputs)  # what the network computes with this batch's own statistics
+        for module in model.modules():
+            if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+                module.running_mean.fill_(3.0)  # running averages that trail the weights far behind
+        stale = model.eval()(inputs)
+        renew_norm_stats(model, images, recipe, torch.device("cpu"), None)
+        fresh = model.eval()(inputs)
+    assert not torch.allclose(stale, batch_logits, atol=0.5)
+    assert torch.allclose(fresh, batch_logits, atol=0.05)  # only the unbiased variance's 32/31 apart
+    assert all(module.momentum == 0.1 for module in model.modules()
+               if isinstance(module, torch.nn.modules.batchnorm._BatchNorm))
+    assert RECIPES["mnist-fast"].norm_stats and not RECIPES["fashion-fast"].norm_stats

@@ -13,12 +13,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import REPO
 from PIL import Image
 
 from cnnlab import cli, images
 from cnnlab.errors import CnnlabError
 from cnnlab.runs import ModelInfo
-from conftest import REPO
 
 
 def noise(height: int = 64, width: int = 64, seed: int = 0) -> Image.Image:

@@ -15,7 +15,7 @@ from cnnlab import get_recipe
 from cnnlab.errors import CnnlabError
 from cnnlab.inside import activations, explain_value, quantise
 from cnnlab.models import MODELS, create_model
-from cnnlab.predict import run_proba
+from cnnlab.predict import predict_proba
 from cnnlab.runs import ModelInfo, Run
 
 CONVOLUTIONAL = [name for name in MODELS if name != "mlp"]
@@ -47,7 +47,7 @@ def test_the_last_activation_is_the_logits_of_the_prediction(model_name):
     assert layers[0].name == "input" and layers[0].values.shape == image.shape
     assert [a.name for a in layers[1:]] == [n for n, m in run.model.named_modules() if next(m.children(), None) is None]
     probabilities = torch.softmax(layers[-1].values, dim=0)
-    assert torch.allclose(probabilities, run_proba(run, image[None])[0], atol=1e-5)
+    assert torch.allclose(probabilities, predict_proba(run, image[None])[0], atol=1e-5)
 
 
 def test_the_labs_network_shapes():

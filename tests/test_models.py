@@ -100,3 +100,19 @@ def test_no_model_uses_a_layer_that_deterministic_cuda_refuses():
     for name in MODELS:
         layers = {type(module).__name__ for module in create_model(name, (3, 32, 32), 10).modules()}
         assert not layers & refused, f"{name} uses {layers & refused}"
+
+
+@pytest.mark.parametrize("shape, message", [
+    ((28, 28), r"^in_shape \(28, 28\): expected \(channels, height, width\), e\.g\. \(1, 28, 28\)$"),
+    ((1, 28.0, 28), r"^in_shape \(1, 28\.0, 28\): expected \(channels, height, width\)"),
+    ((3, 28, 28), r"^model expects 1×28×28 images, the data has 3×28×28"),
+])
+def test_summarize_with_a_wrong_shape_is_one_line(shape, message):
+    """It raised PyTorch's own error from deep inside the forward pass."""
+    with pytest.raises(CnnlabError, match=message):
+        summarize(create_model("cnn", (1, 28, 28), 10), shape)
+    bare = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 10))  # not built by create_model
+    if len(shape) == 3 and all(isinstance(side, int) for side in shape):
+        with pytest.raises(CnnlabError, match="^the model cannot take the data's 3×28×28 images"):
+            summarize(bare, shape)
+    assert len(summarize(bare, [1, 28, 28])) == 2

@@ -3,19 +3,21 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from conftest import MNIST_SAMPLE, RUN_FILES, learnable_images
 from PIL import Image
+from test_images import BAD_FILES
 
 from cnnlab import cli, images
 from cnnlab.data import load_dataset
+from cnnlab.errors import CnnlabError
 from cnnlab.predict import predict, predict_files
 from cnnlab.runs import load_run
-from conftest import MNIST_SAMPLE, RUN_FILES, learnable_images
-from test_images import BAD_FILES
 
 
 def write_digits(folder: Path, n: int) -> list[Path]:
@@ -271,3 +273,17 @@ def test_photographed_digits_are_read_as_well_as_the_originals(tmp_path, runs_di
     print(f"original 28×28: {original_accuracy:.4f}, photographed: {photo_accuracy:.4f}")
     assert original_accuracy > 0.85  # a model worth comparing
     assert abs(photo_accuracy - original_accuracy) <= 0.02
+
+
+def test_a_failed_file_has_no_top_classes_and_says_why(digit_run, tmp_path):
+    """FilePrediction.top on a file that could not be used failed on a bare assert."""
+    (bad,) = [write(tmp_path) for write, _ in list(BAD_FILES.values())[:1]]
+    (item,) = predict_files(load_run(digit_run), [bad])
+    assert item.error and item.probabilities is None
+    said = rf"^{re.escape(str(bad))}: no prediction, the file could not be used \("
+    with pytest.raises(CnnlabError, match=said) as caught:
+        item.top(tuple("0123456789"), 3)
+    assert "\n" not in str(caught.value)
+    with pytest.raises(CnnlabError, match="no prediction"):
+        item.describe(tuple("0123456789"), 3)
+    assert item.to_json(tuple("0123456789"), 3) == {"path": str(bad), "error": item.error}

@@ -4,9 +4,9 @@ from __future__ import annotations
 import pytest
 
 from cnnlab.data import DATASETS
-from cnnlab.models import MODELS
-from cnnlab.recipes import RECIPES, get_recipe, parse_value, recipe_from_dict, validate, with_overrides
 from cnnlab.errors import UsageError
+from cnnlab.models import MODELS
+from cnnlab.recipes import RECIPES, Recipe, get_recipe, parse_value, recipe_from_dict, validate, with_overrides
 
 
 @pytest.mark.parametrize("name", sorted(RECIPES))
@@ -101,14 +101,15 @@ def test_every_name_a_recipe_offers_has_what_does_its_work():
     """recipes.py owns the names; the modules below key their tables by them, and none is missing or extra."""
     import torch
 
-    from cnnlab import data, models, recipes, train
+    from cnnlab import data, device, inference, models, recipes, train
     from cnnlab.augment import tta_logits
     from cnnlab.schedule import lr_factor
 
     assert set(recipes.DATASET_NAMES) == set(data.DATASETS)
     assert set(recipes.MODEL_NAMES) == set(models.MODELS)
     assert set(recipes.OPTIMIZERS) == set(train.OPTIMIZERS)
-    assert set(recipes.AUTOCASTS) == set(train.AUTOCASTS)
+    assert set(recipes.AUTOCASTS) == set(device.AUTOCASTS)
+    assert set(recipes.TTA_MODES) == set(inference.TTA_PASSES)  # each mode said in words
     curves = {name: tuple(lr_factor(step, 10, name, 0.2, 0.1) for step in range(10)) for name in recipes.SCHEDULES}
     assert len(set(curves.values())) == len(recipes.SCHEDULES)  # each schedule its own curve
     calls = []
@@ -121,3 +122,35 @@ def test_every_name_a_recipe_offers_has_what_does_its_work():
 
         tta_logits(model, torch.rand(2, 1, 8, 8), mode)
     assert calls == [1, 2, 6]  # none, flip, flip-translate: each mode its own set of copies
+
+
+@pytest.mark.parametrize("fields, message", [
+    ({"optimizer": "foo"}, r"^--optimizer 'foo': choose one of sgd, adam"),
+    ({"model": "nope"}, r"^--model 'nope': choose one of mlp, cnn"),
+    ({"dataset": "nope"}, r"^--dataset 'nope': choose one of mnist, fashion-mnist, cifar10$"),
+    ({"epochs": "3"}, r"^--epochs '3': expected int$"),
+    ({"epochs": 0}, r"^--epochs 0: must be at least 1$"),
+    ({"lr": -1.0}, r"^--lr -1.0: must be a positive number$"),
+    ({"nesterov": 1}, r"^--nesterov 1: expected bool$"),
+    ({"tta": "mirror"}, r"^--tta 'mirror': choose one of none, flip, flip-translate$"),
+    ({"device": "gpu"}, r"^--device 'gpu': choose auto, cpu, cuda, cuda:N or mps$"),
+])
+def test_a_bad_field_fails_when_the_recipe_is_made(fields, message):
+    """Only validate and with_overrides checked: Recipe(optimizer="foo") was made, and failed deep in training."""
+    from dataclasses import replace
+
+    base = {"name": "mine", "dataset": "mnist", "model": "mlp"}
+    with pytest.raises(UsageError, match=message):
+        Recipe(**{**base, **fields})
+    with pytest.raises(UsageError, match=message):
+        replace(get_recipe("mnist-mlp"), **fields)
+
+
+def test_a_field_takes_an_int_for_a_float_as_it_is_made():
+    recipe = Recipe("mine", "mnist", "mlp", lr=1, momentum=0)
+    assert recipe.lr == 1.0 and type(recipe.lr) is float and type(recipe.momentum) is float
+
+
+def test_an_unknown_recipe_is_one_line():
+    with pytest.raises(UsageError, match=r"^unknown recipe 'nope': choose one of mnist-mlp, .*\(cnnlab recipes lists"):
+        get_recipe("nope")

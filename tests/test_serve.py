@@ -214,3 +214,13 @@ def test_idle_connections_are_closed(server, monkeypatch):
         for connection in connections:
             connection.close()
     assert time.perf_counter() - start < 4
+
+
+def test_the_server_takes_a_torch_device(digit_run):
+    """make_server(device=torch.device('cpu')) raised AttributeError although its signature allows it."""
+    import torch
+
+    server = serve.make_server(digit_run, port=0, device=torch.device("cpu"))
+    server.server_close()
+    server = serve.make_server(digit_run, port=0)  # None: 'auto'
+    server.server_close()

@@ -23,7 +23,7 @@ from PIL import Image
 from cnnlab import cli
 from cnnlab.images import prepare_file
 from cnnlab.inside import activations
-from cnnlab.predict import run_proba
+from cnnlab.predict import predict_proba
 from cnnlab.runs import load_run
 from conftest import REPO, running_studio
 from test_predict import write_digits
@@ -95,7 +95,7 @@ def test_look_gives_the_prediction_the_input_and_every_layer(studio, runs, tmp_p
     image = prepare_file(path, run.info.preprocess, run.info.in_shape)
     shown = np.asarray(Image.open(io.BytesIO(base64.b64decode(look["input"]))))
     assert np.array_equal(shown, image[0].numpy())  # the input exactly as the network received it
-    probabilities = run_proba(run, image[None])[0]
+    probabilities = predict_proba(run, image[None])[0]
     assert [p["class"] for p in look["predictions"]] == probabilities.argsort(descending=True).tolist()
     assert look["predictions"][0]["probability"] == pytest.approx(float(probabilities.max()), abs=1e-6)
     expected = activations(run, image)

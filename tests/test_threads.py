@@ -1,5 +1,5 @@
-"""cnnlab.threads: OpenMP's thread count and wait policy set before PyTorch starts, and training giving way to
-other programs. The settings are read back from OpenMP itself (OMP_DISPLAY_ENV) in fresh interpreters."""
+"""cnnlab.threads: OpenMP's thread count set before PyTorch starts, and training giving way to other programs.
+The settings are read back from OpenMP itself (OMP_DISPLAY_ENV) in fresh interpreters."""
 from __future__ import annotations
 
 import os
@@ -27,19 +27,23 @@ def omp_setting(stderr: str, name: str) -> str:
     return line.split("=", 1)[1].strip().strip("'")
 
 
-def test_import_cnnlab_sets_threads_and_wait_policy_before_torch_starts_openmp():
-    done = fresh(["-c", "import cnnlab, torch; print(torch.get_num_threads())"])
+def test_import_cnnlab_sets_the_thread_count_before_torch_starts_openmp(monkeypatch):
+    done = fresh(["-c", "import cnnlab, os, torch; print(torch.get_num_threads(), 'OMP_WAIT_POLICY' in os.environ)"])
     assert done.returncode == 0, done.stderr
-    assert omp_setting(done.stderr, "OMP_WAIT_POLICY") == "PASSIVE"
     assert omp_setting(done.stderr, "OMP_NUM_THREADS") == str(threads.usable_cpus())
-    assert done.stdout.split() == [str(threads.usable_cpus())]
+    assert done.stdout.split() == [str(threads.usable_cpus()), "False"]  # the wait: OpenMP's own default
+    monkeypatch.setattr(threads, "cgroup_quota", lambda: 1.0)  # a container with one CPU's quota
+    environ: dict[str, str] = {}
+    threads.configure(environ)
+    assert environ["OMP_NUM_THREADS"] == "1"
+    threads.configure(dict(os.environ))
 
 
 def test_the_cli_sets_them_too_and_says_so_with_verbose(tmp_path):
     # `train` imports torch, then stops at the unknown recipe: OpenMP has printed what it started with
     done = fresh(["-m", "cnnlab.cli", "train", "no-such-recipe", "--verbose", "--runs-dir", str(tmp_path)])
     assert done.returncode == 2
-    assert omp_setting(done.stderr, "OMP_WAIT_POLICY") == "PASSIVE"
+    assert omp_setting(done.stderr, "OMP_NUM_THREADS") == str(threads.usable_cpus())
     assert done.stdout.startswith(f"CPU threads: {threads.usable_cpus()} (the CPUs this process may use")
 
 
@@ -54,7 +58,7 @@ def test_the_users_own_variables_are_left_as_they_are():
 def test_a_child_of_a_cnnlab_process_chooses_afresh_and_the_users_choice_is_kept():
     parent: dict[str, str] = {}
     threads.configure(parent)  # what `import cnnlab` leaves in a parent's environment
-    assert parent["OMP_WAIT_POLICY"] == "PASSIVE"
+    assert parent["OMP_NUM_THREADS"] == str(threads.usable_cpus()) and "OMP_WAIT_POLICY" not in parent
     child = dict(parent)
     assert threads.configure(child)["adaptive"] is True  # the parent's values are cnnlab's, not the user's
     users = {"OMP_NUM_THREADS": "3", "GOMP_SPINCOUNT": "1000"}

@@ -1,5 +1,5 @@
-"""The loss, the optimisers' Keras defaults (and what their first call loads), the device choice, and what a
-finished run records about itself."""
+"""The loss, the optimisers' Keras defaults (and what their first call loads), and what a finished run records
+about itself."""
 from __future__ import annotations
 
 import csv
@@ -14,12 +14,12 @@ from dataclasses import replace
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import REPO
 
-from cnnlab.errors import CnnlabError
+from cnnlab.inference import loss_fn
 from cnnlab.models import create_model
 from cnnlab.recipes import get_recipe
-from cnnlab.train import loss_fn, make_optimizer, resolve_device
-from conftest import REPO
+from cnnlab.train import make_optimizer
 
 
 @pytest.mark.parametrize("loss_clip", [0.0, 1e-7])  # cross_entropy's path, and the clipped sum's
@@ -68,19 +68,6 @@ def test_optimizers_start_from_keras_defaults(name):
     assert {key: defaults[key] for key in KERAS_DEFAULTS[name]} == KERAS_DEFAULTS[name]
 
 
-def test_resolve_device_names_the_missing_device(monkeypatch):
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
-    for name in ("cuda", "cuda:1"):
-        with pytest.raises(CnnlabError, match=f"--device {name}: no CUDA device is available here; use --device cpu"):
-            resolve_device(name)
-    with pytest.raises(CnnlabError, match="--device mps: Apple's MPS is not available here; use --device cpu"):
-        resolve_device("mps")
-    assert resolve_device("auto") == torch.device("cpu") and resolve_device("cpu") == torch.device("cpu")
-    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
-    assert resolve_device("auto") == torch.device("mps")  # CUDA first, then MPS, then the CPU
-
-
 def test_metrics_record_the_best_epoch_and_the_training_time(trained_runs):
     run_dir = trained_runs["mlp"]  # 3 epochs
     metrics = json.loads((run_dir / "metrics.json").read_text())
@@ -103,9 +90,9 @@ def test_best_epoch_is_the_first_peak_not_the_last_epoch(trained_runs, tmp_path)
     from rich.console import Console
 
     from cnnlab.data import load_dataset
+    from cnnlab.history import EpochResult
     from cnnlab.runs import load_run
     from cnnlab.session import _finish
-    from cnnlab.history import EpochResult
 
     run = load_run(trained_runs["mlp"])
     train_set, test = load_dataset("mnist", trained_runs["data"])

@@ -1,52 +1,109 @@
-// The studio's page: the run picker, the tabs, and the views (each its own module).
-import { api, bus, forget, say, state } from "./api.js";
+// The studio's page: the run picker, kept up to date by polling the run list, the tabs, and the views (each its
+// own module). Switching runs keeps the image: the new run looks at it at once.
+import { api, bus, forget, look, say, sayNothing, state } from "./api.js";
 import "./playground.js";
 import "./inside.js";
 import "./theory.js";
-import { refresh } from "./runs.js";
+import "./runs.js";
 
 const picker = document.getElementById("run");
 const VIEWS = ["playground", "inside", "theory", "runs"];
+const POLL = { runs: 1000, other: 3000 };  // ms between looks at the run list: the Runs view follows training closely
 
 function showView() {
   const view = VIEWS.includes(location.hash.slice(1)) ? location.hash.slice(1) : "playground";
   for (const name of VIEWS) {
     document.getElementById(name).hidden = name !== view;
-    document.querySelector(`#tabs a[data-view="${name}"]`).classList.toggle("current", name === view);
+    const tab = document.querySelector(`#tabs a[data-view="${name}"]`);
+    tab.classList.toggle("current", name === view);
+    if (name === view) tab.setAttribute("aria-current", "page"); else tab.removeAttribute("aria-current");
   }
-  if (view === "runs") refresh();
   bus.dispatchEvent(new Event("view"));
+  if (view === "runs" && document.body.dataset.ready) poll();  // now, not at the next tick
+}
+
+// The image the previous run looked at, as the next run should get it: the same upload or drawing; the same
+// test image where both runs learnt the same data set; else the picture the previous run received.
+async function carried(previous) {
+  const input = state.input;
+  if (!input || input.blob || (input.test !== undefined && previous && previous.dataset === state.info.dataset)) {
+    return input;
+  }
+  if (!state.look) return null;
+  const bytes = Uint8Array.from(atob(state.look.input), (c) => c.charCodeAt(0));
+  return { blob: new Blob([bytes], { type: "image/png" }) };
 }
 
 async function chooseRun(name) {
-  state.run = name;
-  state.info = await api(`/api/runs/${encodeURIComponent(name)}`);
+  const previous = state.info;
+  const info = await api(`/api/runs/${encodeURIComponent(name)}`);
   forget();
-  state.input = state.look = null;
+  state.run = name;
+  state.info = info;
+  sayNothing("runs");  // the errors of the run left behind, and of its images, go with it
+  const input = await carried(previous);
+  state.look = null;
+  picker.value = name;
   const url = new URL(location.href);
   url.searchParams.set("run", name);
   history.replaceState(null, "", url);
   bus.dispatchEvent(new Event("run"));
-  bus.dispatchEvent(new Event("look"));
+  if (input) await look(input); else { state.input = null; bus.dispatchEvent(new Event("look")); }
   bus.dispatchEvent(new Event("view"));
 }
 
-async function start() {
-  const { runs, default: opened } = await api("/api/runs");
-  const ready = runs.filter((r) => r.finished);
-  if (!ready.length) say("No finished run here yet: train one with `cnnlab train`; the Runs tab follows training.");
-  picker.replaceChildren(...ready.map((r) => new Option(`${r.name} (${r.dataset}, ${r.model})`, r.name)));
-  const asked = new URL(location.href).searchParams.get("run");
+// The finished runs in the picker, kept in step with the folder: a run that finishes while the page is open
+// appears; if none was open, it opens.
+async function showRuns(answer) {
+  const ready = answer.runs.filter((r) => r.finished);
   const names = ready.map((r) => r.name);
-  const name = [asked, opened].find((n) => names.includes(n)) || names[names.length - 1];
-  if (name) {
-    picker.value = name;
-    await chooseRun(name);
+  const shown = [...picker.options].map((o) => o.value);
+  if (names.join("\n") !== shown.join("\n")) {
+    picker.replaceChildren(...ready.map((r) => new Option(`${r.name} (${r.dataset}, ${r.model})`, r.name)));
+    if (state.run) {
+      if (!names.includes(state.run)) picker.prepend(new Option(`${state.run} (gone from the folder)`, state.run));
+      picker.value = state.run;
+    }
   }
-  showView();
-  document.body.dataset.ready = "true";  // for the tests: the run is loaded
+  if (!names.length) {
+    say("No finished run here yet: train one with `cnnlab train`; the Runs tab follows training.", "none");
+    return;
+  }
+  say("", "none");
+  if (!state.run) {
+    const asked = new URL(location.href).searchParams.get("run");
+    await chooseRun([asked, answer.default].find((n) => names.includes(n)) || names[names.length - 1])
+      .catch((error) => say(error.message, "run"));
+  }
 }
 
-picker.addEventListener("change", () => chooseRun(picker.value).catch((error) => say(error.message)));
+// The run list, every second while the Runs view is open and every 3 s otherwise. A failed poll says so at
+// the top of the page (and is retried); the next good one takes the message away.
+async function poll() {
+  try {
+    const answer = await api("/api/runs", undefined, { timeout: 10000 });
+    say("", "runs");
+    state.runs = answer;
+    await showRuns(answer);  // first: the Runs view starts from the run opened
+    bus.dispatchEvent(new Event("runs"));
+  } catch (error) {
+    say(`The run list could not be read: ${error.message} (trying again)`, "runs");
+  }
+}
+
+async function polling() {
+  await poll();
+  setTimeout(polling, document.getElementById("runs").hidden ? POLL.other : POLL.runs);
+}
+
+async function start() {
+  showView();
+  await polling();
+  document.body.dataset.ready = "true";  // for the tests: the run list is read and the run, if any, loaded
+}
+
+picker.addEventListener("change", () => {
+  chooseRun(picker.value).catch((error) => { say(error.message, "run"); picker.value = state.run || ""; });
+});
 window.addEventListener("hashchange", showView);
-start().catch((error) => say(error.message));
+start();

@@ -1,169 +1,284 @@
-// Inside the network: every layer's activations for the current image, then one click down to how a single
-// value of a convolution's map is made (patch × kernel, sum, bias), what ReLU and the pooling window do with it.
-import { bus, el, imageRequest, say, state } from "./api.js";
-import { colour, decode, limitOf, paint } from "./heat.js";
+// Inside the network: every layer's output for the current image, coloured on the scale you choose, with its
+// legend; then one click (or Enter and the arrow keys) down to how a single value is made, in the view of its
+// layer's kind (views/): the sliding kernel, ReLU, pooling, BatchNorm, flatten, a dense unit; softmax under the
+// last layer. Every number comes from the server's forward pass of the run's own network.
+import { bus, el, fixed, imageRequest, say, state } from "./api.js";
+import { decode, largest, legend, limitOf, paint } from "./heat.js";
+import * as activation from "./views/activation.js";
+import { pickable } from "./views/board.js";
+import * as dense from "./views/dense.js";
+import * as flatten from "./views/flatten.js";
+import * as kernel from "./views/kernel.js";
+import * as norm from "./views/norm.js";
+import * as pool from "./views/pool.js";
+import { card as softmaxCard } from "./views/softmax.js";
 
 const MAPS = 32;  // maps drawn per layer before a "show all" button
-const CHANNELS = 3;  // input channels of a patch drawn in full; the rest are summed in one line
+const VIEWS = {
+  Conv2d: kernel, ReLU: activation, GELU: activation, Dropout: activation, Mul: activation,
+  BatchNorm1d: norm, BatchNorm2d: norm, MaxPool2d: pool, AvgPool2d: pool, GlobalMaxPool: pool,
+  AdaptiveMaxPool2d: pool, AdaptiveAvgPool2d: pool, Flatten: flatten, Linear: dense,
+};
+const SAME_CHANNEL = ["ReLU", "GELU", "Dropout", "Mul", "BatchNorm1d", "BatchNorm2d", "MaxPool2d", "AvgPool2d",
+  "GlobalMaxPool", "AdaptiveMaxPool2d", "AdaptiveAvgPool2d"];  // a value of these comes from the same map before
 const layersBox = document.getElementById("layers");
 const valueBox = document.getElementById("value");
-let chosen = null;  // {layer, channel, row, col} of the value explained
+const scalePick = document.getElementById("scale");
+let decoded = [];  // each layer's values (from its 8-bit picture: for drawing only; the numbers come exact)
+let chosen = null;  // {layer, channel, row, col}: the value explained, until another is chosen
+let shown = null;  // the explanation on screen: the chosen one, or the one under the pointer
 
-function shape(layer) {
-  return layer.shape.join("×");
+const key = (t) => `${t.layer}/${t.channel}/${t.row || 0}/${t.col || 0}`;
+const indexOf = (name) => state.look.layers.findIndex((l) => l.name === name);
+const isGrey = (layer) => layer.kind === "Input" && layer.low >= 0;
+// Layer ``i`` gives one number per class, as every layer after it does: the logits (a scale, TTA's mean after it).
+const isOutput = (i) => state.look.layers.slice(i).every((l) => l.shape.length === 1 && l.shape[0] === state.info.classes.length);
+
+// The colour scale of layer ``i``'s map ``channel``: the layer's own (default), the whole network's (the input
+// image keeps its own), or each map its own.
+function limit(i, channel = 0) {
+  const layer = state.look.layers[i];
+  const mode = scalePick.value;
+  if (mode === "network" && layer.kind !== "Input") {
+    return Math.max(...state.look.layers.filter((l) => l.kind !== "Input").map(limitOf));
+  }
+  if (mode === "map" && layer.shape.length === 3) {
+    const [, h, w] = layer.shape;
+    return largest(decoded[i], channel * h * w, h * w);
+  }
+  return limitOf(layer);
 }
 
-function mapCanvas(layer, values, channel) {
+function legendOf(i) {
+  const layer = state.look.layers[i];
+  const note = {
+    layer: "this layer's own scale", network: layer.kind === "Input" ? "the image's own scale" : "one scale for every layer",
+    map: layer.shape.length === 3 ? "each map its own scale (its ± is in its tooltip); here the largest" : "this layer's own scale",
+  }[scalePick.value];
+  return legend(scalePick.value === "map" && layer.shape.length === 3 ? limitOf(layer) : limit(i), isGrey(layer), note);
+}
+
+// Pointer and keys over a map or vector (``h`` 0) of the overview: hovering the map explained moves the
+// explanation with the pointer; a click, Enter or an arrow key chooses.
+function pickOnOverview(node, base, h, w) {
+  const vector = h === 0;
+  const target = (at) => (vector ? { layer: base.layer, channel: at.col } : { ...base, ...at });
+  const mine = (t) => t && t.layer === base.layer && (vector || t.channel === base.channel);
+  pickable(node, { rows: Math.max(h, 1), cols: w,
+    label: `${base.layer}${vector ? "" : ` map ${base.channel}`}: click a value, or press Enter and the arrow keys, ` +
+      "to see how it is made",
+    current: () => (mine(chosen) ? (vector ? { row: 0, col: chosen.channel } : chosen) : null),
+    preview: (at) => { if (!at) preview(null); else if (mine(shown)) preview(target(at)); },
+    choose: (at) => choose(target(at)) });
+}
+
+function mapCanvas(i, channel) {
+  const layer = state.look.layers[i];
   const [, h, w] = layer.shape;
-  const canvas = el("canvas", { class: "map", title: `${layer.name} map ${channel}` });
-  paint(canvas, values, channel * h * w, h, w, limitOf(layer), layer.kind === "Input" && layer.low >= 0);
+  const scale = limit(i, channel);
+  const canvas = el("canvas", { class: "map", title: `${layer.name} map ${channel}: colours to ±${fixed(scale, 3)}`,
+    "data-layer": layer.name, "data-channel": channel, "data-limit": String(scale) });
+  paint(canvas, decoded[i], channel * h * w, h, w, scale, isGrey(layer));
   const side = Math.max(40, Math.min(96, 3 * w));
   canvas.style.width = canvas.style.height = `${side}px`;
-  if (layer.kind === "Conv2d") {
-    canvas.classList.add("clickable");
-    canvas.dataset.layer = layer.name;
-    canvas.dataset.channel = channel;
-    canvas.addEventListener("click", (event) => {
-      const box = canvas.getBoundingClientRect();
-      const col = Math.min(w - 1, Math.floor((event.clientX - box.left) / box.width * w));
-      const row = Math.min(h - 1, Math.floor((event.clientY - box.top) / box.height * h));
-      choose({ layer: layer.name, channel, row, col });
-    });
-  }
+  if (VIEWS[layer.kind]) pickOnOverview(canvas, { layer: layer.name, channel }, h, w);
   return el("span", { class: "map-box" }, canvas);
 }
 
-function vectorCanvas(layer, values, classes) {
-  const canvas = el("canvas", { class: "vector" });
-  const n = values.length, limit = limitOf(layer);
-  if (n > 256) {  // too many for bars: one strip of colour
-    paint(canvas, values, 0, 1, n, limit);
-    return canvas;
+// A vector as a strip of colour (one column per value), a value chosen by pointer or the arrow keys.
+function vectorCanvas(i) {
+  const layer = state.look.layers[i], n = layer.shape[0];
+  const canvas = el("canvas", { class: "vector", "data-layer": layer.name, "data-limit": String(limit(i)) });
+  paint(canvas, decoded[i], 0, 1, n, limit(i));
+  if (VIEWS[layer.kind]) pickOnOverview(canvas, { layer: layer.name }, 0, n);
+  return el("span", { class: "map-box vector-box" }, canvas);
+}
+
+// The output layer: one bar per class, named, its logit to the right of 0 or to the left.
+function logitBars(i) {
+  const layer = state.look.layers[i], classes = state.info.classes || [];
+  const logits = state.look.logits || Array.from(decoded[i]);
+  const reach = Math.max(1e-12, ...logits.map(Math.abs));
+  const top = logits.indexOf(Math.max(...logits));
+  return el("div", { class: "logits" }, ...logits.map((z, c) => {
+    const row = el("button", { type: "button", class: c === top ? "logit top" : "logit", "data-class": c,
+      "data-logit": String(z), "aria-label": `${classes[c] ?? c}: logit ${fixed(z)}` },
+    el("span", { class: "name", text: classes[c] ?? String(c) }),
+    el("span", { class: "axis" }, el("span", { class: z >= 0 ? "fill plus" : "fill minus",
+      style: `width:${(50 * Math.abs(z) / reach).toFixed(1)}%` })),
+    el("span", { class: "pct", text: fixed(z, 2) }));
+    if (VIEWS[layer.kind]) row.addEventListener("click", () => choose({ layer: layer.name, channel: c }));
+    else row.disabled = true;  // the mean of test-time augmentation's passes: nothing to open
+    return row;
+  }));
+}
+
+function layerCard(layer, i) {
+  const title = el("h3", {}, el("b", { text: layer.name }), ` ${layer.kind} · ${layer.shape.join("×")}`,
+    el("small", { text: ` ${layer.low.toFixed(2)} … ${layer.high.toFixed(2)}` }));
+  const card = el("div", { class: "layer", "data-name": layer.name, "data-kind": layer.kind }, title,
+    layer.note ? el("p", { class: "hint note", text: layer.note }) : "", legendOf(i));
+  const last = i === state.look.layers.length - 1;
+  if (layer.shape.length === 3) {
+    const grid = el("div", { class: "maps" });
+    const count = layer.shape[0];
+    const draw = (n) => grid.replaceChildren(...Array.from({ length: n }, (_, c) => mapCanvas(i, c)));
+    draw(Math.min(count, MAPS));
+    card.append(grid);
+    if (count > MAPS) {
+      const more = el("button", { type: "button", text: `show all ${count} maps` });
+      more.addEventListener("click", () => { draw(count); more.remove(); mark(); });
+      card.append(more);
+    }
+  } else if (last) {
+    card.append(logitBars(i), el("p", { class: "hint", text: "the logits, one per class: softmax, below, turns them " +
+      "into the answer's probabilities." + (VIEWS[layer.kind] ? " Click a class to see how its logit is made." : "") }));
+  } else {
+    card.append(vectorCanvas(i));
   }
-  canvas.width = Math.max(n * 6, 120);
-  canvas.height = 60;
-  const context = canvas.getContext("2d"), step = canvas.width / n, middle = layer.low < 0 ? 30 : 58;
-  for (let i = 0; i < n; i++) {
-    const [r, g, b] = colour(values[i], limit);
-    context.fillStyle = `rgb(${r},${g},${b})`;
-    const height = limit ? values[i] / limit * (layer.low < 0 ? 28 : 56) : 0;
-    context.fillRect(i * step, middle - Math.max(height, 0), Math.max(step - 1, 1), Math.abs(height) || 1);
-  }
-  if (classes) canvas.title = classes.map((c, i) => `${c}: ${values[i].toFixed(3)}`).join("\n");
-  return canvas;
+  return card;
 }
 
 async function showLayers() {
   if (!state.look) {
     layersBox.replaceChildren(el("p", { class: "hint", text: "No image yet: draw, drop or pick one in the playground." }));
     valueBox.hidden = true;
+    shown = null;
     return;
   }
+  const look = state.look;
+  const values = await Promise.all(look.layers.map(decode));
+  if (look !== state.look) return;  // a newer image came meanwhile
+  decoded = values;
+  drawLayers();
+  if (chosen && indexOf(chosen.layer) >= 0) choose(chosen); else { chosen = shown = null; valueBox.hidden = true; }
+}
+
+function drawLayers() {
   const layers = state.look.layers;
-  const decoded = await Promise.all(layers.map(decode));
-  const chain = el("p", { class: "chain", text: layers.filter((l) => !["ReLU", "GELU", "Dropout", "Flatten"].includes(l.kind))
-    .map(shape).join(" → ") });
-  const cards = layers.map((layer, i) => {
-    const values = decoded[i];
-    const title = el("h3", {}, el("b", { text: layer.name }), ` ${layer.kind} · ${shape(layer)}`,
-      el("small", { text: ` ${layer.low.toFixed(2)} … ${layer.high.toFixed(2)}` }));
-    const card = el("div", { class: "layer", "data-name": layer.name }, title);
-    if (layer.shape.length === 3) {
-      const grid = el("div", { class: "maps" });
-      const count = layer.shape[0];
-      const draw = (n) => grid.replaceChildren(...Array.from({ length: n }, (_, c) => mapCanvas(layer, values, c)));
-      draw(Math.min(count, MAPS));
-      card.append(grid);
-      if (count > MAPS) {
-        const more = el("button", { type: "button", text: `show all ${count} maps` });
-        more.addEventListener("click", () => { draw(count); more.remove(); });
-        card.append(more);
-      }
-    } else {
-      const last = i === layers.length - 1;
-      card.append(vectorCanvas(layer, values, last ? state.info.classes : null));
-      if (last) card.append(el("p", { class: "hint", text: "the logits: softmax turns them into the bars' probabilities" }));
-    }
-    return card;
-  });
-  layersBox.replaceChildren(chain, ...cards);
-  if (chosen) choose(chosen);
+  const chain = el("p", { class: "chain", text: layers.filter((l) => !["ReLU", "GELU", "Dropout", "Flatten", "Mean"].includes(l.kind))
+    .map((l) => l.shape.join("×")).join(" → ") });
+  const cards = layers.map(layerCard);
+  const logits = state.look.logits || Array.from(decoded[layers.length - 1]);
+  layersBox.replaceChildren(chain, ...cards, softmaxCard(logits, state.info.classes || [], layers[layers.length - 1]));
+  if (shown) place(shown);
+  mark();
 }
 
-function grid(rows, className, marks) {
-  const table = el("table", { class: `cells ${className}` });
-  const limit = Math.max(1e-12, ...rows.flat().map(Math.abs));
-  rows.forEach((row, r) => table.append(el("tr", {}, ...row.map((v, c) => {
-    const [red, green, blue] = colour(v, limit);
-    const dark = Math.abs(v) > 0.6 * limit ? ";color:#fff" : "";
-    const cell = el("td", { text: v.toFixed(2), title: String(v), style: `background:rgb(${red},${green},${blue})${dark}` });
-    if (marks && marks[r][c]) cell.className = "padding";
-    return cell;
-  }))));
-  return table;
-}
+// --- one value, explained -------------------------------------------------------------------------------------
+let pending = null, busy = false, last = null;  // requests go one at a time; only the newest waiting one is sent
 
-function number(id, label, value) {
-  return el("span", { class: "number", id, "data-value": String(value) }, `${label} `, el("b", { text: value.toFixed(4) }));
-}
-
-async function choose(target) {
+function choose(target) {
   chosen = target;
-  let v;
-  try {
-    v = await imageRequest("value", target);
-  } catch (error) {
-    say(error.message);
+  request(target, "chosen");
+}
+
+// The value under the pointer, explained while the pointer stays; null: back to the chosen one.
+function preview(target) {
+  if (!target) {
+    if (chosen && shown && key(shown) !== key(chosen)) request(chosen, "chosen");
     return;
   }
-  for (const canvas of layersBox.querySelectorAll("canvas.chosen")) canvas.classList.remove("chosen");
-  for (const marker of layersBox.querySelectorAll(".marker")) marker.remove();
-  const canvas = layersBox.querySelector(`canvas[data-layer="${v.layer}"][data-channel="${v.channel}"]`);
-  if (canvas) {  // the map outlined, the pixel marked on it
-    canvas.classList.add("chosen");
-    const [h, w] = [canvas.height, canvas.width];
-    canvas.parentElement.append(el("i", { class: "marker", style:
-      `left:${100 * v.col / w}%;top:${100 * v.row / h}%;width:${100 / w}%;height:${100 / h}%` }));
-  }
-  const channels = v.patch.length;
-  const rows = v.patch.slice(0, CHANNELS).map((patch, c) => el("div", { class: "product-row" },
-    el("span", { class: "channel", text: `input channel ${c}` }),
-    grid(patch, "patch", v.padded), el("span", { class: "op", text: "×" }),
-    grid(v.kernel[c], "kernel"), el("span", { class: "op", text: "=" }),
-    grid(v.products[c], "products")));
-  if (channels > CHANNELS) {
-    const rest = v.products.slice(CHANNELS).flat(2).reduce((a, b) => a + b, 0);
-    rows.push(el("p", { text: `… and ${channels - CHANNELS} more input channels, whose products add up to ${rest.toFixed(4)}` }));
-  }
-  const k = v.kernel[0].length, total = v.sum + v.bias;
-  const parts = [
-    el("h2", { text: `${v.layer}, map ${v.channel}, row ${v.row}, column ${v.col}` }),
-    el("p", { text: `Filter ${v.channel}'s ${channels}×${k}×${k} kernel lies on the ${channels}×${k}×${k} patch of its input ` +
-      "around this pixel (hatched cells hang over the border: zero padding). Multiply cell by cell, add everything up, add the bias:" }),
-    ...rows,
-    el("p", { class: "sum" }, number("value-sum", `sum of the ${channels * k * k} products`, v.sum), " + ",
-      number("value-bias", "bias", v.bias), " = ", number("value-result", "", total)),
-    el("p", {}, number("value-map", "the map holds", v.value), ` (the forward pass; difference ${Math.abs(total - v.value).toExponential(1)})`),
-  ];
-  let current = v.value;
-  for (const step of v.steps) {
-    const says = step.kind === "ReLU" ? `max(0, ${current.toFixed(4)})` : step.kind;
-    parts.push(el("p", { class: "step" }, `${step.name} (${step.kind}): ${says} = `, el("b", { text: step.value.toFixed(4) })));
-    current = step.value;
-  }
-  if (v.pool) {
-    const p = v.pool, size = `${p.values.length}×${p.values[0].length}`;
-    const what = p.kind.includes("Max") ? "keeps the largest" : "takes the mean";
-    const window = grid(p.values, "pool");
-    const [wr, wc] = [v.row - p.top, v.col - p.left];
-    if (window.rows[wr]) window.rows[wr].cells[wc].classList.add("here");
-    parts.push(el("div", { class: "product-row" }, window, el("p", {},
-      `${p.name} ${what} of its ${size} window (this pixel outlined): `, el("b", { text: p.value.toFixed(4) }),
-      `, at row ${p.position[0]}, column ${p.position[1]} of its map.`)));
-  }
-  valueBox.replaceChildren(...parts);
-  valueBox.hidden = false;
+  if (!shown || key(target) !== key(shown)) request(target, "preview");
 }
 
+function request(target, how) {
+  pending = { target, how, look: state.look };
+  if (!busy) pump();
+}
+
+async function pump() {
+  busy = true;
+  while (pending) {
+    const { target, how, look } = pending;
+    pending = null;
+    let cell;
+    if (last && last.look === look && key(last.cell) === key(target)) cell = last.cell;  // back to the chosen one
+    else {
+      try {
+        const { layer, channel, row = 0, col = 0 } = target;
+        cell = await imageRequest("cell", { layer, channel, row, col });
+        say("", "value");
+      } catch (error) {
+        say(error.message, "value");
+        continue;
+      }
+    }
+    if (look !== state.look || pending) continue;  // answered for another image, or already outdated
+    if (how === "chosen") last = { look, cell };
+    show(cell, how);
+  }
+  busy = false;
+}
+
+function context(cell) {
+  const i = indexOf(cell.layer), j = indexOf(cell.source);
+  const layers = state.look.layers;
+  return {
+    index: i, layer: layers[i], values: decoded[i], output: isOutput(i), classes: state.info.classes || [],
+    source: j >= 0 ? { index: j, layer: layers[j], values: decoded[j] } : null,
+    limit, grey: (k) => isGrey(layers[k]),
+    chosen: () => (chosen && chosen.layer === cell.layer && chosen.channel === cell.channel ? chosen : null),
+    preview: (at) => preview(at && { layer: cell.layer, channel: cell.channel, ...at }),
+    choose: (at) => choose({ layer: cell.layer, channel: cell.channel, ...at }),
+    redraw: () => show(cell, valueBox.dataset.state),
+  };
+}
+
+function show(cell, how) {
+  shown = cell;
+  valueBox.replaceChildren(...VIEWS[cell.kind].render(cell, context(cell)));
+  valueBox.dataset.cell = key(cell);
+  valueBox.dataset.state = how;
+  valueBox.hidden = false;
+  place(cell);
+  mark();
+}
+
+// The explanation right under its layer's card, where the eye is.
+function place(cell) {
+  const card = layersBox.querySelector(`.layer[data-name="${CSS.escape(cell.layer)}"]`);
+  if (card && card.nextElementSibling !== valueBox) card.after(valueBox);
+}
+
+// On the overview: the map explained outlined, its value marked, the maps it was computed from outlined too
+// (the edges of CNN Explainer's overview).
+function mark() {
+  for (const node of layersBox.querySelectorAll(".chosen, .source")) node.classList.remove("chosen", "source");
+  for (const node of layersBox.querySelectorAll(".marker")) node.remove();
+  for (const node of layersBox.querySelectorAll(".logit.here")) node.classList.remove("here");
+  if (!shown || valueBox.hidden) return;
+  const layer = state.look.layers[indexOf(shown.layer)];
+  if (layer.shape.length === 3) {
+    const canvas = layersBox.querySelector(`canvas.map[data-layer="${CSS.escape(shown.layer)}"][data-channel="${shown.channel}"]`);
+    if (canvas) {
+      const [, h, w] = layer.shape;
+      canvas.classList.add("chosen");
+      canvas.parentElement.append(el("i", { class: "marker", style:
+        `left:${100 * shown.col / w}%;top:${100 * shown.row / h}%;width:${100 / w}%;height:${100 / h}%` }));
+    }
+  } else {
+    const canvas = layersBox.querySelector(`canvas.vector[data-layer="${CSS.escape(shown.layer)}"]`);
+    if (canvas) canvas.parentElement.append(el("i", { class: "marker", style:
+      `left:${100 * shown.channel / layer.shape[0]}%;top:0;width:max(3px, ${100 / layer.shape[0]}%);height:100%` }));
+    const bar = layersBox.querySelector(`.layer[data-name="${CSS.escape(shown.layer)}"] .logit[data-class="${shown.channel}"]`);
+    if (bar) bar.classList.add("here");
+  }
+  const from = SAME_CHANNEL.includes(shown.kind) ? `[data-channel="${shown.channel}"]`
+    : shown.kind === "Flatten" && shown.from ? `[data-channel="${shown.from[0]}"]` : "";
+  for (const node of layersBox.querySelectorAll(`canvas[data-layer="${CSS.escape(shown.source)}"]${from}`)) {
+    node.classList.add("source");
+  }
+}
+
+scalePick.addEventListener("change", () => {
+  if (!state.look || !decoded.length) return;
+  drawLayers();
+  if (shown) show(shown, valueBox.dataset.state);
+});
+// The pointer off every map: back to the value chosen. (A map redrawn under the pointer never tells it left.)
+document.addEventListener("pointermove", (event) => {
+  if (shown && chosen && !event.target.closest(".clickable")) preview(null);
+});
 bus.addEventListener("look", showLayers);
-bus.addEventListener("run", () => { chosen = null; valueBox.hidden = true; });
+bus.addEventListener("run", () => { chosen = shown = last = null; valueBox.hidden = true; });

@@ -64,7 +64,8 @@ drop.addEventListener("drop", (event) => {
 document.getElementById("random").addEventListener("click", () => { clearPad(); look({ pick: true }); });
 document.getElementById("clear").addEventListener("click", () => {
   clearPad();
-  state.input = state.look = null;
+  state.input = state.look = state.failed = null;
+  say("", "look");
   bus.dispatchEvent(new Event("look"));
 });
 
@@ -97,29 +98,38 @@ async function showOverlay() {
     const maps = await imageRequest("attribution");
     const [, h, w] = state.info.in_shape;
     overlay(canvas, await decode(maps[kind]), h, w);
+    say("", "overlay");
   } catch (error) {
-    say(error.message);
+    say(error.message, "overlay");
   }
 }
 document.getElementById("overlay-kind").addEventListener("change", showOverlay);
 
+const IN_PLACE = 20;  // up to this many classes, every class has its own place: bars that never move while drawing
+
+// The answer: with up to 20 classes every class in its own place (the top one marked), so that the bars grow
+// and shrink as a drawing changes instead of changing places; beyond that the 10 most probable, in order.
 function showBars() {
   const bars = document.getElementById("bars");
   if (!state.look) {
-    bars.replaceChildren(el("p", { class: "hint", text: "Draw, drop or pick an image." }));
+    bars.replaceChildren(el("p", { class: "hint", text: state.failed
+      ? "No answer: this image could not be read (the message above says why). Draw, drop or pick another."
+      : "Draw, drop or pick an image." }));
     return;
   }
-  bars.replaceChildren(...state.look.predictions.slice(0, 10).map((p, i) => el("div", {
-    class: i === 0 ? "bar top" : "bar", "data-label": p.label, "data-probability": p.probability },
+  const predictions = state.look.predictions;
+  const top = predictions[0].class;
+  const shown = predictions.length <= IN_PLACE ? [...predictions].sort((a, b) => a.class - b.class) : predictions.slice(0, 10);
+  bars.replaceChildren(...shown.map((p) => el("div", {
+    class: p.class === top ? "bar top" : "bar", "data-label": p.label, "data-class": p.class, "data-probability": p.probability },
   el("span", { class: "name", text: p.label }),
   el("span", { class: "track" }, el("span", { class: "fill", style: `width:${(100 * p.probability).toFixed(1)}%` })),
   el("span", { class: "pct", text: `${(100 * p.probability).toFixed(1)}%` }))));
 }
 
 bus.addEventListener("look", () => { showBars(); showPrepared(); });
-bus.addEventListener("run", () => {
+bus.addEventListener("run", () => {  // the drawing stays: the next run looks at it too
   document.getElementById("draw-box").hidden = state.info.preprocess !== "digit";
   document.getElementById("clear").hidden = state.info.preprocess !== "digit";
-  clearPad();
 });
 clearPad();

@@ -1,12 +1,12 @@
 // Runs: the folder as a table (as `cnnlab runs` prints it), curves of up to two runs together (uPlot), the epochs
-// of the first, its per-class scores and confusion matrix where `cnnlab evaluate` has run. Polled every second,
-// so a run that is training gains its epochs here as they end.
-import { api, el, say, state } from "./api.js";
+// of the first, its per-class scores and confusion matrix where `cnnlab evaluate` has run. Drawn from the run
+// list that app.js polls (every second while this view is open), so a run that is training gains its epochs here
+// as they end.
+import { api, bus, el, say, state } from "./api.js";
 
-const POLL = 1000;  // ms
-const COLOURS = ["#1f77b4", "#e4572e"];
+const COLOURS = ["#1f77b4", "#c2410c"];
 const selected = [];
-let last = "", charts = [], shownEvaluation = null;
+let last = "", charts = [];
 
 const score = (v) => (v === null || v === undefined ? "—" : v.toFixed(4));
 
@@ -19,8 +19,7 @@ function table(runs, damaged) {
     box.addEventListener("change", () => {
       const at = selected.indexOf(r.name);
       if (at >= 0) selected.splice(at, 1); else { selected.push(r.name); if (selected.length > 2) selected.shift(); }
-      last = "";
-      refresh();
+      render();
     });
     const status = r.finished ? "" : " (training)";
     return el("tr", { "data-run": r.name }, el("td", {}, box), el("td", { text: r.name + status }),
@@ -40,15 +39,22 @@ function chart(id, metric, runs) {
   const x = Array.from({ length: epochs }, (_, i) => i + 1);
   const series = [{ label: "epoch" }], data = [x];
   runs.forEach((r, i) => {
+    // validation: a solid line with a dot at each epoch; train: dashed, no dots — in the legend as on the chart
     for (const [prefix, dash] of [["val_", undefined], ["", [6, 4]]]) {
       series.push({ label: `${r.name} ${prefix ? "validation" : "train"}`, stroke: COLOURS[i], width: 2, dash,
+        points: { show: !!prefix, size: 7, fill: COLOURS[i] }, class: prefix ? "validation" : "train",
         value: (u, v) => (v === null || v === undefined ? "—" : v.toFixed(4)) });
       data.push(x.map((e) => (r.history[e - 1] ? r.history[e - 1][prefix + metric] : null)));
     }
   });
   const options = { width: Math.max(200, box.clientWidth), height: 220, series,
+    legend: { markers: { width: 3, dash: (u, i) => (u.series[i].dash ? "dashed" : "solid") } },
     scales: { x: { time: false } }, axes: [{ label: "epoch", incrs: [1, 2, 5, 10, 20, 50] }, { label: metric }] };
-  return new uPlot(options, data, box);
+  const plot = new uPlot(options, data, box);
+  box.querySelectorAll(".u-legend tr.u-series").forEach((row, i) => {  // the dot of a validation line, in its colour
+    if (i > 0) row.querySelector(".u-marker").style.color = series[i].stroke;
+  });
+  return plot;
 }
 
 function epochsTable(run) {
@@ -83,15 +89,11 @@ async function evaluation(run) {
   box.replaceChildren(epochsTable(run), el("div", { class: "scroll" }, scores), el("div", { class: "scroll" }, matrix));
 }
 
-async function refresh() {
-  let answer;
-  try {
-    answer = await api("/api/runs");
-  } catch (error) {
-    say(error.message);
-    return;
-  }
-  const text = JSON.stringify(answer);
+// The Runs view drawn from the latest run list, if it changed (or the window's width did).
+async function render() {
+  const answer = state.runs;
+  if (!answer || document.getElementById("runs").hidden) return;
+  const text = JSON.stringify(answer) + selected.join("\n");
   if (text === last) return;
   last = text;
   document.getElementById("runs-dir").textContent = answer.runs_dir;
@@ -102,9 +104,15 @@ async function refresh() {
   const shown = selected.map((name) => answer.runs.find((r) => r.name === name));
   for (const c of charts) c.destroy();
   charts = shown.length ? [chart("chart-accuracy", "accuracy", shown), chart("chart-loss", "loss", shown)] : [];
-  if (shown.length) await evaluation(shown[0]);
+  if (!shown.length) return;
+  try {
+    await evaluation(shown[0]);
+    say("", "evaluation");
+  } catch (error) {
+    say(`${shown[0].name}'s evaluation could not be read: ${error.message}`, "evaluation");
+  }
 }
 
-setInterval(() => { if (!document.getElementById("runs").hidden) refresh(); }, POLL);
-window.addEventListener("resize", () => { last = ""; if (!document.getElementById("runs").hidden) refresh(); });
-export { refresh };
+bus.addEventListener("runs", render);
+bus.addEventListener("view", render);
+window.addEventListener("resize", () => { last = ""; render(); });
