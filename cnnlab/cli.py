@@ -6,7 +6,9 @@ Errors reach the user as one line on stderr: exit code 2 for a bad command or va
 from __future__ import annotations
 
 import argparse
+import errno
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -79,6 +81,30 @@ def _size(text: str) -> tuple[int, int]:
     if min(size) < 2:
         raise argparse.ArgumentTypeError(f"{text!r}: each side must be at least 2 pixels")
     return size
+
+
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a port from 0 to 65535 (0: any free one)")
+    return port
+
+
+DEVICES = "auto, cpu, cuda, cuda:N or mps"
+
+
+def _device(text: str) -> str:
+    if not re.fullmatch(r"auto|cpu|mps|cuda(:[0-9]+)?", text):
+        raise argparse.ArgumentTypeError(f"{text!r}: choose {DEVICES}")
+    return text
+
+
+def _printable(text: str) -> str:
+    """``text`` on one line: a newline or other control character in a file name is shown escaped (\\n)."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
 
 
 def _finish(failed: int, total: int) -> int:
@@ -166,9 +192,9 @@ def _predict(args: argparse.Namespace) -> int:
         if args.json:
             print(json.dumps(item.to_json(classes, args.top)), flush=True)
         elif item.error is not None:
-            print(f"cnnlab: error: {item.error}", file=sys.stderr, flush=True)
+            print(f"cnnlab: error: {_printable(item.error)}", file=sys.stderr, flush=True)
         else:
-            print(item.describe(classes, args.top), flush=True)
+            print(_printable(item.describe(classes, args.top)), flush=True)
         if save_dir and item.error is None:
             _, label, probability = item.top(classes, 1)[0]
             plots.plot_probabilities(item.image, item.probabilities, classes,
@@ -193,10 +219,20 @@ def _serve(args: argparse.Namespace) -> int:
 
     with make_server(args.run_dir, args.host, args.port, args.device) as server:
         host, port = server.server_address[:2]
+        _note_open(str(host), "this run's predictions; there is no authentication")
         print(f"Serving {args.run_dir} on http://{host}:{port} (GET /health, POST /predict); Ctrl-C stops",
               flush=True)
         server.serve_forever()
     return 0
+
+
+def _note_open(host: str, what: str) -> None:
+    """One line on stderr when the server can be reached from other machines."""
+    from .serve import is_loopback
+
+    if not is_loopback(host):
+        print(f"note: listening on {host}, so other machines can reach {what} (leave out --host to stay on "
+              "127.0.0.1)", file=sys.stderr)
 
 
 def _studio(args: argparse.Namespace) -> int:
@@ -208,14 +244,13 @@ def _studio(args: argparse.Namespace) -> int:
     folder, default = args.runs_dir, None
     if (folder / "recipe.json").is_file():  # one run folder: the studio opens on it, among its neighbours
         folder, default = folder.resolve().parent, folder.resolve().name
-    app = create_app(folder, args.device, default)
+    app = create_app(folder, args.device, default, host=args.host)
     with bind(args.host, args.port) as sock:
         host, port = sock.getsockname()[:2]
-        if host not in ("127.0.0.1", "::1"):
-            print(f"note: listening on {host}, so other machines can reach the studio and your runs; it has no "
-                  "authentication (leave out --host to stay on 127.0.0.1)", file=sys.stderr)
-        print(f"Studio for {folder} on http://{'127.0.0.1' if host == '0.0.0.0' else host}:{port}/ ; Ctrl-C stops",
-              flush=True)
+        _note_open(host, "the studio and your runs; it answers only with the token in its address below")
+        shown = {"0.0.0.0": "127.0.0.1", "::": "[::1]"}.get(host, f"[{host}]" if ":" in host else host)
+        token = f"?token={app.state.token}" if app.state.token else ""
+        print(f"Studio for {folder} on http://{shown}:{port}/{token} ; Ctrl-C stops", flush=True)
         serve_studio(app, sock)
     return 0
 
@@ -251,7 +286,14 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     from .evaluation import describe_confused, evaluate_run, format_scores
 
-    evaluation, files = evaluate_run(args.run_dir, data_dir=args.data_dir, device=args.device)
+    try:
+        evaluation, files = evaluate_run(args.run_dir, data_dir=args.data_dir, device=args.device)
+    except OSError as error:
+        if error.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
+            raise
+        raise CnnlabError(f"{error.filename}: cannot write there ({error.strerror}); evaluate writes into the run "
+                          f"folder: copy it to a folder of your own (cp -r {args.run_dir} DIR) and evaluate the "
+                          "copy") from None
     print(f"Test loss: {evaluation.loss:.4f} - test accuracy: {evaluation.accuracy:.4f}")
     Console(highlight=False).print(format_scores(evaluation))
     print("Most confused (true → predicted):", *describe_confused(evaluation) or ["none"], sep="\n  ")
@@ -356,7 +398,7 @@ def build_parser() -> argparse.ArgumentParser:
         command.add_argument("run_dir", type=Path, help="a run folder written by `cnnlab train`")
         command.add_argument("--data-dir", help="folder holding the data set's files (for a --data run: the "
                                                 "folder, if it has moved)")
-        command.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+        command.add_argument("--device", type=_device, default="auto", help=DEVICES)
         command.set_defaults(func=func)
         return command
 
@@ -397,7 +439,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--random", type=int, metavar="N", help="predict N random test images instead (lab step 10)")
     predict.add_argument("--seed", type=int, help="with --random: which images (default: different each time)")
     predict.add_argument("--data-dir", help="with --random: folder holding the data set's files")
-    predict.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    predict.add_argument("--device", type=_device, default="auto", help=DEVICES)
     predict.set_defaults(func=_predict)
 
     export = commands.add_parser("export", parents=[debug], help="write a run's network as ONNX, preprocessing "
@@ -414,8 +456,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("run_dir", type=Path, help="a run folder written by `cnnlab train`")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this "
                                                            "machine only)")
-    serve.add_argument("--port", type=int, default=8000, help="port to listen on (default: 8000; 0: any free)")
-    serve.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
+    serve.add_argument("--port", type=_port, default=8000, help="port to listen on (default: 8000; 0: any free)")
+    serve.add_argument("--device", type=_device, default="auto", help=DEVICES)
     serve.set_defaults(func=_serve)
 
     studio = commands.add_parser("studio", parents=[debug], help="a local web app: draw or drop an image, look "
@@ -424,8 +466,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="a folder of runs, or one run folder (default: runs)")
     studio.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this "
                                                             "machine only)")
-    studio.add_argument("--port", type=int, default=8000, help="port to listen on (default: 8000; 0: any free)")
-    studio.add_argument("--device", default="cpu", help="cpu (default), auto, cuda, cuda:N or mps")
+    studio.add_argument("--port", type=_port, default=8000, help="port to listen on (default: 8000; 0: any free)")
+    studio.add_argument("--device", type=_device, default="cpu", help="cpu (default), auto, cuda, cuda:N or mps")
     studio.set_defaults(func=_studio)
     return parser
 
@@ -458,8 +500,20 @@ def _main(argv: list[str] | None) -> int:
             raise
         if isinstance(error, CnnlabError):
             return _fail(f"error: {error}", 2 if isinstance(error, UsageError) else 1)
-        # A fault no check foresaw (a bug, a full disk): one line all the same, and how to see more.
+        if isinstance(error, OSError) and error.errno in OS_ADVICE:  # the file system said no: say what to do
+            return _fail(f"error: {error.filename or error.filename2 or 'a file'}: {error.strerror}; "
+                         f"{OS_ADVICE[error.errno]}", 1)
+        # A fault no check foresaw (a bug): one line all the same, and how to see more.
         return _fail(f"error: {type(error).__name__}: {error} (--debug shows the traceback)", 1)
+
+
+OS_ADVICE = {
+    errno.EACCES: "check its permissions, or work on a copy in a folder of your own",
+    errno.EPERM: "check its permissions, or work on a copy in a folder of your own",
+    errno.EROFS: "that disk is read-only: work on a copy in a folder you can write",
+    errno.ENOSPC: "the disk is full: free some space (or choose another folder) and run it again",
+    errno.EDQUOT: "your disk quota is used up: free some space (or choose another folder) and run it again",
+}
 
 
 def _fail(message: str, code: int) -> int:

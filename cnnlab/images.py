@@ -1,7 +1,8 @@
 """Your own images: read any common file safely, prepare it as the training data was prepared, load a folder.
 
-Every way a file can go wrong (missing, a folder, not an image, empty, truncated, a decompression bomb)
-becomes one CnnlabError line naming the file, in ``read_image``. ``prepare`` turns a picture into the uint8
+Every way a file can go wrong (missing, a folder, not an image, empty, truncated, a decompression bomb, a file
+crafted to take long) becomes one CnnlabError line naming the file, in ``read_image``, which bounds the time and
+memory one image may take before decoding it. ``prepare`` turns a picture into the uint8
 (C, H, W) input of a network by a named method, stored with each run so that prediction repeats what
 training saw: MNIST's own recipe for digits, Fashion-MNIST's for objects, resize-and-crop for the rest.
 """
@@ -11,7 +12,9 @@ import collections
 import contextlib
 import io
 import os
+import stat
 import struct
+import threading
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,11 +27,22 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from .data import ImageSet
 from .errors import CnnlabError, warn
 
-MAX_PIXELS = 100_000_000  # width × height; a larger file is refused as a likely decompression bomb
-DRAFT_SIZE = (512, 512)  # a JPEG larger than twice this is decoded at 1/2, 1/4 or 1/8 scale: photos load fast
+# What reading one image may cost, whatever the file claims: for a network, well under a second and 300 MB.
+MAX_PIXELS = 100_000_000  # width × height a file may claim; a larger one is refused as a likely decompression bomb
+DECODE_PIXELS = 25_000_000  # decoded to prepare an image for a network (a JPEG decoded at 1/2–1/8 scale counts
+#                             so), and all an upload may claim: 100 MB at most; a 6000×4000 photo fits
+DRAFT_SIZE = (512, 512)  # a larger image is prepared from a copy shrunk by a whole factor, its sides at least this…
+WORK_PIXELS = 1_000_000  # …and its pixels at most this (a long thin image): JPEG decodes so, the rest is reduced
+MAX_READS = 100_000  # reads of one file while Pillow parses and decodes it: about 3 a block (40,000 for 100 MB of
+#                      PNG), where a file of millions of empty blocks (PNG chunks, JPEG segments, …) took seconds a MB
+MAX_SCANS = 100  # passes of a progressive JPEG: each goes over the whole image, even an empty one (10 are usual)
+LARGE_PIXELS = 4_000_000  # decodes larger than this take turns, one at a time in a process: a server's memory
+FORMATS = ("PNG", "JPEG", "GIF", "BMP", "WEBP", "TIFF", "PPM")  # the readers of Pillow cnnlab runs (JPEG: MPO too)
+UPLOAD_FORMATS = ("PNG", "JPEG", "GIF", "BMP", "WEBP")  # TIFF's and PNM's readers trust the file too much
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".jpe", ".bmp", ".gif", ".webp", ".tif", ".tiff",
                             ".ppm", ".pgm", ".pbm", ".pnm"})
 GREY_MODES = frozenset({"1", "L", "LA", "La", "I", "I;16", "I;16L", "I;16B", "I;16N", "F"})
+_LARGE_DECODE = threading.Lock()  # held while an image over LARGE_PIXELS is decoded and shrunk
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -39,62 +53,197 @@ class Picture:
     path: Path
     image: Image.Image  # the first frame, decoded and turned upright by its EXIF orientation
     format: str  # Pillow's name for the file format: PNG, JPEG, GIF, …
-    frames: int  # more than 1 when animated; only the first is used
+    frames: int  # more than 1 when animated (counted unless read for a network); only the first is used
 
 
-def _read_error(path: Path, error: Exception) -> CnnlabError:
+def _read_error(path: Path, error: Exception, upload: bool) -> CnnlabError:
     if isinstance(error, Image.DecompressionBombError):  # Pillow's own limit, twice its default MAX_IMAGE_PIXELS
         return CnnlabError(f"{path}: too many pixels to be a sane image (a decompression bomb?); shrink it first")
     if isinstance(error, UnidentifiedImageError):
-        return CnnlabError(f"{path}: not an image Pillow can read; use PNG, JPEG, BMP, GIF, WebP or TIFF")
+        kinds = "PNG, JPEG, BMP, GIF or WebP" if upload else "PNG, JPEG, BMP, GIF, WebP or TIFF"
+        return CnnlabError(f"{path}: not an image {'the server reads' if upload else 'Pillow can read'}; use {kinds}")
     if isinstance(error, PermissionError):
         return CnnlabError(f"{path}: permission denied")
     return CnnlabError(f"{path}: damaged or truncated image ({error}); save or export it again")
 
 
+class _Reader:
+    """A file as Pillow reads it: at most MAX_READS reads (``reads`` None: any number) and, once ``scans`` is
+    set, at most MAX_SCANS JPEG scans.
+
+    A JPEG's entropy-coded data never holds the bytes FF DA (a 0xFF there is followed by 0x00 or a restart
+    marker), so counting them in what the decoder reads counts its scans exactly.
+    """
+
+    def __init__(self, raw: io.BufferedIOBase, path: Path):
+        self.raw, self.path = raw, path
+        self.reads: int | None = 0
+        self.scans: int | None = None
+        self._last = b""
+
+    def read(self, size: int = -1) -> bytes:
+        if self.reads is not None:
+            self.reads += 1
+            if self.reads > MAX_READS:
+                raise CnnlabError(f"{self.path}: made of more than {MAX_READS:,} tiny blocks, which would take "
+                                  "long to read (a crafted file?); save or export it again")
+        data = self.raw.read(size)
+        if self.scans is not None:
+            self.scans += data.count(b"\xff\xda") + (self._last == b"\xff" and data[:1] == b"\xda")
+            self._last = data[-1:]
+            if self.scans > MAX_SCANS:
+                raise CnnlabError(f"{self.path}: a JPEG of more than {MAX_SCANS} scans, each a pass over the "
+                                  "whole image (a crafted file?); save or export it again")
+        return data
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self.raw.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self.raw.tell()
+
+
 @contextlib.contextmanager
-def _opened(path: Path, data: bytes | None = None) -> Iterator[Image.Image]:
+def _opened(path: Path, data: bytes | None = None) -> Iterator[tuple[Image.Image, _Reader]]:
     """The file opened lazily (header only), its pixel count checked before anything is decoded.
 
-    ``data``: the file's bytes, already in memory (an upload); ``path`` then only names it in messages.
-    Whatever goes wrong, here or in the caller's block, leaves as one CnnlabError line naming the file.
+    ``data``: an upload's bytes, ``path`` then only naming them in messages; an upload may claim no more than
+    DECODE_PIXELS and be of UPLOAD_FORMATS. Whatever goes wrong, here or in the caller's block, leaves as one
+    CnnlabError line naming the file.
     """
-    if data is None and path.is_dir():
-        raise CnnlabError(f"{path}: is a folder; expected an image file")
+    upload = data is not None
+    limit = DECODE_PIXELS if upload else MAX_PIXELS
     try:
-        if (len(data) if data is not None else path.stat().st_size) == 0:
+        if not upload:
+            status = path.stat()
+            if stat.S_ISDIR(status.st_mode):
+                raise CnnlabError(f"{path}: is a folder; expected an image file")
+            if not stat.S_ISREG(status.st_mode):  # a FIFO would wait for a writer, a device never end
+                raise CnnlabError(f"{path}: not a regular file (a pipe or a device?); expected an image file")
+        if (len(data) if data is not None else status.st_size) == 0:
             raise CnnlabError(f"{path}: empty file (0 bytes); expected an image")
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # MAX_PIXELS decides, below
-            image = Image.open(path if data is None else io.BytesIO(data))
-        with image:
-            if image.width * image.height > MAX_PIXELS:
+        Image.init()  # every reader registered, so that those this Pillow lacks (WebP, say) can be left out
+        readers = [name for name in (UPLOAD_FORMATS if upload else FORMATS) if name in Image.OPEN]
+        with io.BytesIO(data) if data is not None else open(path, "rb") as raw:
+            reader = _Reader(raw, path)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the limits here decide
+                image = Image.open(reader, formats=readers)  # type: ignore[arg-type]
+            if image.width * image.height > limit:
                 raise CnnlabError(f"{path}: {image.width}×{image.height} = {image.width * image.height:,} pixels "
-                                  f"is beyond the limit of {MAX_PIXELS:,} (a decompression bomb?); shrink it first")
-            yield image
+                                  f"is beyond the limit of {limit:,}{' for an upload' if upload else ''} "
+                                  "(a decompression bomb?); shrink it first")
+            if image.format in ("JPEG", "MPO"):
+                reader.scans = 0  # from here on the decoder reads scans
+            yield image, reader
     except FileNotFoundError:
         raise CnnlabError(f"{path}: no such file") from None
     except (OSError, SyntaxError, ValueError, TypeError, EOFError, struct.error, Image.DecompressionBombError) as error:
-        raise _read_error(path, error) from None  # OSError covers UnidentifiedImageError and truncation
+        raise _read_error(path, error, upload) from None  # OSError covers UnidentifiedImageError and truncation
 
 
 def read_image(path: str | os.PathLike, draft: bool = False, data: bytes | None = None) -> Picture:
     """The file's first frame, decoded and upright; any failure is a one-line CnnlabError naming the file.
 
-    ``draft`` lets a large JPEG decode at a reduced scale (never below DRAFT_SIZE), for speed. ``data``: the
-    file's bytes when they are already in memory, ``path`` then only naming them.
+    ``draft``: for a network, which needs far fewer pixels: a large image is decoded at a reduced scale where
+    its format allows (JPEG) and shrunk by a whole factor (sides at least DRAFT_SIZE, at most WORK_PIXELS), and
+    one that would decode to over DECODE_PIXELS is refused; its frames are not counted. ``data``: an upload's
+    bytes, ``path`` then only naming them.
     """
     path = Path(path)
-    with _opened(path, data) as image:
-        file_format, frames = image.format or "?", getattr(image, "n_frames", 1)
-        if draft and image.format == "JPEG":
-            image.draft(None, DRAFT_SIZE)
+    with _opened(path, data) as (image, reader):
+        file_format = image.format or "?"
+        if draft:
+            small, orientation = _decoded_small(image, path)
+            return Picture(path, _upright(small, orientation), file_format, 1)
         image.load()
-        try:
-            upright = ImageOps.exif_transpose(image)
-        except (SyntaxError, ValueError, TypeError, KeyError, struct.error):
-            upright = image.copy()  # a damaged EXIF block should not cost the pixels
-    return Picture(path, upright, file_format, frames)
+        reader.reads = reader.scans = None  # counting an animation's frames reads every one of them
+        frames = getattr(image, "n_frames", 1)
+        image.load()  # the first frame again, where counting went back to it
+        return Picture(path, _upright(image, _orientation(image)), file_format, frames)
+
+
+def return_freed_memory() -> None:
+    """Have glibc give each large buffer back to the system when it is freed, for a server that decodes images.
+
+    Otherwise glibc raises its threshold for mapping memory to the largest block freed so far, and keeps what
+    each thread frees for that thread's next use: after 24 worst-case uploads from 8 clients the studio held
+    1.6 GB instead of 0.77 GB. Other C libraries (macOS, musl) are left as they are.
+    """
+    import ctypes
+
+    try:
+        ctypes.CDLL("libc.so.6").mallopt(-3, 1 << 20)  # M_MMAP_THRESHOLD, fixed at 1 MiB
+    except (OSError, AttributeError):
+        pass
+
+
+def _shrink_factor(width: int, height: int) -> int:
+    """The whole factor that keeps both sides at least DRAFT_SIZE, raised until at most WORK_PIXELS remain."""
+    factor = max(1, min(width // DRAFT_SIZE[0], height // DRAFT_SIZE[1]))
+    while -(-width // factor) * -(-height // factor) > WORK_PIXELS:  # the sides Image.reduce makes, rounded up
+        factor += 1
+    return factor
+
+
+def _decoded_small(image: Image.Image, path: Path) -> tuple[Image.Image, int]:
+    """``image`` (opened, not decoded) decoded at the smallest scale its format allows, then shrunk; and its EXIF
+    orientation."""
+    full = image.size
+    factor = _shrink_factor(*full)
+    if image.format in ("JPEG", "MPO") and factor > 1:
+        image.draft(None, (-(-full[0] // factor), -(-full[1] // factor)))  # 1/2, 1/4 or 1/8 of the size, if it fits
+    # A progressive JPEG holds every coefficient of the full image however small it is decoded.
+    width, height = full if image.info.get("progressive") else image.size
+    if width * height > DECODE_PIXELS:
+        raise CnnlabError(f"{path}: {full[0]}×{full[1]} would decode to {width * height:,} pixels, more than the "
+                          f"{DECODE_PIXELS:,} cnnlab decodes for a network; shrink it first")
+    with _LARGE_DECODE if width * height > LARGE_PIXELS else contextlib.nullcontext():
+        image.load()
+        orientation, factor = _orientation(image), _shrink_factor(*image.size)
+        if factor == 1:
+            return image, orientation
+        small = _reduced(image, factor)
+        image.close()  # the decoded pixels go now, not when the caller lets go of the file
+        return small, orientation
+
+
+REDUCIBLE = {"1": "L", "P": "RGB", "PA": "RGBA", "HSV": "RGB", "I;16": "I", "I;16L": "I", "I;16B": "I",
+             "I;16N": "I"}  # modes Image.reduce cannot average (palette indices, bits), and what they become
+PREMULTIPLIED = {"RGBA": "RGBa", "LA": "La"}  # averaged with their alpha, so hidden colours do not bleed in
+
+
+def _reduced(image: Image.Image, factor: int, rows: int = 256) -> Image.Image:
+    """``image`` shrunk by ``factor`` (box average), a strip of rows at a time: the copies stay small."""
+    mode = REDUCIBLE.get(image.mode, image.mode)
+    if image.mode == "P" and "transparency" in image.info:
+        mode = "RGBA"
+    width, height = image.size
+    small = Image.new(PREMULTIPLIED.get(mode, mode), (-(-width // factor), -(-height // factor)))
+    step = factor * max(1, rows // factor)
+    for top in range(0, height, step):
+        strip = image.crop((0, top, width, min(height, top + step))).convert(mode)
+        small.paste(strip.convert(PREMULTIPLIED.get(mode, mode)).reduce(factor), (0, top // factor))
+    return small.convert(mode)
+
+
+def _orientation(image: Image.Image) -> int:
+    """The EXIF orientation (1–8; 1 is upright); a damaged EXIF block counts as upright."""
+    try:
+        orientation = Image.Image.getexif(image).get(0x0112, 1)  # PNG's own getexif would decode the pixels
+    except (SyntaxError, ValueError, TypeError, KeyError, struct.error, OSError):
+        return 1
+    return orientation if orientation in _TURNS else 1
+
+
+_TURNS = {1: None, 2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180,
+          4: Image.Transpose.FLIP_TOP_BOTTOM, 5: Image.Transpose.TRANSPOSE, 6: Image.Transpose.ROTATE_270,
+          7: Image.Transpose.TRANSVERSE, 8: Image.Transpose.ROTATE_90}  # as ImageOps.exif_transpose turns them
+
+
+def _upright(image: Image.Image, orientation: int) -> Image.Image:
+    turn = _TURNS[orientation]
+    return image if turn is None else image.transpose(turn)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -303,9 +452,9 @@ def _layout(root: Path) -> dict[str, Path]:
 
 def _peek(path: Path) -> tuple[tuple[int, int], bool]:
     """((width, height) upright, grey?) from the header alone."""
-    with _opened(path) as image:
+    with _opened(path) as (image, _):
         width, height = image.size
-        if image.getexif().get(0x0112, 1) in (5, 6, 7, 8):  # EXIF orientations that turn it a quarter
+        if _orientation(image) in (5, 6, 7, 8):  # EXIF orientations that turn it a quarter
             width, height = height, width
         grey = image.mode in GREY_MODES
         if image.mode == "P":

@@ -93,18 +93,6 @@ def predict_files(run: "Run", paths: Iterable[str | os.PathLike], device: Device
         yield from batch
 
 
-UPLOAD = "request body"  # how an uploaded image is named in error messages
-
-
-def predict_upload(run: "Run", data: bytes, device: Device = None, name: str = UPLOAD) -> FilePrediction:
-    """An uploaded file's bytes, prepared and predicted as ``predict_files`` does a file on disk; a bad image
-    raises the one-line CnnlabError that ``cnnlab predict`` prints for such a file."""
-    from .images import prepare_file
-
-    image = prepare_file(name, run.info.preprocess, run.info.in_shape, data=data)
-    return FilePrediction(name, image, predict_proba(run, image[None], device)[0])
-
-
 def random_test_predictions(run: "Run", n: int, data_dir: str | os.PathLike | None = None,
                             device: Device = None, seed: int | None = None) -> tuple[ImageSet, torch.Tensor]:
     """``n`` random images of the run's test set and the class predicted for each (the tutorial's step 10)."""

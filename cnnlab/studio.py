@@ -5,7 +5,10 @@ A thin skin over the library (``cnnlab.inside``, ``cnnlab.predict``, ``cnnlab.ex
 each path function checks its input, makes one call and returns data. The page is static files in
 ``cnnlab/web/`` (no build step, nothing from the internet). Activations travel as 8-bit grey PNGs with their
 range. ``GET /health`` and ``POST /predict`` answer as ``cnnlab serve`` does; ``/openapi.json`` documents it all.
-Made for one person on their own machine: it binds to 127.0.0.1 unless told otherwise, with no authentication.
+Every error is one line of JSON. An upload is decoded on its request's thread, the model's work done on one
+thread of its own. Made for one person on their own machine: on the loopback (the default) it answers only
+requests addressed to this machine by name (no DNS rebinding) and only its own page's POSTs (no cross-site
+requests); bound elsewhere it asks for a token, as Jupyter does.
 """
 from __future__ import annotations
 
@@ -13,6 +16,7 @@ import base64
 import io
 import os
 import random
+import secrets
 import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -20,15 +24,17 @@ from pathlib import Path
 from typing import Any, Callable, TypeVar
 
 import torch
-from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.gzip import GZipMiddleware
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from .errors import CnnlabError
-from .serve import DEFAULT_TOP, MAX_BODY  # the same limits and answers as `cnnlab serve`
+from .serve import DEFAULT_TOP, MAX_BODY, is_loopback, predictions, prepare_upload  # as `cnnlab serve`
 
 WEB = Path(__file__).with_name("web")
 CACHED_RUNS = 4  # loaded models kept in memory, the most recently used
@@ -60,6 +66,11 @@ class Runs:
         """``work(run)`` for the run ``name``, on the model thread; its answer or its exception."""
         folder = self.folder(name)
         return self._worker.submit(lambda: work(self._load(folder))).result()
+
+    def prepare(self, name: str, body: bytes) -> torch.Tensor:
+        """The uploaded image prepared for the run ``name`` as `cnnlab predict` prepares a file: decoded on the
+        calling thread while the model thread serves others (decoding a large image is most of a request's work)."""
+        return prepare_upload(self.compute(name, lambda run: run), body)
 
     def _load(self, folder: Path):
         from .runs import load_run
@@ -96,14 +107,17 @@ async def read_body(request: Request) -> bytes:
     """The request's body, refused with 413 once it passes MAX_BODY (whether or not it said its length)."""
     limit = request.app.state.max_body
     length = request.headers.get("content-length", "")
-    if length.isdigit() and int(length) > limit:
-        raise HTTPException(413, f"the body is {int(length):,} bytes, over the limit of {limit:,}; "
-                                 "send a smaller image")
+    if length.isascii() and length.isdigit() and (len(length) > 15 or int(length) > limit):
+        size = f"{int(length):,} bytes" if len(length) <= 15 else "over a petabyte"
+        raise HTTPException(413, f"the body is {size}, over the limit of {limit:,}; send a smaller image")
     body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise HTTPException(413, f"the body is over the limit of {limit:,} bytes; send a smaller image")
+    try:
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > limit:
+                raise HTTPException(413, f"the body is over the limit of {limit:,} bytes; send a smaller image")
+    except ClientDisconnect:  # it hung up halfway: no one to answer, and no fault of the studio's to log
+        raise HTTPException(400, "the client went away before the body ended") from None
     return bytes(body)
 
 
@@ -117,23 +131,48 @@ def png(image: torch.Tensor) -> str:
     return base64.b64encode(buffer.getvalue()).decode()
 
 
+# ---------------------------------------------------------------------------------------------------------
+# The app: who may ask, how errors read, then the routes, a router for each part of the page
+# ---------------------------------------------------------------------------------------------------------
+class Refusal(BaseModel):
+    error: str  # one line: what was wrong and what to do
+
+
+IMAGE = {"type": "string", "format": "binary"}  # an image file's bytes: PNG, JPEG, GIF, BMP or WebP
+UPLOAD_BODY = {"requestBody": {"required": True, "description": f"an image file, at most {MAX_BODY:,} bytes",
+                               "content": {"image/*": {"schema": IMAGE}}}}
+UPLOAD_OR_TEST = {"requestBody": {"required": False, "content": {"image/*": {"schema": IMAGE}},
+                                  "description": "an image file; none with ?test=N (or ?pick=true)"}}
+
+
 def create_app(runs_dir: str | os.PathLike, device: str = "cpu", default_run: str | None = None,
-               max_body: int = MAX_BODY) -> FastAPI:
-    """The studio's ASGI app for the runs in ``runs_dir``; ``default_run`` answers a /predict that names none."""
+               max_body: int = MAX_BODY, host: str = "127.0.0.1") -> FastAPI:
+    """The studio's ASGI app for the runs in ``runs_dir``; ``default_run`` answers a /predict that names none.
+
+    ``host``: where it listens. On the loopback it answers only requests for this machine's own names; anywhere
+    else only those carrying ``app.state.token`` (in ``?token=``, the cookie that sets, or ``Authorization:
+    token …``), which the command line prints in the studio's address.
+    """
     from .device import resolve_device
-    from .explain import occlusion, saliency
-    from .images import prepare_file
-    from .inference import answer
-    from .inside import activations, explain_cell, explain_value, quantise
-    from .predict import UPLOAD, predict_proba, predict_upload
-    from .runs import Run, scan_runs
 
     runs_dir = Path(runs_dir)
     if not runs_dir.is_dir():
         raise CnnlabError(f"{runs_dir}: no such folder; `cnnlab train` writes runs under ./runs (or --runs-dir)")
     runs = Runs(runs_dir, resolve_device(device))
-    app = FastAPI(title="cnnlab studio", version="1", docs_url=None, redoc_url=None)  # their pages load from a CDN
+    app = FastAPI(title="cnnlab studio", version="1", docs_url=None, redoc_url=None,  # their pages load from a CDN
+                  responses={"4XX": {"model": Refusal, "description": "Refused: one line saying why"}})
     app.state.max_body = max_body
+    app.state.token = None if is_loopback(host) else secrets.token_urlsafe(24)
+    add_middleware(app)
+    add_error_handlers(app)
+    app.mount("/static", StaticFiles(directory=WEB), name="static")
+    for router in (page_routes(), served_routes(runs, default_run), run_routes(runs, default_run),
+                   inside_routes(runs), value_routes(runs)):
+        app.include_router(router)
+    return app
+
+
+def add_middleware(app: FastAPI) -> None:
     app.add_middleware(GZipMiddleware, minimum_size=1024)  # gives back most of base64's third on the PNGs
 
     @app.middleware("http")
@@ -144,10 +183,69 @@ def create_app(runs_dir: str | os.PathLike, device: str = "cpu", default_run: st
         response.headers["Server-Timing"] = f"app;dur={(time.perf_counter() - start) * 1000:.2f}"
         return response
 
+    @app.middleware("http")  # added last, so it runs first
+    async def guard(request: Request, call_next):
+        """Refuse, before anything else runs, what a web page elsewhere could make a browser send (403)."""
+        token = request.app.state.token
+        refusal = trespass(request, token)
+        if refusal is not None:
+            return JSONResponse({"error": refusal}, 403)
+        # The page's files are small and sent whole (HTTP lets a server ignore Range): a range that Starlette
+        # cannot serve was answered in plain text, the one error that was not JSON.
+        request.scope["headers"] = [(k, v) for k, v in request.scope["headers"] if k not in (b"range", b"if-range")]
+        response = await call_next(request)
+        if token is not None and request.query_params.get("token") is not None:  # the printed address: a cookie,
+            response.set_cookie(cookie_name(request), token, httponly=True, samesite="strict")  # for what follows
+        return response
+
+
+def trespass(request: Request, token: str | None) -> str | None:
+    """Why the request may not be answered, or None.
+
+    On the loopback the Host must be this machine's (a page elsewhere whose name was re-pointed at 127.0.0.1 —
+    DNS rebinding — sends its own); elsewhere the token must come along. Either way a POST (or any other method
+    that acts) from a browser must come from the studio's own page: a form or fetch of another site, a
+    ``text/plain`` one included, says so in its Origin or Sec-Fetch-Site header.
+    """
+    host = request.headers.get("host", "")
+    if token is None:
+        name = host[1:].partition("]")[0] if host.startswith("[") else host.rpartition(":")[0] or host
+        if host and not is_loopback(name.rstrip(".")):
+            return (f"Host {host[:100]!r} is not this machine: on the loopback the studio answers only requests "
+                    "for localhost or 127.0.0.1; open the address `cnnlab studio` printed")
+    elif not has_token(request, token):
+        return ("the studio wants its token: open the address `cnnlab studio` printed (it ends in ?token=…); "
+                "a script sends the header Authorization: token …")
+    if request.method not in ("GET", "HEAD", "OPTIONS"):
+        origin, site = request.headers.get("origin"), request.headers.get("sec-fetch-site")
+        if (origin is not None and origin.lower() != f"{request.url.scheme}://{host}".lower()
+                or site not in (None, "same-origin", "none")):
+            return (f"a page of {origin[:100] if origin else 'another site'} may not send requests to the studio; "
+                    "use the studio's own page")
+    return None
+
+
+def cookie_name(request: Request) -> str:
+    """One cookie per port: two studios on one machine keep their own tokens."""
+    return f"cnnlab-studio-{(request.scope.get('server') or ('', 0))[1]}"
+
+
+def has_token(request: Request, token: str) -> bool:
+    scheme, _, value = request.headers.get("authorization", "").partition(" ")
+    given = [request.query_params.get("token"), request.cookies.get(cookie_name(request)),
+             value if scheme.lower() in ("token", "bearer") else None]
+    return any(secrets.compare_digest(item.encode(), token.encode()) for item in given if item is not None)
+
+
+def add_error_handlers(app: FastAPI) -> None:
+    """Every error is ``{"error": "one line"}``: refusals 4xx, and a fault no check foresaw 500."""
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
-        message = error.detail if error.status_code != 404 or error.detail != "Not Found" else \
-            f"{request.url.path}: no such page or endpoint"
+        message, path = error.detail, request.url.path[:100]
+        if error.detail == "Not Found":  # Starlette's own words, for a path or a method no route takes
+            message = f"{path}: no such page or endpoint"
+        elif error.detail == "Method Not Allowed":
+            message = f"{path} takes {(error.headers or {}).get('Allow')}, not {request.method}"
         return JSONResponse({"error": message}, error.status_code, headers=error.headers)
 
     @app.exception_handler(RequestValidationError)
@@ -159,47 +257,69 @@ def create_app(runs_dir: str | os.PathLike, device: str = "cpu", default_run: st
     async def cnnlab_error(request: Request, error: CnnlabError) -> JSONResponse:
         return JSONResponse({"error": str(error)}, 400)
 
-    def image_of(run, body: bytes, test: int | None, pick: bool) -> tuple[torch.Tensor, dict]:
-        """The uint8 input: the uploaded image prepared as `predict` prepares it, or a test image."""
-        if test is None and not pick:  # named as predict_upload names it, so the errors read the same
-            return prepare_file(UPLOAD, run.info.preprocess, run.info.in_shape, data=body), {"source": "your image",
-                                                                                             "label": None}
-        images = runs.test_set(run)
-        index = random.randrange(len(images)) if pick else test
-        if not 0 <= index < len(images):
-            raise CnnlabError(f"test={index}: the test set holds images 0 to {len(images) - 1}")
-        return images.images[index], {"source": f"test image #{index}", "index": index,
-                                      "label": images.classes[int(images.labels[index])]}
+    @app.exception_handler(Exception)  # the traceback still goes to the terminal, where it can be reported
+    async def fault(request: Request, error: Exception) -> JSONResponse:
+        return JSONResponse({"error": f"the studio failed: {type(error).__name__}: {error} (its terminal shows the "
+                                      "traceback)"}, 500)
 
-    # --- the page ---------------------------------------------------------------------------------------
-    app.mount("/static", StaticFiles(directory=WEB), name="static")
 
-    @app.get("/", include_in_schema=False)
+# --- the page ----------------------------------------------------------------------------------------------
+def page_routes() -> APIRouter:
+    router = APIRouter()
+
+    @router.get("/", include_in_schema=False)
     def page() -> FileResponse:
         return FileResponse(WEB / "index.html")
 
-    # --- the API that `cnnlab serve` has too ----------------------------------------------------------------
-    @app.get("/health")
-    def health() -> dict:
-        listed, _ = scan_runs(runs.root)
-        return {"status": "ok", "runs_dir": str(runs.root), "runs": [run.run_dir.name for run in listed]}
+    return router
 
-    @app.post("/predict")
+
+# --- the API that `cnnlab serve` has too ----------------------------------------------------------------
+def served_routes(runs: Runs, default_run: str | None) -> APIRouter:
+    from .runs import scan_runs
+
+    router = APIRouter()
+
+    @router.get("/health")
+    def health() -> dict:
+        """As `cnnlab serve` answers: the run a /predict without ?run= uses (null when none) and its classes; and
+        the runs folder with every run in it."""
+        listed, _ = scan_runs(runs.root)
+        classes = None
+        if default_run is not None:
+            try:
+                classes = list(runs.compute(default_run, lambda run: run.info.classes))
+            except (CnnlabError, HTTPException):  # a damaged or vanished run: the studio itself is fine
+                pass
+        return {"status": "ok", "run": None if default_run is None else str(runs.root / default_run),
+                "classes": classes, "runs_dir": str(runs.root), "runs": [run.run_dir.name for run in listed]}
+
+    router.add_api_route("/health", health, methods=["HEAD"], include_in_schema=False)  # as `cnnlab serve` does
+
+    @router.post("/predict", openapi_extra=UPLOAD_BODY)
     def predict(run: str | None = None, top: int = DEFAULT_TOP, body: bytes = Depends(read_body)) -> dict:
         """The ``top`` classes for the image in the body, as ``cnnlab predict RUN IMAGE --json`` lists them."""
-        if run is None and default_run is None:
+        if not run and default_run is None:
             raise HTTPException(400, "name the run: POST /predict?run=NAME")
         return predict_run(run or default_run, top, body)
 
-    @app.post("/api/runs/{name}/predict")
+    @router.post("/api/runs/{name}/predict", openapi_extra=UPLOAD_BODY)
     def predict_run(name: str, top: int = DEFAULT_TOP, body: bytes = Depends(read_body)) -> dict:
         if top < 1:
             raise HTTPException(400, f"top={top}: expected a number of classes, at least 1")
-        return runs.compute(name, lambda run: {
-            "predictions": predict_upload(run, body, runs.device).to_json(run.info.classes, top)["top"]})
+        image = runs.prepare(name, body)
+        return runs.compute(name, lambda run: predictions(run, image, runs.device, top))
 
-    # --- runs and their curves -----------------------------------------------------------------------------
-    @app.get("/api/runs")
+    return router
+
+
+# --- runs and their curves -----------------------------------------------------------------------------
+def run_routes(runs: Runs, default_run: str | None) -> APIRouter:
+    from .runs import Run, scan_runs
+
+    router = APIRouter()
+
+    @router.get("/api/runs")
     def list_all() -> dict:
         listed, damaged = scan_runs(runs.root)
         return {"runs_dir": str(runs.root), "default": default_run,
@@ -219,23 +339,54 @@ def create_app(runs_dir: str | os.PathLike, device: str = "cpu", default_run: st
                 "preprocess": info and info.preprocess, "classes": info and list(info.classes),
                 "in_shape": info and list(info.in_shape), "history": [asdict(row) for row in run.history]}
 
-    @app.get("/api/runs/{name}")
+    @router.get("/api/runs/{name}")
     def one(name: str) -> dict:
         return describe(Run(runs.folder(name)).check())
 
-    @app.get("/api/runs/{name}/evaluation")
+    @router.get("/api/runs/{name}/evaluation")
     def evaluation(name: str) -> dict:
         evaluated = Run(runs.folder(name)).read_evaluation()
         if evaluated is None:
             raise HTTPException(404, f"{name}: not evaluated yet; run `cnnlab evaluate {name}`")
         return evaluated
 
-    # --- inside the network ------------------------------------------------------------------------------
-    @app.post("/api/runs/{name}/look")
+    return router
+
+
+# --- inside the network ------------------------------------------------------------------------------
+def image_of(runs: Runs, run, uploaded: torch.Tensor | None, test: int | None,
+             pick: bool) -> tuple[torch.Tensor, dict]:
+    """The uint8 input: the uploaded image prepared as `predict` prepares it, or a test image."""
+    if uploaded is not None:
+        return uploaded, {"source": "your image", "label": None}
+    images = runs.test_set(run)
+    index = random.randrange(len(images)) if pick else test
+    if not 0 <= index < len(images):
+        raise CnnlabError(f"test={index}: the test set holds images 0 to {len(images) - 1}")
+    return images.images[index], {"source": f"test image #{index}", "index": index,
+                                  "label": images.classes[int(images.labels[index])]}
+
+
+def upload(runs: Runs, name: str, body: bytes, test: int | None, pick: bool = False) -> torch.Tensor | None:
+    """The uploaded image, prepared on this thread (not the model's), unless a test image is asked for."""
+    return runs.prepare(name, body) if test is None and not pick else None
+
+
+def inside_routes(runs: Runs) -> APIRouter:
+    from .explain import occlusion, saliency
+    from .inference import answer
+    from .inside import activations, quantise
+    from .predict import predict_proba
+
+    router = APIRouter()
+
+    @router.post("/api/runs/{name}/look", openapi_extra=UPLOAD_OR_TEST)
     def look(name: str, test: int | None = None, pick: bool = False, body: bytes = Depends(read_body)) -> dict:
         """Every class's probability, the input as the network received it and every layer's activations."""
+        uploaded = upload(runs, name, body, test, pick)
+
         def work(run) -> dict:
-            image, source = image_of(run, body, test, pick)
+            image, source = image_of(runs, run, uploaded, test, pick)
             layers = activations(run, image)
             probabilities = answer(layers[-1].values)  # the bars: softmax of the logits shown last
             return {**source, "input": png(image),
@@ -248,32 +399,44 @@ def create_app(runs_dir: str | os.PathLike, device: str = "cpu", default_run: st
                     "logits": layers[-1].values.tolist()}  # exact, for the page's softmax: the bars' logits
         return runs.compute(name, work)
 
-    @app.post("/api/runs/{name}/value")
-    def value(name: str, layer: str, channel: int, row: int, col: int, test: int | None = None,
-              body: bytes = Depends(read_body)) -> dict:
-        """How the value at (channel, row, col) of convolution ``layer`` is made, and where it goes next."""
-        return runs.compute(name, lambda run: explain_value(run, image_of(run, body, test, False)[0], layer, channel,
-                                                            row, col).to_json())
-
-    @app.post("/api/runs/{name}/cell")
-    def cell(name: str, layer: str, channel: int, row: int = 0, col: int = 0, test: int | None = None,
-             body: bytes = Depends(read_body)) -> dict:
-        """How the value at (channel, row, col) of any layer — (channel) of a vector — is made from its input."""
-        return runs.compute(name, lambda run: explain_cell(run, image_of(run, body, test, False)[0], layer, channel,
-                                                           row, col))
-
-    @app.post("/api/runs/{name}/attribution")
+    @router.post("/api/runs/{name}/attribution", openapi_extra=UPLOAD_OR_TEST)
     def attribution(name: str, test: int | None = None, body: bytes = Depends(read_body)) -> dict:
         """Gradient saliency and occlusion for the most probable class, as ``cnnlab explain`` draws them."""
+        uploaded = upload(runs, name, body, test)
+
         def work(run) -> dict:
-            image, _ = image_of(run, body, test, False)
+            image, _ = image_of(runs, run, uploaded, test, False)
             target = int(predict_proba(run, image[None])[0].argmax())  # of the logits the answer comes from (TTA)
             maps = {"saliency": saliency(run, image, target), "occlusion": occlusion(run, image, target)}
             return {"target": target, "label": run.info.classes[target],
                     **{key: quantise(values).to_json() for key, values in maps.items()}}
         return runs.compute(name, work)
 
-    return app
+    return router
+
+
+def value_routes(runs: Runs) -> APIRouter:
+    from .inside import explain_cell, explain_value
+
+    router = APIRouter()
+
+    @router.post("/api/runs/{name}/value", openapi_extra=UPLOAD_OR_TEST)
+    def value(name: str, layer: str, channel: int, row: int, col: int, test: int | None = None,
+              body: bytes = Depends(read_body)) -> dict:
+        """How the value at (channel, row, col) of convolution ``layer`` is made, and where it goes next."""
+        uploaded = upload(runs, name, body, test)
+        return runs.compute(name, lambda run: explain_value(run, image_of(runs, run, uploaded, test, False)[0], layer,
+                                                            channel, row, col).to_json())
+
+    @router.post("/api/runs/{name}/cell", openapi_extra=UPLOAD_OR_TEST)
+    def cell(name: str, layer: str, channel: int, row: int = 0, col: int = 0, test: int | None = None,
+             body: bytes = Depends(read_body)) -> dict:
+        """How the value at (channel, row, col) of any layer — (channel) of a vector — is made from its input."""
+        uploaded = upload(runs, name, body, test)
+        return runs.compute(name, lambda run: explain_cell(run, image_of(runs, run, uploaded, test, False)[0], layer,
+                                                           channel, row, col))
+
+    return router
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -296,7 +459,10 @@ def serve_studio(app: FastAPI, sock: socket.socket) -> None:
     ms with two threads at load average 9 on 2 cores, 10–12 ms with one)."""
     import uvicorn
 
+    from .images import return_freed_memory
+
     torch.set_num_threads(1)
+    return_freed_memory()
 
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False))
     server.run(sockets=[sock])

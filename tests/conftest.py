@@ -205,6 +205,35 @@ def running_studio(runs_dir: Path, **options) -> Iterator[str]:
         sock.close()
 
 
+@dataclass
+class HeldDecode:
+    """An upload whose decoding waits until ``done`` is set, once ``decoding`` says it has begun."""
+    body: bytes = b"a large image"
+    decoding: threading.Event = field(default_factory=threading.Event)
+    done: threading.Event = field(default_factory=threading.Event)
+
+
+@pytest.fixture
+def held_decode(monkeypatch) -> Iterator[HeldDecode]:
+    """``images.prepare_file`` held for one upload, as the decoding of a large image holds its thread; it is
+    refused at last with 'request body: decoded at last'. Every other image is prepared as ever."""
+    from cnnlab import images
+    from cnnlab.errors import CnnlabError
+
+    held, prepare_file = HeldDecode(), images.prepare_file
+
+    def slow_to_decode(path, method, shape, data=None):
+        if data == held.body:
+            held.decoding.set()
+            held.done.wait(timeout=30)
+            raise CnnlabError("request body: decoded at last")
+        return prepare_file(path, method, shape, data=data)
+
+    monkeypatch.setattr(images, "prepare_file", slow_to_decode)
+    yield held
+    held.done.set()
+
+
 CHROMIUM = next(filter(None, map(shutil.which, ("chromium", "chromium-browser"))), None)
 BROWSER_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                 "--disable-sync", "--no-first-run"]

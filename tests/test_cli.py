@@ -192,3 +192,51 @@ def test_a_vanished_data_folder_is_named_with_what_to_pass(trained_runs, tmp_pat
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and str(data) in err and "--data-dir" in err
     assert cli.main(["evaluate", str(run_dir), "--device", "cpu", "--data-dir", str(trained_runs["data"])]) == 0
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Messages that say what to do (issue #22, point 12)
+# ---------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("args, message", [
+    (["serve", "{run}", "--port", "70000"], "--port: '70000': expected a port from 0 to 65535 (0: any free one)"),
+    (["studio", "{runs}", "--port", "-1"], "argument --port: '-1': expected a port from 0 to 65535"),
+    (["studio", "{runs}", "--port", "http"], "argument --port: 'http': expected a port from 0 to 65535"),
+    (["predict", "{run}", "x.png", "--device", "bogus"], "--device: 'bogus': choose auto, cpu, cuda, cuda:N or mps"),
+    (["serve", "{run}", "--device", "gpu"], "argument --device: 'gpu': choose auto, cpu, cuda, cuda:N or mps"),
+    (["evaluate", "{run}", "--device", "cuda:x"], "--device: 'cuda:x': choose auto, cpu, cuda, cuda:N or mps"),
+])
+def test_a_bad_port_or_device_says_what_to_give(args, message, digit_run, capsys):
+    """--port 70000 and --device bogus reached the socket and PyTorch, whose errors came out as generic lines."""
+    code = cli.main([arg.format(run=digit_run, runs=digit_run.parent) for arg in args])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and "--debug" not in err
+
+
+@pytest.mark.parametrize("error, message", [
+    (13, "cannot write there (Permission denied); evaluate writes into the run folder: copy it to a folder of"),
+    (30, "cannot write there (Read-only file system); evaluate writes into the run folder: copy it"),
+    (28, "No space left on device; the disk is full: free some space"),
+])
+def test_evaluate_where_it_cannot_write_says_what_to_do(trained_runs, tmp_path, monkeypatch, capsys, error, message):
+    """A read-only run folder gave `error: PermissionError: [Errno 13] … (--debug shows the traceback)`. (The
+    tests run as root, whom permissions do not stop: the write is made to fail as it would.)"""
+    import cnnlab.evaluation
+
+    def refused(evaluation, test, folder):
+        raise OSError(error, os.strerror(error), str(folder))
+
+    monkeypatch.setattr(cnnlab.evaluation, "save_evaluation", refused)
+    run_dir = shutil.copytree(trained_runs["cnn"], tmp_path / "run")
+    assert cli.main(["evaluate", str(run_dir), "--device", "cpu", "--data-dir", str(trained_runs["data"])]) == 1
+    err = capsys.readouterr().err
+    assert message in err and str(run_dir / "evaluation") in err and err.count("\n") == 1 and "--debug" not in err
+
+
+def test_a_newline_in_a_file_name_stays_on_its_line(digit_run, tmp_path, capsys):
+    Image.new("L", (28, 28)).save(tmp_path / "two\nlines.png", "PNG")
+    (tmp_path / "bad\nname.png").write_text("not an image")
+    code = cli.main(["predict", str(digit_run), str(tmp_path / "two\nlines.png"), str(tmp_path / "bad\nname.png"),
+                     "--device", "cpu"])
+    out, err = capsys.readouterr()
+    assert code == 1 and out.count("\n") == 1 and out.startswith(f"{tmp_path}/two\\nlines.png: ")
+    assert err.count("\n") == 2 and f"{tmp_path}/bad\\nname.png: not an image" in err

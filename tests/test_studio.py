@@ -185,7 +185,7 @@ def test_paths_never_leave_the_runs_folder(studio, path):
 
 def test_bad_uploads_are_one_json_line(studio):
     assert request(f"{studio}/api/runs/cnn/look", b"not an image at all") == (400, {
-        "error": "request body: not an image Pillow can read; use PNG, JPEG, BMP, GIF, WebP or TIFF"})
+        "error": "request body: not an image the server reads; use PNG, JPEG, BMP, GIF or WebP"})
     assert request(f"{studio}/predict?run=cnn&top=0", b"x") == (
         400, {"error": "top=0: expected a number of classes, at least 1"})
     assert request(f"{studio}/api/runs/cnn/value?layer=dense&channel=0&row=0&col=0", b"x")[0] == 400
@@ -213,12 +213,188 @@ def test_cli_studio_says_where_it_listens_and_stops_on_ctrl_c(runs, host, note):
     try:
         line = process.stdout.readline()
         assert line.startswith(f"Studio for {runs} on http://127.0.0.1:") and line.endswith("Ctrl-C stops\n")
-        url = line.split(" on ")[1].split()[0].rstrip("/")
-        assert request(f"{url}/health")[0] == 200
-        assert request(f"{url}/predict", write_digits(runs.parent / "digits", 1)[0].read_bytes())[0] == 200
+        address = line.split(" on ")[1].split()[0]
+        url, _, token = address.rstrip("/").partition("/?token=")
+        assert bool(token) == note  # bound beyond the loopback, the printed address carries the token
+        with_token = f"?token={token}" if token else ""
+        assert request(f"{url}/health{with_token}")[0] == 200
+        digit = write_digits(runs.parent / "digits", 1)[0].read_bytes()
+        assert request(f"{url}/predict{with_token}", digit)[0] == 200
+        if note:
+            assert request(f"{url}/health")[0] == request(f"{url}/predict", digit)[0] == 403
         process.send_signal(signal.SIGINT)
         _, err = process.communicate(timeout=30)
     finally:
         process.kill()
     assert process.returncode == 130 and err.splitlines()[-1] == "cnnlab: interrupted"  # as `cnnlab serve`
-    assert ("note: listening on 0.0.0.0, so other machines can reach" in err) == note
+    assert ("note: listening on 0.0.0.0, so other machines can reach the studio" in err) == note
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Hard to break (issue #22): no 500s, bounded work, one JSON line for every error, only its own page may ask
+# ---------------------------------------------------------------------------------------------------------
+LOCAL = "http://127.0.0.1:8000"  # what a browser on this machine sends as the Host
+
+
+@pytest.fixture(scope="module")
+def client(runs):
+    """The app in this process (FastAPI's TestClient), with no default run."""
+    from fastapi.testclient import TestClient
+
+    from cnnlab.studio import create_app
+
+    with TestClient(create_app(runs, "cpu"), base_url=LOCAL) as client:
+        yield client
+
+
+@pytest.mark.parametrize("method, path, status", [
+    ("POST", "/predict?run=", 400),  # an empty run name with no default run: was a 500
+    ("POST", "/predict?run=" + "a" * 256, 404),  # a name longer than the file system takes: was a 500
+    ("POST", "/api/runs/" + "a" * 300 + "/look", 404),
+    ("GET", "/api/runs/" + "b" * 1000, 404),
+    ("GET", "/api/runs/%ff%fe", 404),  # not UTF-8
+    ("POST", "/api/runs/cnn/look?test=", 400),
+    ("OPTIONS", "/api/runs", 405),
+    ("DELETE", "/health", 405),
+    ("PUT", "/static/app.js", 405),
+])
+def test_crafted_requests_are_one_json_line_not_a_500(client, method, path, status, tmp_path):
+    (digit,) = write_digits(tmp_path, 1)
+    response = client.request(method, path, content=digit.read_bytes() if method == "POST" else None)
+    assert response.status_code == status and set(response.json()) == {"error"}
+
+
+def test_a_fault_no_check_foresaw_is_json_too(runs, monkeypatch):
+    from fastapi.testclient import TestClient
+
+    from cnnlab import runs as run_folders
+    from cnnlab.studio import create_app
+
+    def broken(*args):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(run_folders, "scan_runs", broken)
+    with TestClient(create_app(runs, "cpu"), base_url=LOCAL, raise_server_exceptions=False) as client:
+        response = client.get("/api/runs")
+    assert response.status_code == 500
+    assert response.json() == {"error": "the studio failed: RuntimeError: a bug (its terminal shows the traceback)"}
+
+
+def test_the_openapi_document_shows_the_image_body_and_only_errors_that_are_sent(client):
+    """It documented no body for the uploads and a 422 the studio never sends (its bad parameters are 400)."""
+    document = client.get("/openapi.json").json()
+    assert "422" not in json.dumps(document) and "HTTPValidationError" not in json.dumps(document)
+    for path in ("/predict", "/api/runs/{name}/predict", "/api/runs/{name}/look", "/api/runs/{name}/value",
+                 "/api/runs/{name}/attribution"):
+        operation = document["paths"][path]["post"]
+        assert operation["requestBody"]["content"]["image/*"]["schema"] == {"type": "string", "format": "binary"}
+        assert operation["requestBody"]["required"] == (path in ("/predict", "/api/runs/{name}/predict"))
+        assert operation["responses"]["4XX"]["content"]["application/json"]["schema"] == \
+            {"$ref": "#/components/schemas/Refusal"}
+
+
+def test_health_answers_as_cnnlab_serve_does(runs):
+    """`cnnlab serve` names its run and classes; the studio named neither, though the README says alike."""
+    from fastapi.testclient import TestClient
+
+    from cnnlab import serve
+    from cnnlab.studio import create_app
+
+    server = serve.make_server(runs / "cnn", port=0, device="cpu")
+    served = json.loads(server.health)
+    server.server_close()
+    with TestClient(create_app(runs, "cpu", default_run="cnn"), base_url=LOCAL) as client:
+        studio = client.get("/health").json()
+        assert client.head("/health").status_code == 200
+    assert {key: studio[key] for key in served} == served
+    assert sorted(studio["runs"]) == ["cnn", "mlp"]  # the link out and the damaged run are not listed (#22 item 3)
+
+
+@pytest.mark.parametrize("headers, status", [
+    ({}, 200),
+    ({"Host": "localhost:8000"}, 200),
+    ({"Host": "[::1]:8000"}, 200),
+    ({"Host": "evil.example:8000"}, 403),  # DNS rebinding: a page of evil.example whose name now means 127.0.0.1
+    ({"Host": "127.0.0.1.evil.example"}, 403),
+])
+def test_on_the_loopback_it_answers_only_requests_for_this_machine(client, headers, status):
+    response = client.get("/api/runs", headers=headers)
+    assert response.status_code == status and ("error" in response.json()) == (status == 403)
+
+
+@pytest.mark.parametrize("headers, status", [
+    ({"Origin": LOCAL}, 200),  # its own page
+    ({}, 200),  # curl, a script
+    ({"Sec-Fetch-Site": "same-origin"}, 200),
+    ({"Origin": "http://evil.example", "Content-Type": "text/plain"}, 403),  # a form or fetch of another site
+    ({"Origin": "http://127.0.0.1:3000"}, 403),  # another server on this machine is another origin
+    ({"Origin": "null"}, 403),  # a sandboxed frame, a file:// page
+    ({"Sec-Fetch-Site": "cross-site"}, 403),
+    ({"Sec-Fetch-Site": "same-site"}, 403),
+])
+def test_only_its_own_page_may_post(client, tmp_path, headers, status):
+    (digit,) = write_digits(tmp_path, 1)
+    response = client.post("/predict?run=cnn", content=digit.read_bytes(), headers=headers)
+    assert response.status_code == status
+    if status == 403:
+        assert "may not send requests to the studio" in response.json()["error"]
+
+
+def test_bound_elsewhere_it_wants_the_token_it_printed(runs, tmp_path):
+    """As Jupyter: the printed address carries ?token=…, which leaves a cookie for the page's own requests."""
+    from fastapi.testclient import TestClient
+
+    from cnnlab.studio import create_app
+
+    app = create_app(runs, "cpu", host="0.0.0.0")
+    token = app.state.token
+    assert len(token) >= 32
+    (digit,) = write_digits(tmp_path, 1)
+    with TestClient(app, base_url="http://192.168.1.20:8000") as client:  # any name: another machine's view
+        refused = client.get("/")
+        assert refused.status_code == 403 and "token" in refused.json()["error"]
+        assert client.get("/api/runs?token=wrong").status_code == 403
+        assert client.get("/api/runs", headers={"Authorization": f"token {token}"}).status_code == 200
+        assert client.get("/api/runs", headers={"Authorization": "token ünïcode".encode()}).status_code == 403
+        first = client.get(f"/?token={token}")
+        assert first.status_code == 200 and "httponly" in first.headers["set-cookie"].lower()
+        assert "samesite=strict" in first.headers["set-cookie"].lower()
+        assert client.post("/predict?run=cnn", content=digit.read_bytes()).status_code == 200  # by the cookie
+        client.cookies.clear()
+        assert client.post("/predict?run=cnn", content=digit.read_bytes()).status_code == 403
+
+
+def test_a_small_request_is_answered_while_a_large_upload_decodes(runs, tmp_path, held_decode):
+    """Decoding ran on the model's one thread: a large upload held up every other request behind it."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    (small,) = write_digits(tmp_path, 1)
+    with running_studio(runs) as url, ThreadPoolExecutor(1) as pool:
+        uploading = pool.submit(request, f"{url}/api/runs/cnn/look", held_decode.body)
+        assert held_decode.decoding.wait(timeout=10)
+        try:
+            with urllib.request.urlopen(f"{url}/predict?run=mlp", small.read_bytes(), timeout=5) as response:
+                assert response.status == 200
+            with urllib.request.urlopen(f"{url}/api/runs/cnn/look?test=1", b"", timeout=5) as response:
+                assert response.status == 200
+        finally:
+            held_decode.done.set()
+        assert uploading.result(timeout=10) == (400, {"error": "request body: decoded at last"})
+
+
+def test_a_client_that_hangs_up_mid_upload_leaves_no_traceback(runs, capfd):
+    """Its ClientDisconnect went up through every middleware into a page of traceback in the terminal."""
+    import socket
+    import struct
+    import time
+
+    with running_studio(runs) as url:
+        for _ in range(3):
+            connection = socket.create_connection(("127.0.0.1", int(url.rsplit(":", 1)[1])))
+            connection.sendall(b"POST /predict?run=cnn HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 5000\r\n\r\n"
+                               + b"\0" * 1000)
+            connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # hang up: reset
+            connection.close()
+        time.sleep(0.5)
+        assert request(f"{url}/health")[0] == 200
+    assert "Traceback" not in capfd.readouterr().err
