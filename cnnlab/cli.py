@@ -195,7 +195,7 @@ def _predict(args: argparse.Namespace) -> int:
             print(f"cnnlab: error: {_printable(item.error)}", file=sys.stderr, flush=True)
         else:
             print(_printable(item.describe(classes, args.top)), flush=True)
-        if save_dir and item.error is None:
+        if save_dir and item.image is not None and item.probabilities is not None:
             _, label, probability = item.top(classes, 1)[0]
             plots.plot_probabilities(item.image, item.probabilities, classes,
                                      f"{Path(item.path).name}: {label} ({probability:.1%})",
@@ -208,7 +208,8 @@ def _export(args: argparse.Namespace) -> int:
 
     export = export_onnx(args.run_dir, args.output, parse_batch(args.batch))
     print(f"Wrote {export.path} ({export.size / 1e6:.1f} MB)")
-    print(f"onnxruntime on {export.checked} random image{'s' * (export.checked != 1)}: largest difference from cnnlab's probabilities "
+    print(f"onnxruntime on {export.checked} random image{'s' * (export.checked != 1)}: largest difference from "
+          f"cnnlab's probabilities "
           f"{export.max_difference:.1e} (at most {TOLERANCE:g})" if export.max_difference is not None else
           "onnxruntime is not installed: the file was not run (pip install 'cnnlab[export]')")
     return 0
@@ -218,8 +219,9 @@ def _serve(args: argparse.Namespace) -> int:
     from .serve import make_server
 
     with make_server(args.run_dir, args.host, args.port, args.device) as server:
-        host, port = server.server_address[:2]
-        _note_open(str(host), "this run's predictions; there is no authentication")
+        address, port = server.server_address[:2]
+        host = address if isinstance(address, str) else bytes(address).decode()  # bytes only for AF_UNIX sockets
+        _note_open(host, "this run's predictions; there is no authentication")
         print(f"Serving {args.run_dir} on http://{host}:{port} (GET /health, POST /predict); Ctrl-C stops",
               flush=True)
         server.serve_forever()
@@ -352,7 +354,8 @@ def build_parser() -> argparse.ArgumentParser:
     debug.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    train = commands.add_parser("train", parents=[debug], help="train a recipe, or a folder of your own images, into a new run folder")
+    train = commands.add_parser("train", parents=[debug],
+                                help="train a recipe, or a folder of your own images, into a new run folder")
     train.add_argument("recipe", nargs="?", help="a recipe name (see `cnnlab recipes`); optional with --data")
     train.add_argument("--data", type=Path, metavar="FOLDER",
                        help="your own images: one sub-folder per class, optionally inside train/, val/, test/")
@@ -420,7 +423,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                            "write it")
     runs.set_defaults(func=_runs)
 
-    inspect = commands.add_parser("inspect", parents=[debug], help="size, mode, array and network shapes of image files (lab 1)")
+    inspect = commands.add_parser("inspect", parents=[debug],
+                                  help="size, mode, array and network shapes of image files (lab 1)")
     inspect.add_argument("images", nargs="+", metavar="IMAGE", help="image files (PNG, JPEG, BMP, GIF, WebP, TIFF…)")
     inspect.add_argument("--save", type=Path, metavar="PATH",
                          help="write a figure of the image to PATH (with several images: PATH is a folder)")
@@ -445,7 +449,8 @@ def build_parser() -> argparse.ArgumentParser:
     export = commands.add_parser("export", parents=[debug], help="write a run's network as ONNX, preprocessing "
                                                                  "and softmax inside, then check it")
     export.add_argument("run_dir", type=Path, help="a run folder written by `cnnlab train`")
-    export.add_argument("--format", choices=("onnx",), default="onnx", help="the file format (onnx, the only one so far)")
+    export.add_argument("--format", choices=("onnx",), default="onnx",
+                        help="the file format (onnx, the only one so far)")
     export.add_argument("--output", type=Path, metavar="PATH", help="where it goes (default: RUN_DIR/model.onnx)")
     export.add_argument("--batch", default="dynamic", metavar="dynamic|N",
                         help="images per call: any number (default), or fixed at N")

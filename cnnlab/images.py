@@ -16,9 +16,9 @@ import stat
 import struct
 import threading
 import warnings
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -514,7 +514,9 @@ def load_folder(root: str | os.PathLike, shape: Sequence[int | None] = (None, No
         skipped.append(str(error))
         on_skip(f"skipped {error}")
 
-    if None in shape:
+    if None not in shape:
+        size = tuple(int(n) for n in shape if n is not None)  # (C, H, W), all given
+    else:
         detected: tuple[int, int, int] = (1, 28, 28)  # digit and grey-fit make the 28×28 grey images they mimic
         if preprocess == "crop":
             peeked = []
@@ -526,17 +528,17 @@ def load_folder(root: str | os.PathLike, shape: Sequence[int | None] = (None, No
             if not peeked:
                 raise CnnlabError(f"{root}: no readable images to learn the image size from")
             detected = _detect_shape(peeked)
-        shape = tuple(given if given is not None else found for given, found in zip(shape, detected))
+        size = tuple(given if given is not None else found for given, found in zip(shape, detected))
 
     sets: dict[str, ImageSet] = {}
     for part, items in files.items():
-        images = torch.empty((len(items), *shape), dtype=torch.uint8)  # (N, C, H, W)
+        images = torch.empty((len(items), *size), dtype=torch.uint8)  # (N, C, H, W)
         labels: list[int] = []
         for path, label in items:
             if path in unreadable:
                 continue
             try:
-                images[len(labels)] = prepare_file(path, preprocess, shape)
+                images[len(labels)] = prepare_file(path, preprocess, size)
             except CnnlabError as error:
                 skip(path, error)
                 continue

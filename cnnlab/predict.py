@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import itertools
 import os
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -70,7 +71,7 @@ class FilePrediction:
         return f"{self.path}: " + "  ".join(f"{label} {p:.1%}" for _, label, p in self.top(classes, k))
 
 
-def predict_files(run: "Run", paths: Iterable[str | os.PathLike], device: Device = None,
+def predict_files(run: Run, paths: Iterable[str | os.PathLike], device: Device = None,
                   chunk: int = 256) -> Iterator[FilePrediction]:
     """Prepare each file as the run's training data was prepared and predict it, ``chunk`` files at a time.
 
@@ -85,15 +86,15 @@ def predict_files(run: "Run", paths: Iterable[str | os.PathLike], device: Device
                 item.image = prepare_file(item.path, run.info.preprocess, run.info.in_shape)
             except CnnlabError as error:
                 item.error = str(error)
-        ready = [item for item in batch if item.error is None]
+        ready = [item for item in batch if item.image is not None and item.error is None]
         if ready:
-            for item, probabilities in zip(ready, predict_proba(run, torch.stack([i.image for i in ready]),
-                                                                    device)):
+            images = torch.stack([item.image for item in ready if item.image is not None])
+            for item, probabilities in zip(ready, predict_proba(run, images, device)):
                 item.probabilities = probabilities
         yield from batch
 
 
-def random_test_predictions(run: "Run", n: int, data_dir: str | os.PathLike | None = None,
+def random_test_predictions(run: Run, n: int, data_dir: str | os.PathLike | None = None,
                             device: Device = None, seed: int | None = None) -> tuple[ImageSet, torch.Tensor]:
     """``n`` random images of the run's test set and the class predicted for each (the tutorial's step 10)."""
     from .runs import load_test_set

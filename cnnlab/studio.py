@@ -19,9 +19,10 @@ import random
 import secrets
 import socket
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 
 import torch
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
@@ -299,9 +300,10 @@ def served_routes(runs: Runs, default_run: str | None) -> APIRouter:
     @router.post("/predict", openapi_extra=UPLOAD_BODY)
     def predict(run: str | None = None, top: int = DEFAULT_TOP, body: bytes = Depends(read_body)) -> dict:
         """The ``top`` classes for the image in the body, as ``cnnlab predict RUN IMAGE --json`` lists them."""
-        if not run and default_run is None:
+        name = run or default_run
+        if not name:
             raise HTTPException(400, "name the run: POST /predict?run=NAME")
-        return predict_run(run or default_run, top, body)
+        return predict_run(name, top, body)
 
     @router.post("/api/runs/{name}/predict", openapi_extra=UPLOAD_BODY)
     def predict_run(name: str, top: int = DEFAULT_TOP, body: bytes = Depends(read_body)) -> dict:
@@ -361,6 +363,8 @@ def image_of(runs: Runs, run, uploaded: torch.Tensor | None, test: int | None,
         return uploaded, {"source": "your image", "label": None}
     images = runs.test_set(run)
     index = random.randrange(len(images)) if pick else test
+    if index is None:
+        raise CnnlabError("send an image, or name a test image with ?test=N (or ?pick=true)")
     if not 0 <= index < len(images):
         raise CnnlabError(f"test={index}: the test set holds images 0 to {len(images) - 1}")
     return images.images[index], {"source": f"test image #{index}", "index": index,

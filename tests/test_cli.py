@@ -13,13 +13,13 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import MNIST_SAMPLE, REPO, RUN_FILES, history
 from PIL import Image
 
 from cnnlab import cli, get_recipe, load_run
 from cnnlab.data import DATASETS, load_dataset
 from cnnlab.inference import evaluate, loss_fn
 from cnnlab.recipes import RECIPES
+from conftest import MNIST_SAMPLE, REPO, RUN_FILES, history
 
 
 def train(capsys, *args) -> tuple[int, str, str]:
@@ -177,7 +177,8 @@ def test_commands_on_a_run_read_the_data_folder_it_was_trained_on(trained_runs, 
     assert cli.main(["evaluate", run_dir, "--device", "cpu"]) == 0
     assert "Test loss" in capsys.readouterr().out
     assert cli.main(["predict", run_dir, "--random", "3", "--json", "--device", "cpu"]) == 0
-    assert [set(json.loads(line)) for line in capsys.readouterr().out.splitlines()] == [{"label", "class", "correct"}] * 3
+    lines = capsys.readouterr().out.splitlines()
+    assert [set(json.loads(line)) for line in lines] == [{"label", "class", "correct"}] * 3
     for argv in (["explain", run_dir], ["report", run_dir]):
         assert cli.main([*argv, "--device", "cpu"]) == 0, argv
 

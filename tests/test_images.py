@@ -13,12 +13,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import REPO
 from PIL import Image
 
 from cnnlab import cli, images
 from cnnlab.errors import CnnlabError
 from cnnlab.runs import ModelInfo
+from conftest import REPO
 
 
 def noise(height: int = 64, width: int = 64, seed: int = 0) -> Image.Image:
@@ -238,7 +238,8 @@ def test_inspect_saves_figures(tmp_path, capsys):
         noise(28, 28).save(tmp_path / f"{name}.png")
     assert cli.main(["inspect", str(tmp_path / "a.png"), "--save", str(tmp_path / "one.png")]) == 0
     assert Image.open(tmp_path / "one.png").format == "PNG"
-    assert cli.main(["inspect", str(tmp_path / "a.png"), str(tmp_path / "b.png"), "--save", str(tmp_path / "figs")]) == 0
+    both = [str(tmp_path / "a.png"), str(tmp_path / "b.png")]
+    assert cli.main(["inspect", *both, "--save", str(tmp_path / "figs")]) == 0
     assert sorted(p.name for p in (tmp_path / "figs").iterdir()) == ["a.png", "b.png"]
 
 

@@ -9,15 +9,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import MNIST_SAMPLE, RUN_FILES, learnable_images
 from PIL import Image
-from test_images import BAD_FILES
 
 from cnnlab import cli, images
 from cnnlab.data import load_dataset
 from cnnlab.errors import CnnlabError
 from cnnlab.predict import predict, predict_files
 from cnnlab.runs import load_run
+from conftest import MNIST_SAMPLE, RUN_FILES, learnable_images
+from test_images import BAD_FILES
 
 
 def write_digits(folder: Path, n: int) -> list[Path]:
