@@ -23,7 +23,7 @@ class Normalization:
     std: tuple[float, ...]  # per channel, in [0, 1] pixel units
 
     @classmethod
-    def of(cls, images: torch.Tensor) -> "Normalization":
+    def of(cls, images: torch.Tensor) -> Normalization:
         """Per-channel mean and standard deviation of uint8 images (N, C, H, W); a constant channel gets a
         deviation of one grey level, so standardising it cannot divide by zero."""
         pixels = images.transpose(0, 1).reshape(images.shape[1], -1).double() / 255  # (C, N·H·W)

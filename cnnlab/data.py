@@ -18,9 +18,9 @@ import tempfile
 import urllib.error
 import urllib.request
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -162,7 +162,7 @@ class ImageSet:
 
     @classmethod
     def from_arrays(cls, images: np.ndarray, labels: np.ndarray,
-                    classes: Sequence[str] | None = None) -> "ImageSet":
+                    classes: Sequence[str] | None = None) -> ImageSet:
         """An ImageSet from the arrays a Keras user has, as ``keras.datasets`` gives them.
 
         ``images``: (N, H, W) grey, or channels-last (N, H, W, C) with C = 1 or 3 — Keras's layout; an array
@@ -198,7 +198,7 @@ class ImageSet:
     def __len__(self) -> int:
         return len(self.labels)
 
-    def subset(self, indices: np.ndarray | torch.Tensor) -> "ImageSet":
+    def subset(self, indices: np.ndarray | torch.Tensor) -> ImageSet:
         indices = torch.as_tensor(indices, dtype=torch.long)
         return ImageSet(self.images[indices], self.labels[indices], self.classes)
 

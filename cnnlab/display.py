@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import base64
 import html
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 
 def escape(value: Any) -> str:

@@ -14,8 +14,9 @@ import contextlib
 import gc
 import os
 import warnings
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Callable, Iterator, TypeVar
+from typing import TypeVar
 
 import torch
 import torch.distributed as dist

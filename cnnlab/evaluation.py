@@ -9,9 +9,10 @@ from __future__ import annotations
 import csv
 import io
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -241,7 +242,7 @@ def plot_mistakes(mistakes: list[Mistake], test: ImageSet, path: Path, columns: 
     save_figure(figure, path)
 
 
-def format_scores(evaluation: Evaluation) -> "Table":
+def format_scores(evaluation: Evaluation) -> Table:
     """Per-class precision, recall and F1 with support, then the macro and weighted F1."""
     from rich.table import Table
 

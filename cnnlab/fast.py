@@ -22,8 +22,8 @@ import ctypes
 import functools
 import sys
 import warnings
+from collections.abc import Callable, Iterator
 from dataclasses import replace
-from typing import Callable, Iterator
 
 import torch
 import torch.nn.functional as F

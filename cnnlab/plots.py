@@ -4,8 +4,8 @@ matplotlib figure (closed: a notebook shows it once, as the cell's value) and, g
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import matplotlib
 

@@ -76,7 +76,7 @@ class Recipe:
             object.__setattr__(self, f.name, check_type(f.name, getattr(self, f.name)))  # an int passes for a float
         validate(self)
 
-    def resolved(self) -> "Recipe":
+    def resolved(self) -> Recipe:
         """The recipe with defaults that depend on other fields filled in (the learning rate)."""
         if self.lr is None:
             return replace(self, lr=OPTIMIZERS[self.optimizer])

@@ -10,6 +10,7 @@ import math
 import torch
 from torch import nn
 
+
 def lr_factor(step: int, total_steps: int, schedule: str, warmup: float = 0.0, lr_end: float = 0.0) -> float:
     """The learning rate at ``step`` (counted from 0) as a fraction of the recipe's ``lr``.
 

@@ -148,7 +148,7 @@ class FairShare:
                 self._on_change(wanted)
             self.fewest = min(self.fewest, wanted)
 
-    def __enter__(self) -> "FairShare":
+    def __enter__(self) -> FairShare:
         return self
 
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import cifar_batch_bytes, idx_bytes
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
@@ -27,12 +28,11 @@ from hypothesis.extra import numpy as hnp
 from cnnlab import data
 from cnnlab.checkpoint import load_checkpoint, save_checkpoint
 from cnnlab.errors import CnnlabError, UsageError
+from cnnlab.files import write_json
 from cnnlab.models import create_model
 from cnnlab.recipes import Recipe, get_recipe, parse_value, recipe_from_dict, with_overrides
-from cnnlab.files import write_json
 from cnnlab.runs import ModelInfo, load_run, save_weights
 from cnnlab.train import start_state
-from conftest import cifar_batch_bytes, idx_bytes
 
 # Modest, so the whole suite stays quick; CNNLAB_FUZZ_EXAMPLES=5000 searches longer.
 FUZZ = settings(max_examples=int(os.environ.get("CNNLAB_FUZZ_EXAMPLES", 300)), deadline=None,

@@ -8,10 +8,10 @@ import sys
 import numpy as np
 import pytest
 import torch
+from conftest import REPO
 from matplotlib.figure import Figure
 
 import cnnlab
-from conftest import REPO
 from cnnlab import plots
 from cnnlab.data import ImageSet
 from cnnlab.errors import CnnlabError

@@ -7,8 +7,8 @@ import re
 import pytest
 import torch
 
-from cnnlab.models import MODELS, count_params, create_model, summarize
 from cnnlab.errors import CnnlabError
+from cnnlab.models import MODELS, count_params, create_model, summarize
 
 SHAPES = [(1, 28, 28), (3, 32, 32)]
 

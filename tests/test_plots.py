@@ -4,8 +4,8 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import pytest
 
-from cnnlab.plots import plot_curves
 from cnnlab.history import EpochResult
+from cnnlab.plots import plot_curves
 
 
 @pytest.mark.parametrize("epochs", [1, 2, 3])
