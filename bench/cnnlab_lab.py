@@ -37,7 +37,8 @@ def main() -> None:
     test_metrics = evaluate(model, test, recipe, device)
     print(json.dumps({
         "epoch_seconds": [row.seconds for row in history], "val_accuracy": history[-1].val_accuracy,
-        "test_accuracy": test_metrics["accuracy"], "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "test_accuracy": test_metrics["accuracy"],
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "versions": f"cnnlab on torch {torch.__version__}, {torch.get_num_threads()} threads",
     }))
 

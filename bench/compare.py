@@ -124,7 +124,8 @@ def run_cnnlab(runner: str, device: str, recipe_name: str, data: Path, epochs: i
     """``runner`` is an engine, or an engine and a mixed precision: ``fast+bf16``."""
     engine, _, precision = runner.partition("+")
     out = run_json([sys.executable, str(BENCH / "cnnlab_lab.py"), "--data", str(data), "--recipe", recipe_name,
-                    "--epochs", str(epochs), "--engine", engine, "--autocast", precision or "off", "--device", device], {})
+                    "--epochs", str(epochs), "--engine", engine, "--autocast", precision or "off",
+                    "--device", device], {})
     return Result(recipe_name, runner_label(runner), **out)
 
 
@@ -151,7 +152,8 @@ def time_cli(recipe_name: str, device: str, runner: str, fashion_dir: Path | Non
 # ---------------------------------------------------------------------------------------------------------
 def table(results: list[Result], device: str, reference: str) -> str:
     """One row per recipe and runner; "×" is how many times faster than the recipe's ``reference`` runner."""
-    rows = ["| recipe | device | runner | s/epoch | total s | × vs " + reference + " | val acc | test acc | peak RSS MB |",
+    rows = ["| recipe | device | runner | s/epoch | total s | × vs " + reference
+            + " | val acc | test acc | peak RSS MB |",
             "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for result in results:
         base = [r for r in results if r.recipe == result.recipe and r.runner == reference]
@@ -197,12 +199,15 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3, help="epochs per run (default 3; the labs use 10)")
     parser.add_argument("--recipes", default="mnist-mlp,mnist-cnn,fashion-cnn,cifar10-cnn")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
-    parser.add_argument("--keras", default=None, help="Keras variants, comma-separated, of: " + ", ".join(KERAS_VARIANTS)
+    parser.add_argument("--keras", default=None,
+                        help="Keras variants, comma-separated, of: " + ", ".join(KERAS_VARIANTS)
                         + " (default: installed,onednn on a CPU, jax on a GPU); 'none' skips Keras")
-    parser.add_argument("--engines", default=None, help="cnnlab engines, each optionally with a mixed precision: fast+bf16 "
+    parser.add_argument("--engines", default=None,
+                        help="cnnlab engines, each optionally with a mixed precision: fast+bf16 "
                         "(default: fast,plain on a CPU, fast,graph on a GPU)")
     parser.add_argument("--repeat", type=int, default=1, help="run everything this many times, interleaved")
-    parser.add_argument("--keras-python", help="a Python with Keras installed (default: bench/.venv-keras, made if missing)")
+    parser.add_argument("--keras-python",
+                        help="a Python with Keras installed (default: bench/.venv-keras, made if missing)")
     parser.add_argument("--mnist-dir", type=Path, default=MNIST_SAMPLE)
     parser.add_argument("--fashion-dir", type=Path, help="Fashion-MNIST's folder (default: where cnnlab finds it)")
     parser.add_argument("--cli", action="store_true", help="also time the whole `cnnlab train fashion-cnn` command")

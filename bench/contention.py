@@ -45,7 +45,8 @@ RUNNERS = {  # name → (label, environment added to the user's)
 def subset(data: Path, train_images: int) -> Path:
     """The split's first ``train_images`` training images, a quarter as many validation images, all the test."""
     arrays = dict(np.load(data))
-    arrays["train_images"], arrays["train_labels"] = arrays["train_images"][:train_images], arrays["train_labels"][:train_images]
+    arrays["train_images"] = arrays["train_images"][:train_images]
+    arrays["train_labels"] = arrays["train_labels"][:train_images]
     n_val = max(1, train_images // 4)
     arrays["val_images"], arrays["val_labels"] = arrays["val_images"][:n_val], arrays["val_labels"][:n_val]
     path = data.with_name(f"{data.stem}-{train_images}.npz")

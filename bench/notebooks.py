@@ -29,7 +29,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--data", action="append", default=[], metavar="NAME=FOLDER")
-    parser.add_argument("notebooks", nargs="*", help="stems, in the order to run them, e.g. 04-fashion-cnn (default: all)")
+    parser.add_argument("notebooks", nargs="*",
+                        help="stems, in the order to run them, e.g. 04-fashion-cnn (default: all)")
     args = parser.parse_args()
     data = dict(item.split("=", 1) for item in args.data)
     with tempfile.TemporaryDirectory() as folder:

@@ -104,7 +104,8 @@ def bench_recipe(name: str, seeds: range, data_dir: str | None, device_choice: s
         runs.append(run)
         print(f"  {name} seed {seed}: validation accuracy {run['val_accuracy']:.4f}, test accuracy "
               f"{run['accuracy']:.4f}, training {run['train_s']:.1f} s "
-              f"(+{run['validation_s']:.1f} s validation), {run['cpu_s']:.0f} s of CPU in training, load average {load:.1f}",
+              f"(+{run['validation_s']:.1f} s validation), {run['cpu_s']:.0f} s of CPU in training, "
+              f"load average {load:.1f}",
               file=sys.stderr, flush=True)
     accuracy = mean_sd([100 * r["accuracy"] for r in runs], 2)
     seconds = mean_sd([r["train_s"] for r in runs], 1 if device.type == "cpu" else 2)

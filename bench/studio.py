@@ -230,14 +230,16 @@ def main() -> int:
 
     fives = sum(n for s, n in counts.items() if not isinstance(s, int) or s >= 500)
     total = sum(counts.values())
-    print(f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, load average {Path('/proc/loadavg').read_text().split()[:3]}")
+    print(f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, "
+          f"load average {Path('/proc/loadavg').read_text().split()[:3]}")
     print("\n| measure | goal | measured |\n|---|---|---|")
     print(f"| look (prediction + every layer), Fashion lab, server-side median | ≤ 50 ms | {server_ms:.1f} ms "
           f"(round trip {trip_ms:.1f} ms, {args.repeat} looks) |")
     print(f"| page DOMContentLoaded, median of {args.loads} fresh loads | ≤ 500 ms | "
           + ("no chromium |" if dcl is None else f"{dcl:.0f} ms |"))
     print(f"| one CIFAR-lab image's look on the wire (gzip) | ≤ 200 KB | {smooth_bytes[0] / 1000:.0f} KB picture, "
-          f"{noise_bytes[0] / 1000:.0f} KB noise (plain JSON {smooth_bytes[1] / 1000:.0f} / {noise_bytes[1] / 1000:.0f} KB) |")
+          f"{noise_bytes[0] / 1000:.0f} KB noise "
+          f"(plain JSON {smooth_bytes[1] / 1000:.0f} / {noise_bytes[1] / 1000:.0f} KB) |")
     print(f"| load test: {args.clients} clients × {args.requests:,} requests | no 5xx, answers after | "
           f"{fives} 5xx or broken of {total:,} in {seconds:.0f} s; answers after: {'yes' if alive else 'NO'} |")
     print(f"| server memory growth over the load test | ≤ 100 MB | {after - before:+.1f} MB "

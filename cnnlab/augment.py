@@ -32,13 +32,14 @@ class Normalization:
 
     def apply(self, inputs: torch.Tensor) -> torch.Tensor:
         """Standardise float inputs in [0, 1] (N, C, H, W), in place."""
-        mean, std = self._on(inputs.device)
+        mean, std = _statistics_on(self.mean, self.std, inputs.device)
         return inputs.sub_(mean).div_(std)
 
-    @functools.cache  # once per device, not a host-to-device copy per batch
-    def _on(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        return (torch.tensor(self.mean, device=device).view(1, -1, 1, 1),
-                torch.tensor(self.std, device=device).view(1, -1, 1, 1))
+
+@functools.cache  # once per statistics and device, not a host-to-device copy per batch
+def _statistics_on(mean: tuple[float, ...], std: tuple[float, ...],
+                   device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    return (torch.tensor(mean, device=device).view(1, -1, 1, 1), torch.tensor(std, device=device).view(1, -1, 1, 1))
 
 
 # ---------------------------------------------------------------------------------------------------------

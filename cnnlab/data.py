@@ -215,9 +215,11 @@ def _to_uint8(images: np.ndarray) -> np.ndarray:
         return images
     if images.dtype.kind in "iu" and images.size and 0 <= images.min() and images.max() <= 255:
         return images.astype(np.uint8)
-    if images.dtype.kind == "f" and images.size and np.isfinite(images).all() and 0 <= images.min() <= images.max() <= 1:
+    if (images.dtype.kind == "f" and images.size and np.isfinite(images).all()
+            and 0 <= images.min() <= images.max() <= 1):
         return np.rint(images * 255).astype(np.uint8)
-    found = f"values {images.min()}–{images.max()}" if images.size and images.dtype.kind in "iuf" else "no usable values"
+    usable = images.size and images.dtype.kind in "iuf"
+    found = f"values {images.min()}–{images.max()}" if usable else "no usable values"
     raise CnnlabError(f"images of dtype {images.dtype} with {found}; pass uint8 0–255 or floats in [0, 1] "
                       "(divide by 255)")
 

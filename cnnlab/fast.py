@@ -3,8 +3,9 @@
 - ``plain``: the model's modules as written, PyTorch's defaults; the reference the others must match.
 - ``fast`` (the default): the same sums with fewer passes over memory. On the CPU the first block of
   the one-convolution networks — Conv2D(3×3, same) → ReLU → MaxPool(2×2) — is one matrix product (below),
-  other ReLU → MaxPool pairs pool first, and convolutional networks are channels-last; the optimiser is PyTorch's fused kernel where it has one; on CUDA matrix products use TF32, as
-  TensorFlow does, and evaluation runs in large batches.
+  other ReLU → MaxPool pairs pool first, and convolutional networks are channels-last; the optimiser is
+  PyTorch's fused kernel where it has one; on CUDA matrix products use TF32, as TensorFlow does, and
+  evaluation runs in large batches.
 - ``graph``: ``fast``, with each full training batch replayed as one CUDA graph (CUDA only).
 
 The fused block: each pooled output depends on a 4×4 window of the image, so the four convolution

@@ -123,8 +123,8 @@ def plot_probabilities(image: torch.Tensor, probabilities: torch.Tensor, classes
     values = probabilities.tolist()
     best = max(range(len(values)), key=values.__getitem__)
     right.barh(range(len(values)), values, color=["crimson" if i == best else "steelblue" for i in range(len(values))])
-    right.set_yticks(range(len(values)), [f"[{i}] {name}" if name != str(i) else name for i, name in enumerate(classes)],
-                     fontsize=8)
+    labels = [f"[{i}] {name}" if name != str(i) else name for i, name in enumerate(classes)]
+    right.set_yticks(range(len(values)), labels, fontsize=8)
     right.invert_yaxis()
     right.set_xlim(0, 1)
     right.set_xlabel("probability")

@@ -29,7 +29,8 @@ OPTIMIZERS = {  # name → Keras's default learning rate, taken when a recipe le
 SCHEDULES = ("constant", "linear", "cosine")  # cnnlab.schedule
 TTA_MODES = ("none", "flip", "flip-translate")  # cnnlab.augment
 AUTOCASTS = ("auto", "off", "bf16", "fp16")  # cnnlab.device: the forward pass's mixed precision; auto: cnnlab.fast
-ENGINES = ("auto", "fast", "plain", "graph")  # cnnlab.fast says what each does; auto: graph on CUDA where it can, else fast
+# cnnlab.fast says what each does; auto: graph on CUDA where it can, else fast
+ENGINES = ("auto", "fast", "plain", "graph")
 
 
 @dataclass(frozen=True)
@@ -63,7 +64,8 @@ class Recipe:
     lr_end: float = 0.0  # learning rate at the last step, as a fraction of lr (linear and cosine)
     norm_lr_scale: float = 1.0  # BatchNorm parameters' learning rate as a multiple of lr (airbench's bias_scaler)
     ema: float = 0.0  # per-step decay of the weight average that is validated, tested and saved; 0: off
-    norm_stats: int = 0  # images: BatchNorm statistics taken afresh from this many training images before each validation; 0: off
+    norm_stats: int = 0  # images: BatchNorm statistics taken afresh from this many training images before each
+    #                      validation; 0: off
     tta: str = "none"  # test-time augmentation: none, flip (image + mirror), flip-translate (also ±1 pixel)
     autocast: str = "off"  # off, bf16, fp16 (CUDA only), or auto: bf16 where the device computes it natively, else off
     channels_last: bool = False  # NHWC memory layout, which cuDNN and oneDNN convolve faster
@@ -199,10 +201,10 @@ RECIPES: dict[str, Recipe] = {
     )
 }
 
-# Beyond the tutorial. On a CPU: a small BatchNorm network, bf16 where the CPU has it, a triangle schedule, mirrored training
-# images and mirrored test-time copies; tuned on the validation split of Fashion-MNIST (8 epochs: 93.99 %
+# Beyond the tutorial. On a CPU: a small BatchNorm network, bf16 where the CPU has it, a triangle schedule, mirrored
+# training images and mirrored test-time copies; tuned on the validation split of Fashion-MNIST (8 epochs: 93.99 %
 # validation accuracy over 2 seeds, against 93.73 % for 5 epochs and 93.78 % for 8 with 1-pixel shifts).
-CPU_FAST = dict(
+CPU_FAST: dict[str, Any] = dict(  # Recipe fields, so Any: each value has its own field's type
     model="bn-cnn", epochs=8, batch_size=256, optimizer="sgd", lr=0.1, momentum=0.9, nesterov=True,
     weight_decay=5e-4, label_smoothing=0.1, loss_clip=0.0, normalize=True, flip=True, schedule="linear",
     warmup=0.2, tta="flip", autocast="auto", channels_last=True,
@@ -211,7 +213,7 @@ CPU_FAST = dict(
 # rate 11.5 per 1024 examples with Nesterov momentum 0.85 is 1.5 for a mean loss over a batch of 1024; its
 # decoupled weight decay 0.0153 per 1024 examples is 0.00133 at that rate. Not reproduced: its lookahead
 # averaging, its alternating flips, its whitening bias frozen after 3 epochs, pure fp16 weights, 9.9 epochs.
-AIRBENCH = dict(
+AIRBENCH: dict[str, Any] = dict(
     model="airbench", epochs=10, batch_size=1024, optimizer="sgd", lr=1.5, momentum=0.85, nesterov=True,
     weight_decay=0.00133, norm_lr_scale=64.0, label_smoothing=0.2, loss_clip=0.0, normalize=True, flip=True,
     translate=2, schedule="linear", warmup=0.23, lr_end=0.07, tta="flip-translate", autocast="auto",

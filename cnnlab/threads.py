@@ -59,7 +59,8 @@ def configure(environ: os._Environ[str] | dict[str, str] = os.environ) -> dict[s
     """Set OpenMP's thread count in ``environ`` unless the user has; returns and records the choice (with any wait
     policy the user set). Too late once torch is imported: then only ``CHOICE["note"]`` changes."""
     ours = set(environ.get(CHOSEN, "").split(","))  # what a parent cnnlab set is not the user's choice
-    user = {name: environ[name] for name in ("OMP_NUM_THREADS", *WAIT_VARIABLES) if name in environ and name not in ours}
+    user = {name: environ[name] for name in ("OMP_NUM_THREADS", *WAIT_VARIABLES)
+            if name in environ and name not in ours}
     chosen = []
     choice: dict[str, object] = {"adaptive": "OMP_NUM_THREADS" not in user}
     if "OMP_NUM_THREADS" in user:

@@ -51,8 +51,9 @@ OPTIMIZERS: dict[str, OptimizerKind] = {
                                                                **o), fused=FUSED_SINCE_2_4, capturable=True),
     "nadam": OptimizerKind(lambda p, r, **o: torch.optim.NAdam(p, lr=r.lr, eps=r.eps, weight_decay=r.weight_decay,
                                                                **o), capturable=True),
-    "rmsprop": OptimizerKind(lambda p, r, **o: torch.optim.RMSprop(p, lr=r.lr, alpha=0.9, eps=r.eps, momentum=r.momentum,
-                                                                   weight_decay=r.weight_decay, **o), capturable=True),
+    "rmsprop": OptimizerKind(lambda p, r, **o: torch.optim.RMSprop(p, lr=r.lr, alpha=0.9, eps=r.eps,
+                                                                   momentum=r.momentum, weight_decay=r.weight_decay,
+                                                                   **o), capturable=True),
     "adagrad": OptimizerKind(lambda p, r, **o: torch.optim.Adagrad(p, lr=r.lr, eps=r.eps, weight_decay=r.weight_decay,
                                                                    initial_accumulator_value=0.1, **o),
                              fused=(("cpu", "2.4"), ("cuda", "2.14"))),  # 2.11's docs: 'CPU only'; 2.14's: CUDA too

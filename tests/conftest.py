@@ -72,8 +72,8 @@ def make_idx_dataset(folder: Path, n_train: int = 240, n_test: int = 60, seed: i
 def cifar_batch_bytes(images: np.ndarray, labels: np.ndarray) -> bytes:
     """One CIFAR-10 batch as the Python version ships it: a pickled dict with N×3072 uint8 'data'."""
     return pickle.dumps({"batch_label": "fake batch", "labels": [int(v) for v in labels],
-                         "data": images.reshape(len(images), -1), "filenames": [f"{i}.png" for i in range(len(labels))]},
-                        protocol=2)
+                         "data": images.reshape(len(images), -1),
+                         "filenames": [f"{i}.png" for i in range(len(labels))]}, protocol=2)
 
 
 def make_cifar_dataset(folder: Path, n_per_batch: int = 40, seed: int = 0) -> Path:

@@ -14,7 +14,8 @@ def test_normalization_is_the_training_split_per_channel():
     images[:, 1] = 255
     images[:2, 0] = 255  # channel 0: half the images white, half black
     norm = Normalization.of(images)
-    assert norm.mean == pytest.approx((0.5, 1.0)) and norm.std == pytest.approx((0.5, 1 / 255))  # a constant channel: one grey level
+    assert norm.mean == pytest.approx((0.5, 1.0))
+    assert norm.std == pytest.approx((0.5, 1 / 255))  # a constant channel: one grey level
     inputs = images.float() / 255
     standardised = Normalization((0.5, 0.5), (0.25, 0.5)).apply(inputs.clone())
     assert torch.allclose(standardised[:, 0], (inputs[:, 0] - 0.5) / 0.25)

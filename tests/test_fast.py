@@ -292,7 +292,8 @@ def test_fp16_backward_runs_on_a_scaled_loss_and_steps_on_unscaled_gradients(mon
         model = create_model("mlp", (1, 28, 28), 10)
         before = model.dense_1.weight.detach().clone()
         seen = gradients.setdefault(precision, [])
-        model.dense_1.weight.register_post_accumulate_grad_hook(lambda p: seen.append(p.grad.abs().max().item()))
+        model.dense_1.weight.register_post_accumulate_grad_hook(
+            lambda p, seen=seen: seen.append(p.grad.abs().max().item()))
         fit(model, data, data, recipe, "cpu", verbose=False)
         moves[precision] = model.dense_1.weight.detach() - before
     assert gradients["fp16"][0] / gradients["off"][0] == pytest.approx(2.0 ** 16, rel=1e-2)  # the backward's

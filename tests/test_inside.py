@@ -77,7 +77,8 @@ def test_every_convolution_value_is_its_patch_times_kernel_plus_bias(model_name)
             assert (torch.tensor(v.patch)[:, torch.tensor(v.padded)] == 0).all()  # padding is zeros
             following = names[names.index(layer) + 1:]
             for step, name in zip(v.steps, following):  # the steps are the next layers, value by value
-                assert step.name == name and step.value == pytest.approx(float(layers[name][channel, row, col]), abs=1e-6)
+                assert step.name == name
+                assert step.value == pytest.approx(float(layers[name][channel, row, col]), abs=1e-6)
             if v.pool is not None:
                 pooled = layers[v.pool.name][channel]
                 assert v.pool.value == pytest.approx(float(pooled[v.pool.position]), abs=1e-6)

@@ -72,7 +72,8 @@ def test_from_arrays_refuses_what_it_cannot_read_in_one_line(images, labels, mes
 
 
 @pytest.mark.parametrize("images, labels, message", [
-    (torch.zeros(4, 28, 28, dtype=torch.uint8), torch.zeros(4, dtype=torch.long), r"uint8 tensor \(N, C, H, W\), not Tensor uint8 of shape \(4, 28, 28\)"),
+    (torch.zeros(4, 28, 28, dtype=torch.uint8), torch.zeros(4, dtype=torch.long),
+     r"uint8 tensor \(N, C, H, W\), not Tensor uint8 of shape \(4, 28, 28\)"),
     (torch.zeros(4, 1, 28, 28), torch.zeros(4, dtype=torch.long), r"not Tensor float32 of shape"),
     (np.zeros((4, 1, 28, 28), np.uint8), torch.zeros(4, dtype=torch.long), r"not ndarray uint8.*from_arrays"),
     (torch.zeros(4, 1, 28, 28, dtype=torch.uint8), torch.zeros(4, 10), r"labels must be an int64 tensor"),

@@ -93,8 +93,9 @@ def test_notebook_runs(path, tmp_path, kernel_path, monkeypatch):
     client.execute()  # raises CellExecutionError, naming the cell, on any error
 
     outputs = [output for cell in notebook.cells if cell.cell_type == "code" for output in cell.outputs]
-    shown = [output.get("text") or output.get("data", {}).get("text/html") or output.get("data", {}).get("text/plain", "")
-             for output in outputs]  # what a notebook displays of each: the text, else its HTML, else plain text
+    # what a notebook displays of each output: the text, else its HTML, else plain text
+    shown = [output.get("text") or output.get("data", {}).get("text/html")
+             or output.get("data", {}).get("text/plain", "") for output in outputs]
     assert not [text for text in shown if "\x1b[" in text]  # rich drew for Jupyter, not a terminal's escape codes
     assert not [output for output in outputs if output.get("name") == "stderr"], "nothing written to stderr"
     if path.stem != "01-images":

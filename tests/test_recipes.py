@@ -18,7 +18,8 @@ def test_every_recipe_is_valid_and_names_real_things(name):
 
 def test_tutorial_defaults():
     fashion = get_recipe("fashion-cnn").resolved()
-    assert (fashion.optimizer, fashion.lr, fashion.eps, fashion.batch_size, fashion.epochs) == ("adam", 1e-3, 1e-7, 128, 10)
+    assert ((fashion.optimizer, fashion.lr, fashion.eps, fashion.batch_size, fashion.epochs)
+            == ("adam", 1e-3, 1e-7, 128, 10))
     assert (fashion.val_fraction, fashion.split_seed) == (0.2, 9)
     mnist = get_recipe("mnist-mlp").resolved()
     assert (mnist.optimizer, mnist.lr, mnist.momentum) == ("sgd", 0.01, 0.0)

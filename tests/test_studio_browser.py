@@ -822,7 +822,8 @@ def test_a_run_with_test_time_augmentation_explains_the_mean_its_answer_comes_fr
     with running_studio(folder) as url:
         open_inside(page, url, path, run="tta")
         expect(page.locator('.layer[data-name="tta"] .note')).to_contain_text("mirror")
-        shares = page.eval_on_selector_all("#softmax-table tr[data-class]", "rows => rows.map(r => Number(r.dataset.share))")
+        shares = page.eval_on_selector_all("#softmax-table tr[data-class]",
+                                           "rows => rows.map(r => Number(r.dataset.share))")
         assert shares == pytest.approx(logits.softmax(0).tolist(), abs=1e-7)  # softmax of the mean, not of one pass
         expect(page.locator("#softmax-note")).to_contain_text("The logits are tta's")
         assert page.locator('.logit[data-class="0"]').is_disabled()  # a mean: no layer to open
