@@ -274,12 +274,13 @@ def locate(spec: DatasetSpec, data_dir: str | os.PathLike | None = None,
     files = spec.train_files + spec.test_files
     for directory in search_dirs(spec, data_dir):
         found = {f.name: _find_file(directory, f) for f in files}
-        if all(found.values()):
+        paths = {name: path for name, path in found.items() if path is not None}
+        if len(paths) == len(found):
             if directory.is_relative_to(cache_root()):  # we wrote these: they must be what we verified
                 for f in files:
-                    if found[f.name].name == f.name:
-                        verify_md5(found[f.name], f.md5, fix="delete it and run again to download it afresh")
-            return directory, found  # type: ignore[return-value]
+                    if paths[f.name].name == f.name:
+                        verify_md5(paths[f.name], f.md5, fix="delete it and run again to download it afresh")
+            return directory, paths
     target = cache_root() / spec.name
     if not download:
         raise CnnlabError(_missing_message(spec, target, "downloads are off"))
@@ -443,7 +444,9 @@ class _Array:
     array: np.ndarray | None = None
 
     def __setstate__(self, state: object) -> None:
-        _version, shape, dtype, fortran, raw = state  # type: ignore[misc]  # a bad state raises, and is refused
+        if not (isinstance(state, tuple) and len(state) == 5):
+            raise pickle.UnpicklingError("an array's state is malformed")
+        _version, shape, dtype, fortran, raw = state
         if not (isinstance(shape, tuple) and all(type(n) is int and n >= 0 for n in shape)
                 and isinstance(dtype, _Dtype) and isinstance(fortran, bool) and isinstance(raw, (bytes, str))):
             raise pickle.UnpicklingError("an array's state is malformed")
@@ -474,7 +477,7 @@ class _BatchUnpickler(pickle.Unpickler):
         ("_codecs", "encode"): _encode,  # how Python 3 writes bytes under pickle protocol 2
     }
 
-    def find_class(self, module: str, name: str):  # type: ignore[override]
+    def find_class(self, module: str, name: str):
         try:
             return self.GLOBALS[module, name]
         except KeyError:

@@ -143,6 +143,8 @@ def data_parallel(model: nn.Module, recipe: Recipe, device: torch.device) -> Cal
 class _Forward(nn.Module):
     """The model's parameters with the engine's forward, which may call its layers directly, as one module."""
 
+    engine_forward: Callable[[torch.Tensor], torch.Tensor]
+
     def __init__(self, model: nn.Module, forward: Callable[[torch.Tensor], torch.Tensor]):
         super().__init__()
         self.model = model  # registers the parameters DDP averages and the buffers it broadcasts

@@ -100,7 +100,9 @@ def export_onnx(run_dir: str | os.PathLike, output: str | os.PathLike | None = N
     # compares the graph's numbers with cnnlab's, at another batch size than the traced one.
     with warnings.catch_warnings(), torch.inference_mode():
         warnings.simplefilter("ignore")
-        torch.onnx.export(pipeline, (example,), buffer, dynamo=False, opset_version=OPSET,
+        # The ignore: torch types ``f`` as a path, though the TorchScript exporter writes to a file object too.
+        torch.onnx.export(pipeline, (example,), buffer,  # type: ignore[arg-type]
+                          dynamo=False, opset_version=OPSET,
                           input_names=["images"], output_names=["probabilities", "logits"],
                           dynamic_axes=None if batch else {name: {0: "batch"} for name in
                                                            ("images", "probabilities", "logits")})

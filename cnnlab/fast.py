@@ -154,6 +154,7 @@ def forward_fn(model: nn.Module, device: torch.device, engine: str) -> Callable[
     def forward(images: torch.Tensor) -> torch.Tensor:
         # The fused block gives no image gradient (saliency asks for one) and pools even sizes only.
         if head and not images.requires_grad and images.shape[-1] % 2 == 0 and images.shape[-2] % 2 == 0:
+            assert isinstance(conv, nn.Conv2d) and conv.bias is not None  # as fusable() checked
             images, rest = conv_relu_pool(images, conv.weight, conv.bias), layers[3:]
         else:
             rest = layers
@@ -201,8 +202,8 @@ def native_bf16(device: torch.device) -> bool:
         return torch.cuda.is_bf16_supported()
     if device.type != "cpu":
         return True  # MPS and others: nothing to ask, so nothing to warn about
-    probes = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
-    probes = [probe for probe in probes if probe is not None]  # private in PyTorch: absent in some versions
+    found = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    probes = [probe for probe in found if probe is not None]  # private in PyTorch: absent in some versions
     return not probes or any(probe() for probe in probes)
 
 

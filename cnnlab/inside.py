@@ -111,12 +111,13 @@ def explain_value(run: Source, image: torch.Tensor, layer: str, channel: int, ro
     shown as the convolution used it, rounded to bf16, and the sum is rounded once more to give the value."""
     inputs, traced, _ = Inference.of(run).trace(image)
     names = [name for name, _, _ in traced]
-    if layer not in names or not isinstance(traced[names.index(layer)][1], nn.Conv2d):
+    conv = traced[names.index(layer)][1] if layer in names else None
+    if not isinstance(conv, nn.Conv2d):
         convs = [name for name, module, _ in traced if isinstance(module, nn.Conv2d)]
         raise CnnlabError(f"layer {layer!r}: not a convolution of this network; choose one of "
                           f"{', '.join(convs) or '(none: it has no convolution)'}")
     index = names.index(layer)
-    conv, computed = traced[index][1], traced[index][2][0]
+    computed = traced[index][2][0]
     output = computed.float().cpu()  # (K, H, W)
     if not (0 <= channel < output.shape[0] and 0 <= row < output.shape[1] and 0 <= col < output.shape[2]):
         raise CnnlabError(f"({channel}, {row}, {col}): outside {layer}'s output of shape "
@@ -150,14 +151,16 @@ def explain_value(run: Source, image: torch.Tensor, layer: str, channel: int, ro
                             steps, pool, conv.bias is not None)
 
 
-def _pool_window(name: str, pool: nn.Module, before: torch.Tensor, after: torch.Tensor, row: int, col: int
+def _pool_window(name: str, pool: nn.MaxPool2d | nn.AvgPool2d | nn.AdaptiveMaxPool2d | nn.AdaptiveAvgPool2d,
+                 before: torch.Tensor, after: torch.Tensor, row: int, col: int
                  ) -> PoolWindow | None:
     """The window of ``pool`` that holds (``row``, ``col``) of its input map ``before`` (H, W); None when the
     windows overlap or leave the pixel out (an odd edge that floor mode drops)."""
     if isinstance(pool, (nn.AdaptiveMaxPool2d, nn.AdaptiveAvgPool2d)):
         if after.shape[-2:] != (1, 1):
             return None
-        size, stride = before.shape, before.shape
+        size: tuple[int, ...] = before.shape
+        stride: tuple[int, ...] = before.shape
     else:
         size = (pool.kernel_size,) * 2 if isinstance(pool.kernel_size, int) else tuple(pool.kernel_size)
         stride = (pool.stride,) * 2 if isinstance(pool.stride, int) else tuple(pool.stride)

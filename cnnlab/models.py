@@ -156,6 +156,8 @@ class AirbenchNet(nn.Sequential):
     """airbench94's network (Keller Jordan, 2024): a frozen 2×2 patch-whitening convolution, three conv groups
     and a linear head on the global max. ``init_from_data`` sets the whitening from training images."""
 
+    whiten: nn.Conv2d  # the first layer, by name
+
     def __init__(self, in_shape: Shape, num_classes: int, widths: tuple[int, int, int] = (64, 256, 256)):
         channels = in_shape[0]
         whiten_width = 2 * channels * 2 * 2  # every 2×2 patch direction, and its negative
@@ -170,6 +172,7 @@ class AirbenchNet(nn.Sequential):
             head=nn.Linear(widths[2], num_classes, bias=False),
             scale=Mul(1 / 9),
         ))
+        assert self.whiten.bias is not None  # made with bias=True
         nn.init.zeros_(self.whiten.bias)
         self.whiten.weight.requires_grad_(False)
 
@@ -214,7 +217,9 @@ def create_model(name: str, in_shape: Shape, num_classes: int) -> nn.Module:
     except KeyError:
         raise CnnlabError(f"unknown model {name!r}: choose one of {', '.join(MODELS)}") from None
     model = builder(tuple(in_shape), num_classes)  # type: ignore[arg-type]
-    model.in_shape = tuple(in_shape)  # what check_input compares the data with: not a weight, not saved
+    # What check_input compares the data with: not a weight, not saved. The ignore: torch types a module's
+    # attributes as Tensor | Module (its __getattr__), though any value may be set as a plain attribute.
+    model.in_shape = tuple(in_shape)  # type: ignore[assignment]
     return model
 
 

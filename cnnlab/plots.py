@@ -78,7 +78,7 @@ def epoch_axis(axis) -> None:
     axis.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
 
 
-def plot_curves(history: list[EpochResult], metric: str, path: Path | None = None) -> Figure:
+def plot_curves(history: Sequence[EpochResult], metric: str, path: Path | None = None) -> Figure:
     """Train and validation ``metric`` ('accuracy' or 'loss') per epoch, labelled as they are."""
     epochs = [row.epoch for row in history]
     figure, axis = plt.subplots(figsize=(5, 3.5))

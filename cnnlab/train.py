@@ -65,6 +65,7 @@ def make_optimizer(recipe: Recipe, model: nn.Module) -> torch.optim.Optimizer:
     _no_triton_without_gpu()
     kind = OPTIMIZERS[recipe.optimizer]
     device = next(model.parameters()).device
+    assert recipe.lr is not None  # resolved() filled it in
     groups = param_groups(model, recipe.lr, recipe.weight_decay, recipe.norm_lr_scale)
     return kind.build(groups, recipe, **fast.optimizer_options(kind, recipe.engine, device.type))
 
@@ -78,7 +79,9 @@ def _no_triton_without_gpu() -> None:
     Triton: the same kernels, the same numbers.
     """
     if "triton" not in sys.modules and not torch.cuda.is_available() and not torch.xpu.is_available():
-        sys.modules["triton"] = None  # `import triton` raises ImportError, as where it is not installed
+        # `import triton` raises ImportError, as where it is not installed. The ignore: None in sys.modules is
+        # Python's documented way to block an import, which typeshed's dict[str, ModuleType] leaves out.
+        sys.modules["triton"] = None  # type: ignore[assignment]
 
 
 def use_deterministic_algorithms() -> None:
@@ -130,7 +133,10 @@ class TrainState:
 
 def place(model: nn.Module, recipe: Recipe, device: torch.device) -> nn.Module:
     """The model on ``device``, in the memory layout the recipe and its engine ask for."""
-    return model.to(device, memory_format=fast.memory_format(model, device, recipe.engine, recipe.channels_last))
+    layout = fast.memory_format(model, device, recipe.engine, recipe.channels_last)
+    # The ignore: Module.to takes a device and a memory_format together (torch._C._nn._parse_to), though its
+    # typed overloads offer memory_format only alone.
+    return model.to(device, memory_format=layout)  # type: ignore[call-overload]
 
 
 def batch_bounds(n: int, batch_size: int, processes: int = 1) -> list[int]:
@@ -157,8 +163,9 @@ def start_state(model: nn.Module, recipe: Recipe, train: ImageSet, device: torch
         use_deterministic_algorithms()
     place(model, recipe, device)
     normalization = Normalization.of(train.images) if recipe.normalize else None
-    if hasattr(model, "init_from_data"):  # from the first 5,000 training images, as airbench does
-        model.init_from_data(to_input(train.images[:5000].to(device), normalization))
+    init_from_data = getattr(model, "init_from_data", None)
+    if init_from_data is not None:  # from the first 5,000 training images, as airbench does
+        init_from_data(to_input(train.images[:5000].to(device), normalization))
     optimizer = make_optimizer(recipe, model)
     total_steps = recipe.epochs * (len(batch_bounds(len(train), recipe.batch_size, distributed.world_size())) - 1)
     rank = distributed.rank()  # 0 in one process
