@@ -100,7 +100,9 @@ def _padding(conv: nn.Conv2d) -> tuple[int, int]:
     if conv.padding == "valid":
         return 0, 0
     if conv.padding == "same":  # PyTorch puts the odd one of an even kernel's padding at the bottom/right
-        return tuple((d * (k - 1)) // 2 for d, k in zip(conv.dilation, conv.kernel_size))  # type: ignore[return-value]
+        (dh, dw), (kh, kw) = conv.dilation, conv.kernel_size
+        return (dh * (kh - 1)) // 2, (dw * (kw - 1)) // 2
+    # The ignore: torch types a convolution's padding as str | tuple[int, ...]; a Conv2d's is a pair.
     return tuple(conv.padding)  # type: ignore[return-value]
 
 

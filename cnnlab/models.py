@@ -216,6 +216,7 @@ def create_model(name: str, in_shape: Shape, num_classes: int) -> nn.Module:
         builder = MODELS[name]
     except KeyError:
         raise CnnlabError(f"unknown model {name!r}: choose one of {', '.join(MODELS)}") from None
+    # The ignore: tuple() types its result tuple[int, ...]; it only turns a caller's list into a tuple.
     model = builder(tuple(in_shape), num_classes)  # type: ignore[arg-type]
     # What check_input compares the data with: not a weight, not saved. The ignore: torch types a module's
     # attributes as Tensor | Module (its __getattr__), though any value may be set as a plain attribute.
