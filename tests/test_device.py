@@ -7,8 +7,6 @@ from dataclasses import replace
 
 import pytest
 import torch
-from conftest import REPO
-from test_imports import import_graph
 
 import cnnlab
 from cnnlab import errors
@@ -20,6 +18,8 @@ from cnnlab.models import create_model
 from cnnlab.predict import predict, predict_proba
 from cnnlab.recipes import get_recipe
 from cnnlab.train import fit
+from conftest import REPO
+from test_imports import import_graph
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 

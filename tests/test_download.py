@@ -10,10 +10,10 @@ import tarfile
 import threading
 
 import pytest
-from conftest import make_cifar_dataset, make_idx_dataset
 
 from cnnlab import data
 from cnnlab.errors import CnnlabError
+from conftest import make_cifar_dataset, make_idx_dataset
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):

@@ -14,7 +14,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import cifar_batch_bytes, make_idx_dataset
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
@@ -28,6 +27,7 @@ from cnnlab.files import atomic_write
 from cnnlab.models import create_model
 from cnnlab.recipes import get_recipe, with_overrides
 from cnnlab.train import _stop_if_diverged, fit
+from conftest import cifar_batch_bytes, make_idx_dataset
 
 # mnist-cnn with Adam on 48 fake digits: 40 train / 8 validation, 4 steps an epoch of 10 images.
 ARGS = ["mnist-cnn", "--optimizer", "adam", "--epochs", "2", "--batch-size", "10", "--seed", "1", "--device", "cpu",

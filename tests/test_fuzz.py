@@ -20,7 +20,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import cifar_batch_bytes, idx_bytes
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
@@ -33,6 +32,7 @@ from cnnlab.models import create_model
 from cnnlab.recipes import Recipe, get_recipe, parse_value, recipe_from_dict, with_overrides
 from cnnlab.runs import ModelInfo, load_run, save_weights
 from cnnlab.train import start_state
+from conftest import cifar_batch_bytes, idx_bytes
 
 # Modest, so the whole suite stays quick; CNNLAB_FUZZ_EXAMPLES=5000 searches longer.
 FUZZ = settings(max_examples=int(os.environ.get("CNNLAB_FUZZ_EXAMPLES", 300)), deadline=None,

@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import running_studio
 from PIL import Image
 
 import cnnlab
@@ -26,6 +25,7 @@ from cnnlab.inside import activations
 from cnnlab.models import create_model
 from cnnlab.predict import predict, predict_proba
 from cnnlab.runs import ModelInfo, Run, load_run, save_run_files, save_weights
+from conftest import running_studio
 
 SHAPE = (1, 28, 28)
 

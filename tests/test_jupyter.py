@@ -8,7 +8,6 @@ import sys
 import numpy as np
 import pytest
 import torch
-from conftest import REPO
 from matplotlib.figure import Figure
 
 import cnnlab
@@ -17,6 +16,7 @@ from cnnlab.data import ImageSet
 from cnnlab.errors import CnnlabError
 from cnnlab.history import EpochResult, write_history
 from cnnlab.train import History
+from conftest import REPO
 
 DIGITS = tuple("0123456789")
 

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from conftest import FASHION_SYSTEM, MNIST_SAMPLE, REPO, make_cifar_dataset, write_idx
 
 nbformat = pytest.importorskip("nbformat", reason="the notebook tests need cnnlab[test]'s nbformat")

@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import KILLER, REPO, assert_same_run, history, make_idx_dataset
 from safetensors import safe_open
 
 from cnnlab import cli
 from cnnlab.errors import CnnlabError
+from conftest import KILLER, REPO, assert_same_run, history, make_idx_dataset
 
 # fashion-cnn on the fake digits: Adam's moments, dropout's draws and the shuffle all carry across epochs.
 # 96 training images in batches of 16: 6 steps an epoch.

@@ -16,12 +16,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO, RUN_FILES, running_studio
 from PIL import Image
 
 from cnnlab import cli
 from cnnlab.errors import CnnlabError
 from cnnlab.runs import ModelInfo, Run, list_runs, load_run, load_test_set, run_folder, scan_runs
+from conftest import REPO, RUN_FILES, running_studio
 
 
 @pytest.fixture

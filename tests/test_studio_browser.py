@@ -15,15 +15,15 @@ import sys
 import numpy as np
 import pytest
 import torch
-from conftest import REPO, drawn, make_idx_dataset, running_studio
-from test_predict import write_digits
-from test_studio import request
 from torch import nn
 
 from cnnlab import cli
 from cnnlab.images import prepare_file
 from cnnlab.inside import activations
 from cnnlab.runs import load_run
+from conftest import REPO, drawn, make_idx_dataset, running_studio
+from test_predict import write_digits
+from test_studio import request
 
 expect = pytest.importorskip("playwright.sync_api", reason="the browser tests need pytest-playwright "
                              "(pip install -e '.[test]')").expect

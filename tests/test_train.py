@@ -14,12 +14,12 @@ from dataclasses import replace
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import REPO
 
 from cnnlab.inference import loss_fn
 from cnnlab.models import create_model
 from cnnlab.recipes import get_recipe
 from cnnlab.train import make_optimizer
+from conftest import REPO
 
 
 @pytest.mark.parametrize("loss_clip", [0.0, 1e-7])  # cross_entropy's path, and the clipped sum's
