@@ -83,6 +83,18 @@ def _size(text: str) -> tuple[int, int]:
     return size
 
 
+def _replaceable(figure: Path, force: bool) -> bool:
+    """Whether a figure may be written at ``figure``; if not (a file of yours, named alike), one line says why."""
+    from .files import check_replaceable
+
+    try:
+        check_replaceable(figure, force)
+        return True
+    except CnnlabError as error:
+        print(f"cnnlab: error: {error}", file=sys.stderr)
+        return False
+
+
 def _port(text: str) -> int:
     try:
         port = int(text)
@@ -91,6 +103,14 @@ def _port(text: str) -> int:
     if not 0 <= port <= 65535:
         raise argparse.ArgumentTypeError(f"{text!r}: expected a port from 0 to 65535 (0: any free one)")
     return port
+
+
+def _data_dir(text: str) -> str:
+    """--data-dir must name a folder: a mistyped one was passed over, and cnnlab went on to download (#22)."""
+    if not Path(text).is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r}: no such folder; name the folder that holds the data set's "
+                                         "files, or leave --data-dir out to let cnnlab find or download them")
+    return text
 
 
 DEVICES = "auto, cpu, cuda, cuda:N or mps"
@@ -139,13 +159,9 @@ def _inspect(args: argparse.Namespace) -> int:
                 print(report.array)
         if args.save:
             figure = plots.figure_path(save_dir, path, taken) if save_dir else args.save
-            if save_dir:
-                try:
-                    check_replaceable(figure, args.force)
-                except CnnlabError as error:  # an image of yours in that folder, say, and named alike
-                    print(f"cnnlab: error: {error}", file=sys.stderr)
-                    failed += 1
-                    continue
+            if save_dir and not _replaceable(figure, args.force):
+                failed += 1
+                continue
             plots.plot_image(report.shown, f"{Path(path).name}: {report.size[0]}×{report.size[1]}, "
                                            f"mode {report.mode}", figure)
     return _finish(failed, len(args.images))
@@ -180,9 +196,11 @@ def _predict(args: argparse.Namespace) -> int:
         for label, guess in zip(picked.labels.tolist(), predicted.tolist()):
             print(json.dumps({"label": label, "class": guess, "correct": label == guess}) if args.json else
                   f"Label value = [{label}]  Predicted value = [{guess}]")
-        if args.save:
-            plots.plot_predictions(picked.images, picked.labels.tolist(), predicted.tolist(), classes,
-                                   _folder(args.save) / "random-predictions.png")
+        figure = _folder(args.save) / "random-predictions.png" if args.save else None
+        if figure is not None:
+            if not _replaceable(figure, args.force):
+                return 1
+            plots.plot_predictions(picked.images, picked.labels.tolist(), predicted.tolist(), classes, figure)
         return 0
     save_dir = _folder(args.save) if args.save else None
     taken: set[Path] = set()
@@ -196,10 +214,13 @@ def _predict(args: argparse.Namespace) -> int:
         else:
             print(_printable(item.describe(classes, args.top)), flush=True)
         if save_dir and item.image is not None and item.probabilities is not None:
+            figure = plots.figure_path(save_dir, item.path, taken)
+            if not _replaceable(figure, args.force):
+                failed += 1
+                continue
             _, label, probability = item.top(classes, 1)[0]
             plots.plot_probabilities(item.image, item.probabilities, classes,
-                                     f"{Path(item.path).name}: {label} ({probability:.1%})",
-                                     plots.figure_path(save_dir, item.path, taken))
+                                     f"{Path(item.path).name}: {label} ({probability:.1%})", figure)
     return _finish(failed, len(args.images))
 
 
@@ -381,8 +402,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="deterministic CUDA kernels (slower); CPU runs repeat exactly without it")
     train.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                        help="replace any recipe field (repeatable)")
-    train.add_argument("--data-dir", help="folder holding the data set's files (else CNNLAB_DATA, the cache, "
-                                          "/usr/share/datasets, then download)")
+    train.add_argument("--data-dir", type=_data_dir,
+                       help="folder holding the data set's files (else CNNLAB_DATA, the cache, /usr/share/datasets, "
+                            "then download)")
     train.add_argument("--runs-dir", default="runs", help="where run folders go (default: runs)")
     train.add_argument("--quiet", action="store_true", help="print only the run folder")
     train.add_argument("--verbose", action="store_true", help="also say what was chosen for this machine "
@@ -399,8 +421,8 @@ def build_parser() -> argparse.ArgumentParser:
         """A subcommand that reads one run folder and its test data."""
         command = commands.add_parser(name, parents=[debug], help=summary)
         command.add_argument("run_dir", type=Path, help="a run folder written by `cnnlab train`")
-        command.add_argument("--data-dir", help="folder holding the data set's files (for a --data run: the "
-                                                "folder, if it has moved)")
+        command.add_argument("--data-dir", type=_data_dir,
+                             help="folder holding the data set's files (for a --data run: the folder, if it has moved)")
         command.add_argument("--device", type=_device, default="auto", help=DEVICES)
         command.set_defaults(func=func)
         return command
@@ -440,9 +462,11 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--json", action="store_true", help="one JSON object per line per image")
     predict.add_argument("--save", type=Path, metavar="DIR",
                          help="write a figure per image: the network's input beside its probabilities")
+    predict.add_argument("--force", action="store_true", help="with --save: replace files in DIR even if cnnlab "
+                                                              "did not write them")
     predict.add_argument("--random", type=int, metavar="N", help="predict N random test images instead (lab step 10)")
     predict.add_argument("--seed", type=int, help="with --random: which images (default: different each time)")
-    predict.add_argument("--data-dir", help="with --random: folder holding the data set's files")
+    predict.add_argument("--data-dir", type=_data_dir, help="with --random: folder holding the data set's files")
     predict.add_argument("--device", type=_device, default="auto", help=DEVICES)
     predict.set_defaults(func=_predict)
 

@@ -241,3 +241,11 @@ def test_a_newline_in_a_file_name_stays_on_its_line(digit_run, tmp_path, capsys)
     out, err = capsys.readouterr()
     assert code == 1 and out.count("\n") == 1 and out.startswith(f"{tmp_path}/two\\nlines.png: ")
     assert err.count("\n") == 2 and f"{tmp_path}/bad\\nname.png: not an image" in err
+
+
+def test_a_data_dir_that_is_no_folder_is_refused_before_anything_downloads(tmp_path, capsys):
+    missing = tmp_path / "mnits"  # a typo: cnnlab used to pass it over and download into its cache
+    assert cli.main(["train", "mnist-mlp", "--data-dir", str(missing), "--runs-dir", str(tmp_path)]) == 2
+    error = capsys.readouterr().err
+    assert f"'{missing}': no such folder" in error and "leave --data-dir out" in error
+    assert not (tmp_path / "cache").exists() and not list(tmp_path.glob("mnist-mlp-*"))

@@ -288,3 +288,18 @@ def test_a_failed_file_has_no_top_classes_and_says_why(digit_run, tmp_path):
     with pytest.raises(CnnlabError, match="no prediction"):
         item.describe(tuple("0123456789"), 3)
     assert item.to_json(tuple("0123456789"), 3) == {"path": str(bad), "error": item.error}
+
+
+def test_predict_save_replaces_only_figures_cnnlab_wrote(digit_run, tmp_path, capsys):
+    images = write_digits(tmp_path / "in", 2)
+    figures = tmp_path / "figs"
+    figures.mkdir()
+    mine = figures / "digit0.png"  # the learner's own file, named as the first figure would be
+    mine.write_bytes(b"not cnnlab's")
+    code, out, err = predict_cli(capsys, digit_run, *images, "--save", figures, "--device", "cpu")
+    assert code == 1 and "cnnlab did not write it" in err and "--force" in err
+    assert mine.read_bytes() == b"not cnnlab's" and (figures / "digit1.png").is_file()
+    code, out, err = predict_cli(capsys, digit_run, *images, "--save", figures, "--device", "cpu")
+    assert code == 1 and mine.read_bytes() == b"not cnnlab's"  # digit1.png is cnnlab's: replaced silently
+    assert predict_cli(capsys, digit_run, *images, "--save", figures, "--device", "cpu", "--force")[0] == 0
+    assert mine.read_bytes().startswith(b"\x89PNG")
