@@ -545,8 +545,3 @@ def load_test_images(name: str, data_dir: str | os.PathLike | None = None, downl
     spec = get_spec(name)
     _, paths = locate(spec, data_dir, download)
     return _parse_part(spec, [paths[f.name] for f in spec.test_files])
-
-
-def find_dataset_dir(name: str, data_dir: str | os.PathLike | None = None) -> Path:
-    """Where ``load_dataset`` reads ``name`` from (downloading it if needed)."""
-    return locate(get_spec(name), data_dir)[0]

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import math
 import re
 import types
@@ -306,7 +305,3 @@ def recipe_from_dict(data: Any) -> Recipe:
     if missing:
         raise UsageError(f"recipe lacks the fields {sorted(missing)}")
     return Recipe(**data)  # every field checked as it is made
-
-
-def recipe_json(recipe: Recipe) -> str:
-    return json.dumps(recipe.to_dict(), indent=2)
