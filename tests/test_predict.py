@@ -222,7 +222,7 @@ def test_folder_with_train_val_test_reloads_for_evaluate(tmp_path, runs_dir, cap
     (lambda root: (root / "test" / "a").mkdir(parents=True), [], 1, "no train/ beside it"),
     (lambda root: [write_class_folders(root / "train", 2, (8, 8), "L"), (root / "val" / "cat").mkdir(parents=True)],
      [], 1, "val: no readable images (0 found)"),
-    (lambda root: None, ["--data-dir", "x"], 2, "--data-dir finds the tutorial's data sets"),
+    (lambda root: None, ["--data-dir", "."], 2, "--data-dir finds the tutorial's data sets"),
 ])
 def test_folder_errors(setup, args, code, message, tmp_path, capsys):
     setup(tmp_path / "mine")
