@@ -1,6 +1,6 @@
 // The studio's page: the run picker, kept up to date by polling the run list, the tabs, and the views (each its
 // own module). Switching runs keeps the image: the new run looks at it at once.
-import { api, bus, forget, look, say, sayNothing, state } from "./api.js";
+import { api, bus, expectLook, forget, look, say, sayNothing, state } from "./api.js";
 import "./playground.js";
 import "./inside.js";
 import "./theory.js";
@@ -35,21 +35,28 @@ async function carried(previous) {
 }
 
 async function chooseRun(name) {
-  const previous = state.info;
-  const info = await api(`/api/runs/${encodeURIComponent(name)}`);
-  forget();
-  state.run = name;
-  state.info = info;
-  sayNothing("runs");  // the errors of the run left behind, and of its images, go with it
-  const input = await carried(previous);
-  state.look = null;
-  picker.value = name;
-  const url = new URL(location.href);
-  url.searchParams.set("run", name);
-  history.replaceState(null, "", url);
-  bus.dispatchEvent(new Event("run"));
-  if (input) await look(input); else { state.input = null; bus.dispatchEvent(new Event("look")); }
-  bus.dispatchEvent(new Event("view"));
+  expectLook();  // between runs until the new run's answer (or none) is shown: the tests wait on body[data-busy]
+  let looking = false;
+  try {
+    const previous = state.info;
+    const info = await api(`/api/runs/${encodeURIComponent(name)}`);
+    forget();
+    state.run = name;
+    state.info = info;
+    sayNothing("runs");  // the errors of the run left behind, and of its images, go with it
+    const input = await carried(previous);
+    state.look = null;
+    picker.value = name;
+    const url = new URL(location.href);
+    url.searchParams.set("run", name);
+    history.replaceState(null, "", url);
+    bus.dispatchEvent(new Event("run"));
+    looking = Boolean(input);
+    if (input) await look(input); else { state.input = null; bus.dispatchEvent(new Event("look")); }
+    bus.dispatchEvent(new Event("view"));
+  } finally {
+    if (!looking) delete document.body.dataset.busy;  // a look, once sent, clears it itself
+  }
 }
 
 // The finished runs in the picker, kept in step with the folder: a run that finishes while the page is open
