@@ -11,6 +11,7 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -62,6 +63,13 @@ def studio(runs):
 def open_studio(page, url: str, view: str = "playground", run: str | None = None) -> None:
     page.goto(f"{url}/{f'?run={run}' if run else ''}#{view}")
     page.wait_for_selector("body[data-ready]", state="attached")  # the page's CSP forbids wait_for_function's eval
+
+
+def runs_of_one(run: Path, folder: Path, name: str) -> Path:
+    """A runs folder of its own holding a copy of ``run`` named ``name``, for a test that changes or adds runs."""
+    folder.mkdir()
+    shutil.copytree(run, folder / name)
+    return folder
 
 
 def answered(page) -> None:
@@ -555,9 +563,7 @@ def test_switching_runs_keeps_the_image(watched, studio, runs, tmp_path):
 
 def test_a_run_that_finishes_while_the_page_is_open_joins_the_picker(watched, runs, tmp_path):
     page = watched.page
-    folder = tmp_path / "runs"
-    folder.mkdir()
-    shutil.copytree(runs / "cnn", folder / "cnn")
+    folder = runs_of_one(runs / "cnn", tmp_path / "runs", "cnn")
     with running_studio(folder) as url:
         open_studio(page, url)
         page.evaluate("window.notReloaded = true")
@@ -608,9 +614,7 @@ def test_the_learning_curves_legend_tells_train_from_validation(watched, studio)
 
 def test_moved_data_is_explained_in_the_studios_terms(watched, runs, tmp_path):
     page = watched.page
-    folder = tmp_path / "runs"
-    folder.mkdir()
-    shutil.copytree(runs / "cnn", folder / "moved")
+    folder = runs_of_one(runs / "cnn", tmp_path / "runs", "moved")
     environment = folder / "moved" / "environment.json"
     environment.write_text(json.dumps({**json.loads(environment.read_text()), "data_dir": str(tmp_path / "gone")}))
     with running_studio(folder) as url:
@@ -813,9 +817,7 @@ def test_the_colour_legends_follow_the_scale_chosen(watched, studio, runs, tmp_p
 def test_a_run_with_test_time_augmentation_explains_the_mean_its_answer_comes_from(watched, runs, tmp_path):
     page = watched.page
     (path,) = write_digits(tmp_path, 1)
-    folder = tmp_path / "runs"
-    folder.mkdir()
-    shutil.copytree(runs / "cnn", folder / "tta")
+    folder = runs_of_one(runs / "cnn", tmp_path / "runs", "tta")
     recipe = folder / "tta" / "recipe.json"
     recipe.write_text(json.dumps({**json.loads(recipe.read_text()), "tta": "flip"}))  # the image and its mirror
     logits = library(folder / "tta", path)["tta"].double()
