@@ -26,11 +26,11 @@ from pathlib import Path
 
 import torch
 
-import cnnlab.train
+import cnnlab.loop
 from cnnlab import ImageSet, create_model, get_recipe, load_dataset, resolve_device, split
 from cnnlab.inference import Inference
+from cnnlab.loop import evaluate, fit, start_state
 from cnnlab.recipes import Recipe, with_overrides
-from cnnlab.train import evaluate, fit, start_state
 
 
 def sync(device: torch.device) -> None:
@@ -39,7 +39,7 @@ def sync(device: torch.device) -> None:
 
 
 class ValidationClock:
-    """Wraps ``cnnlab.train.evaluate``, which ``fit`` calls once an epoch, to add up the time it takes."""
+    """Wraps ``cnnlab.loop.evaluate``, which ``fit`` calls once an epoch, to add up the time it takes."""
 
     def __init__(self, device: torch.device):
         self.device, self.seconds, self.cpu_seconds = device, 0.0, 0.0
@@ -54,11 +54,11 @@ class ValidationClock:
             self.cpu_seconds += time.process_time() - cpu_started
             return result
 
-        cnnlab.train.evaluate = timed
+        cnnlab.loop.evaluate = timed
         return self
 
     def __exit__(self, *exc):
-        cnnlab.train.evaluate = evaluate
+        cnnlab.loop.evaluate = evaluate
 
 
 def train_once(recipe: Recipe, train: ImageSet, val: ImageSet, test: ImageSet, device: torch.device) -> dict:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
-from conftest import make_idx_dataset  # noqa: E402  (the tests' writer of small MNIST files)
+from helpers import make_idx_dataset  # noqa: E402  (the tests' writer of small MNIST files)
 
 
 def wall(argv: list[str], env: dict[str, str]) -> float:

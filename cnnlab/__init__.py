@@ -23,12 +23,9 @@ a run folder or its ``cnnlab.Run``.
 """
 __version__ = "0.1.0"
 
-import sys
-import types
-
 from . import threads as _threads
 
-_threads.configure()  # OpenMP's thread count and wait policy, before anything imports torch (cnnlab.threads)
+_threads.configure()  # OpenMP's thread count, before anything imports torch (cnnlab.threads)
 
 # Each name is imported from its module on first use (PEP 562), so `import cnnlab` and the commands that
 # only read files start without PyTorch.
@@ -43,13 +40,13 @@ _HOMES = {
     "images": ("inspect_image", "load_folder", "prepare", "read_image"),
     "inference": ("Inference", "evaluate", "to_input"),
     "models": ("MODELS", "create_model", "summarize"),
-    "predict": ("predict", "predict_files", "predict_proba"),
+    "prediction": ("predict", "predict_files", "predict_proba"),
     "recipes": ("RECIPES", "Recipe", "get_recipe", "with_overrides"),
     "report": ("write_report",),
     "runs": ("Run", "list_runs", "load_run"),
     "serve": ("make_server",),
-    "session": ("resume_run", "train_folder", "train_recipe"),
-    "train": ("fit",),
+    "train": ("resume_run", "train_folder", "train_recipe"),
+    "loop": ("fit",),
 }
 _MODULE_OF = {name: module for module, names in _HOMES.items() for name in names}
 __all__ = sorted(_MODULE_OF)
@@ -67,17 +64,3 @@ def __getattr__(name: str):
 
 def __dir__() -> list[str]:
     return sorted(set(globals()) | set(__all__))
-
-
-
-class _Package(types.ModuleType):
-    """The package, keeping ``cnnlab.predict`` the function: the import system sets each submodule it loads as
-    an attribute of its package, so loading ``cnnlab/predict.py`` would otherwise put the module in its place."""
-
-    def __setattr__(self, name: str, value) -> None:
-        if name in _MODULE_OF and isinstance(value, types.ModuleType):
-            return  # a submodule arriving under the name of one of the API's functions
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Package

@@ -23,8 +23,8 @@ from .data import ImageSet
 from .errors import CnnlabError, UsageError
 from .files import atomic_write, check_regular
 from .history import EpochResult, check_history
+from .loop import TrainState
 from .runs import MAX_WEIGHTS, check_tensors
-from .train import TrainState
 
 FORMAT = "cnnlab-checkpoint/1"
 

@@ -21,14 +21,14 @@ FOLDER_FLAGS = ("size", "channels", "preprocess", "strict")  # only with --data
 
 def _train(args: argparse.Namespace) -> int:
     from .recipes import FOLDER_RECIPE, get_recipe, with_overrides
-    from .session import resume_run, train_folder, train_recipe
+    from .train import resume_run, train_folder, train_recipe
 
     if args.verbose and not args.quiet:
         from .threads import describe
 
         print(describe())
     if args.deterministic or any(item.partition("=")[0].strip() == "deterministic" for item in args.set):
-        from .train import use_deterministic_algorithms
+        from .loop import use_deterministic_algorithms
 
         use_deterministic_algorithms()  # now: cuBLAS reads its workspace setting at the process's first product
     overrides = {field: getattr(args, field) for field in RECIPE_FLAGS if getattr(args, field) is not None}
@@ -179,7 +179,7 @@ def _predict(args: argparse.Namespace) -> int:
     import json
 
     from .device import resolve_device
-    from .predict import predict_files, random_test_predictions
+    from .prediction import predict_files, random_test_predictions
     from .runs import load_run
 
     if args.save:

@@ -15,7 +15,6 @@ import torch
 from torch import nn
 
 from .errors import CnnlabError, hint
-from .fast import pick_autocast
 
 Device = str | torch.device | None  # what every public ``device`` parameter takes
 
@@ -87,7 +86,34 @@ def borrowed(model: nn.Module, device: Device = None) -> Iterator[torch.device]:
 # ---------------------------------------------------------------------------------------------------------
 # Precision
 # ---------------------------------------------------------------------------------------------------------
-# Keyed by cnnlab.recipes.AUTOCASTS; 'auto' is bf16 or off, as cnnlab.fast.pick_autocast finds the device.
+def native_bf16(device: torch.device) -> bool:
+    """Does ``device`` compute in bf16 natively? Elsewhere bf16 autocast is emulated and slower than fp32."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type != "cpu":
+        return True  # MPS and others: nothing to ask, so nothing to warn about
+    found = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+    probes = [probe for probe in found if probe is not None]  # private in PyTorch: absent in some versions
+    return not probes or any(probe() for probe in probes)
+
+def pick_autocast(device: torch.device, autocast: str) -> str:
+    """The recipe's mixed precision with 'auto' decided for ``device``: bf16 on a CPU with AVX512-BF16 or AMX and
+    on a GPU that computes bf16, fp32 ('off') elsewhere — emulated bf16 ran the Fashion lab 4.7× slower than fp32
+    on an AVX2 CPU (issue #17). Any other value is the user's choice and stays."""
+    if autocast != "auto":
+        return autocast
+    return "bf16" if device.type in ("cpu", "cuda") and native_bf16(device) else "off"
+
+def precision_note(device: torch.device, autocast: str) -> str | None:
+    """A line for the user when the recipe's mixed precision will slow ``device`` down instead of speeding it up."""
+    if autocast == "bf16" and not native_bf16(device):
+        where = "this CPU has no AVX512-BF16 or AMX" if device.type == "cpu" else f"{device} has no native bf16"
+        fix = hint(cli="--set autocast=auto", python="autocast='auto' in the recipe "
+                                                     "(cnnlab.with_overrides(recipe, {'autocast': 'auto'}))")
+        return f"{where}, so bf16 autocast is emulated and slow here; {fix} trains in fp32 where bf16 is slow"
+    return None
+
+# Keyed by cnnlab.recipes.AUTOCASTS; 'auto' is bf16 or off, as pick_autocast finds the device.
 AUTOCASTS = {"auto": None, "off": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 

@@ -23,7 +23,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from . import fast
+from . import engines
 from .errors import UsageError
 from .recipes import Recipe
 
@@ -125,16 +125,16 @@ def shard(batch: torch.Tensor) -> tuple[torch.Tensor, float]:
 
 
 def data_parallel(model: nn.Module, recipe: Recipe, device: torch.device) -> Callable[[torch.Tensor], torch.Tensor]:
-    """The engine's forward (cnnlab.fast); under torchrun inside DistributedDataParallel, which averages the
+    """The engine's forward (cnnlab.engines); under torchrun inside DistributedDataParallel, which averages the
     gradients over the processes in each backward pass and hands rank 0's buffers (BatchNorm's running
     statistics) to the others before each step. BatchNorm normalises each process's shard, or with
     ``recipe.sync_batchnorm`` the global batch."""
     if world_size() > 1 and recipe.sync_batchnorm:
         nn.SyncBatchNorm.convert_sync_batchnorm(model)  # in place (cnnlab's networks are Sequential), same tensors
-    forward = fast.forward_fn(model, device, recipe.engine)
+    forward = engines.forward_fn(model, device, recipe.engine)
     if world_size() == 1:
         return forward
-    # The fused first block (cnnlab.fast) hands back its kernel's gradient in the plain layout; DDP copies it
+    # The fused first block (cnnlab.engines) hands back its kernel's gradient in the plain layout; DDP copies it
     # into its channels-last bucket (a few hundred numbers a step) and warns that the layouts differ.
     warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
     return DistributedDataParallel(_Forward(model, forward), device_ids=[device] if device.type == "cuda" else None)

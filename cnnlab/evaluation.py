@@ -114,7 +114,7 @@ def worst_mistakes(probabilities: torch.Tensor, labels: torch.Tensor, count: int
 def analyse(run: Run, test: ImageSet, device: Device = None) -> Evaluation:
     """Everything `cnnlab evaluate` reports, for ``run``'s model on ``test``, on ``device`` (None: where it is)."""
     from .inference import evaluate
-    from .predict import predict_proba
+    from .prediction import predict_proba
 
     if tuple(test.classes) != tuple(run.info.classes):
         raise CnnlabError(f"{run.run_dir}: trained on classes {', '.join(run.info.classes)} but the test data has "

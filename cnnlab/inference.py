@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import fast
+from . import engines
 from .augment import Normalization, tta_logits
 from .device import Device, autocast, borrowed, model_device
 from .errors import CnnlabError
@@ -106,7 +106,7 @@ class Inference:
     normalization: Normalization | None = None  # the training split's statistics (ModelInfo.normalization)
     tta: str = "none"  # test-time augmentation (Recipe.tta): none, flip, flip-translate
     autocast: str = "off"  # mixed precision (Recipe.autocast): off, bf16, fp16, or auto (bf16 where native)
-    engine: str = "plain"  # how a batch is computed (Recipe.engine; cnnlab.fast.forward_fn), never what
+    engine: str = "plain"  # how a batch is computed (Recipe.engine; cnnlab.engines.forward_fn), never what
 
     @classmethod
     def of(cls, source: Source, recipe: Recipe | None = None) -> Inference:
@@ -144,7 +144,7 @@ class Inference:
     def logits(self, inputs: torch.Tensor) -> torch.Tensor:
         """Logits (N, classes), float32, for prepared ``inputs``: averaged over the test-time augmentation's passes,
         under the mixed precision. Gradients flow when ``inputs`` asks for them (saliency)."""
-        forward = fast.forward_fn(self.model, inputs.device, self.engine)
+        forward = engines.forward_fn(self.model, inputs.device, self.engine)
         with autocast(inputs.device, self.autocast):
             return tta_logits(forward, inputs, self.tta).float()
 
@@ -154,7 +154,7 @@ class Inference:
         check_images(images)
         check_input(self.model, images.shape[1:])
         with torch.no_grad(), borrowed(self.model, device) as device:
-            batch_size = batch_size or fast.eval_batch_size(device)
+            batch_size = batch_size or engines.eval_batch_size(device)
             chunks = [torch.softmax(self.logits(to_input(images[i:i + batch_size].to(device), self.normalization)),
                                     dim=1).cpu()
                       for i in range(0, len(images), batch_size)]
@@ -213,7 +213,7 @@ def evaluate(model: Source, dataset: ImageSet, recipe: Recipe | None = None, dev
     inference = Inference.of(model, recipe)
     check_input(inference.model, dataset.images.shape[1:])
     with borrowed(inference.model, device) as device:
-        batch_size = batch_size or fast.eval_batch_size(device)
+        batch_size = batch_size or engines.eval_batch_size(device)
         loss_sum = torch.zeros((), device=device)
         correct = torch.zeros((), device=device, dtype=torch.long)
         for start in range(0, len(dataset), batch_size):

@@ -22,13 +22,13 @@ from .errors import UsageError
 # ---------------------------------------------------------------------------------------------------------
 DATASET_NAMES = ("mnist", "fashion-mnist", "cifar10")  # cnnlab.data.DATASETS; 'folder' is your own images
 MODEL_NAMES = ("mlp", "cnn", "cnn-dropout", "cnn-deep", "bn-cnn", "airbench", "airbench-wide")  # cnnlab.models
-OPTIMIZERS = {  # name → Keras's default learning rate, taken when a recipe leaves lr open; cnnlab.train builds them
+OPTIMIZERS = {  # name → Keras's default learning rate, taken when a recipe leaves lr open; cnnlab.loop builds them
     "sgd": 0.01, "adam": 1e-3, "adamw": 1e-3, "nadam": 1e-3, "rmsprop": 1e-3, "adagrad": 1e-3,
 }
 SCHEDULES = ("constant", "linear", "cosine")  # cnnlab.schedule
 TTA_MODES = ("none", "flip", "flip-translate")  # cnnlab.augment
-AUTOCASTS = ("auto", "off", "bf16", "fp16")  # cnnlab.device: the forward pass's mixed precision; auto: cnnlab.fast
-# cnnlab.fast says what each does; auto: graph on CUDA where it can, else fast
+AUTOCASTS = ("auto", "off", "bf16", "fp16")  # cnnlab.device: the forward pass's mixed precision; auto: cnnlab.engines
+# cnnlab.engines says what each does; auto: graph on CUDA where it can, else fast
 ENGINES = ("auto", "fast", "plain", "graph")
 
 
@@ -176,7 +176,7 @@ def validate(recipe: Recipe) -> Recipe:
 
 
 def graph_blocker(recipe: Recipe) -> str | None:
-    """What in this recipe a CUDA graph cannot replay (cnnlab.fast), or None when it can replay the step."""
+    """What in this recipe a CUDA graph cannot replay (cnnlab.engines), or None when it can replay the step."""
     # fp16's loss scaling decides on the host each step; a captured step replays the learning rate, the
     # weight-average decay and the random draws it was captured with.
     blockers = [what for what, present in (

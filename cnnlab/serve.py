@@ -67,7 +67,7 @@ def prepare_upload(run: Run, body: bytes) -> torch.Tensor:
 
 def predictions(run: Run, image: torch.Tensor, device: Device, top: int) -> dict:
     """``/predict``'s answer for a prepared image: the ``top`` classes as ``cnnlab predict --json`` lists them."""
-    from .predict import FilePrediction, predict_proba
+    from .prediction import FilePrediction, predict_proba
 
     probabilities = predict_proba(run, image[None], device)[0]
     return {"predictions": FilePrediction(UPLOAD, image, probabilities).to_json(run.info.classes, top)["top"]}

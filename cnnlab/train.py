@@ -1,350 +1,378 @@
-"""Training: the optimiser, the loss, and ``fit`` — one loop, read top to bottom.
+"""Training a run: a recipe, start to finish, into a run folder — the tutorial's steps 1–11.
 
-The whole training split lives on the device as uint8 and batches are taken by index, so no data loader,
-worker process or host↔device copy sits inside an epoch. Metrics accumulate on the device and are read
-once per epoch, as Keras reports them: the running mean over the epoch's batches for training, one pass
-at the epoch's end for validation.
+Load and split the data, build the model, fit it (``cnnlab.loop``), checkpoint every epoch
+(``cnnlab.checkpoint``), then evaluate on the test set and write the weights, figures and metrics — every
+file through ``cnnlab.runs.Run``, which holds the folder's format. One process trains a run folder at a
+time; under torchrun every process trains and rank 0 writes.
 """
 from __future__ import annotations
 
-import math
+import contextlib
 import os
-import sys
-import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+import shutil
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
 
 import torch
+from rich.console import Console
+from rich.table import Table
 from torch import nn
 
-from . import distributed, fast, threads
-from .augment import Normalization, augment
-from .data import ImageSet
-from .device import Device, autocast, choose_device
-from .errors import CnnlabError
-from .history import EpochResult
-from .inference import Inference, evaluate, loss_fn, to_input
-from .models import check_input
-from .recipes import Recipe
-from .schedule import WeightAverage, make_scheduler, param_groups
+from . import distributed, engines, plots
+from .augment import Normalization
+from .checkpoint import data_fingerprint, load_checkpoint, save_checkpoint
+from .data import ImageSet, load_dataset, split
+from .device import precision_note, resolve_device
+from .errors import CnnlabError, UsageError
+from .files import check_writable, locked
+from .history import EpochResult, history_csv
+from .images import ImageFolder, load_folder
+from .inference import Inference, evaluate
+from .loop import TrainState, fit, stall_warning, start_state
+from .models import count_params, create_model, summarize
+from .prediction import predict
+from .recipes import FOLDER_RECIPE, Recipe, get_recipe, with_overrides
+from .runs import CHECKPOINT, ModelInfo, Run, new_run_dir
 
 
 # ---------------------------------------------------------------------------------------------------------
-# Optimisers, with Keras's defaults where the recipe leaves them open
+# A recipe, start to finish: the tutorial's steps 1–11 into one run folder
 # ---------------------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class OptimizerKind:
-    build: Callable[..., torch.optim.Optimizer]  # (parameters, recipe, **options of the fast engine)
-    # (device type, first PyTorch version) where PyTorch has a fused kernel for it: one pass over the parameters a step
-    fused: tuple[tuple[str, str], ...] = ()
-    capturable: bool = False  # takes capturable=True, which a CUDA graph of its step needs
+def train_recipe(recipe: Recipe, data_dir: str | os.PathLike | None = None, runs_dir: str | os.PathLike = "runs",
+                 verbose: bool = True, folder: ImageFolder | None = None, tensorboard: bool = False) -> Path:
+    """Load and split the data, build the model, fit, evaluate on the test set, save everything; the run folder.
 
-
-FUSED_SINCE_2_4 = (("cpu", "2.4"), ("cuda", "2.4"))  # every version cnnlab supports has these
-# Keyed by cnnlab.recipes.OPTIMIZERS, which holds Keras's default learning rate for each.
-OPTIMIZERS: dict[str, OptimizerKind] = {
-    "sgd": OptimizerKind(lambda p, r, **o: torch.optim.SGD(p, lr=r.lr, momentum=r.momentum, nesterov=r.nesterov,
-                                                           weight_decay=r.weight_decay, **o), fused=FUSED_SINCE_2_4),
-    "adam": OptimizerKind(lambda p, r, **o: torch.optim.Adam(p, lr=r.lr, eps=r.eps, weight_decay=r.weight_decay, **o),
-                          fused=FUSED_SINCE_2_4, capturable=True),
-    "adamw": OptimizerKind(lambda p, r, **o: torch.optim.AdamW(p, lr=r.lr, eps=r.eps, weight_decay=r.weight_decay,
-                                                               **o), fused=FUSED_SINCE_2_4, capturable=True),
-    "nadam": OptimizerKind(lambda p, r, **o: torch.optim.NAdam(p, lr=r.lr, eps=r.eps, weight_decay=r.weight_decay,
-                                                               **o), capturable=True),
-    "rmsprop": OptimizerKind(lambda p, r, **o: torch.optim.RMSprop(p, lr=r.lr, alpha=0.9, eps=r.eps,
-                                                                   momentum=r.momentum, weight_decay=r.weight_decay,
-                                                                   **o), capturable=True),
-    "adagrad": OptimizerKind(lambda p, r, **o: torch.optim.Adagrad(p, lr=r.lr, eps=r.eps, weight_decay=r.weight_decay,
-                                                                   initial_accumulator_value=0.1, **o),
-                             fused=(("cpu", "2.4"), ("cuda", "2.14"))),  # 2.11's docs: 'CPU only'; 2.14's: CUDA too
-}
-
-
-def make_optimizer(recipe: Recipe, model: nn.Module) -> torch.optim.Optimizer:
+    ``folder`` (from ``cnnlab.images.load_folder``; ``train_folder`` loads it for you) replaces the recipe's
+    data set: its own val/ replaces the split, and without a test/ there is no test evaluation. ``tensorboard``
+    also logs each epoch under ``RUN_DIR/tensorboard/``. Under torchrun every process trains the run, rank 0
+    writes it (cnnlab.distributed). A training refused before its first checkpoint leaves no folder behind.
+    """
     recipe = recipe.resolved()
-    _no_triton_without_gpu()
-    kind = OPTIMIZERS[recipe.optimizer]
-    device = next(model.parameters()).device
-    assert recipe.lr is not None  # resolved() filled it in
-    groups = param_groups(model, recipe.lr, recipe.weight_decay, recipe.norm_lr_scale)
-    return kind.build(groups, recipe, **fast.optimizer_options(kind, recipe.engine, device.type))
+    device = resolve_device(recipe.device)
+    recipe = engines.for_device(recipe, device, distributed.world_size())  # 'auto' decided; recipe.json records it
+    if (recipe.dataset == "folder") != (folder is not None):
+        raise CnnlabError(f"recipe {recipe.name!r} trains on {recipe.dataset!r}; a folder of your own images "
+                          "goes with --data FOLDER (and dataset 'folder')")
+    if folder is not None:
+        _check_classes(folder)
+    with distributed.process_group(recipe, device) as device:
+        # Before the data: an unwritable folder fails fast. Rank 0 makes it and tells the others its name.
+        run_dir = distributed.broadcast(new_run_dir(runs_dir, recipe.name) if distributed.is_main() else None)
+        assert run_dir is not None
+        run = Run(run_dir)
+        with _lock(run.run_dir), _removed_unless_resumable(run):
+            return _train_into(run, recipe, device, data_dir, verbose, resume=False, folder=folder,
+                               tensorboard=tensorboard)
 
 
-def _no_triton_without_gpu() -> None:
-    """Keep Triton out of a process on a machine without a GPU, where nothing can run its kernels.
+def train_folder(folder: str | os.PathLike, recipe: Recipe | str | None = None, *,
+                 size: int | Sequence[int] | None = None, channels: int | None = None, preprocess: str = "crop",
+                 strict: bool = False, runs_dir: str | os.PathLike = "runs", verbose: bool = True,
+                 tensorboard: bool = False) -> Path:
+    """Train on your own images, as ``cnnlab train --data FOLDER`` does; the run folder.
 
-    An optimiser's first call imports torch._dynamo (torch.optim wraps its methods in torch._disable_dynamo), and
-    torch._dynamo imports Triton when it is installed, as it is beside PyTorch's CUDA wheels: libtriton.so then
-    holds 100 MB of resident memory for nothing. Marked absent, PyTorch runs as its CPU wheel, which ships no
-    Triton: the same kernels, the same numbers.
+    ``folder`` holds one sub-folder of images per class, optionally inside train/, val/ and test/. ``recipe``
+    (default: ``FOLDER_RECIPE``, a CNN with dropout and Adam) gets dataset 'folder'. ``size`` (N, or (height,
+    width)) and ``channels`` (1 or 3) fix the images' shape, else the most common in the folder; ``preprocess``
+    is 'crop', 'digit' or 'grey-fit' (``cnnlab.images.PREPROCESS``); ``strict`` stops at an unreadable image
+    instead of skipping it.
     """
-    if "triton" not in sys.modules and not torch.cuda.is_available() and not torch.xpu.is_available():
-        # `import triton` raises ImportError, as where it is not installed. The ignore: None in sys.modules is
-        # Python's documented way to block an import, which typeshed's dict[str, ModuleType] leaves out.
-        sys.modules["triton"] = None  # type: ignore[assignment]
+    recipe = get_recipe(recipe) if isinstance(recipe, str) else FOLDER_RECIPE if recipe is None else recipe
+    recipe = with_overrides(recipe, {"dataset": "folder"})
+    height, width = (size, size) if isinstance(size, int) else tuple(size) if size is not None else (None, None)
+    images = load_folder(folder, (channels, height, width), preprocess, strict=strict)
+    return train_recipe(recipe, runs_dir=runs_dir, verbose=verbose, folder=images, tensorboard=tensorboard)
 
 
-def use_deterministic_algorithms() -> None:
-    """Deterministic kernels from here on (slower on CUDA): the same recipe and seed then give the same history.
+def resume_run(run: Run | str | os.PathLike, epochs: int | str | None = None,
+               data_dir: str | os.PathLike | None = None, verbose: bool = True) -> Path:
+    """Continue a run from its last checkpoint to the end of its recipe, or to ``epochs`` epochs in all.
 
-    Process-wide, as PyTorch's switch is. CPU kernels are deterministic already; this is for CUDA.
+    The recipe and the data's folder come from the run folder; the history and weights come out as an
+    uninterrupted run on the same device would have given them. A run trained under torchrun resumes under
+    torchrun, with as many processes: each reads the checkpoint and takes its own random generators.
+    Whatever there is left to train, history.csv and metrics.json end agreeing with the checkpoint.
     """
-    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS reads it when it starts
-    torch.use_deterministic_algorithms(True)
-    torch.backends.cudnn.deterministic = True
-    torch.backends.cudnn.benchmark = False
+    run = run if isinstance(run, Run) else Run(run)
+    if not run.run_dir.is_dir():
+        raise CnnlabError(f"{run.run_dir}: no such run folder; `cnnlab train` prints the folder it writes")
+    recipe = run.recipe
+    if epochs is not None:
+        recipe = with_overrides(recipe, {"epochs": epochs})
+    with _lock(run.run_dir):  # before anything is written: a second process on this run stops here
+        if distributed.is_main():
+            try:
+                check_writable(run.run_dir)
+            except OSError as error:
+                raise CnnlabError(f"cannot write to {run.run_dir} ({error.strerror or error}); make it writable") \
+                    from None
+            run.remove_stale_temp()  # what killed writes left
+        folder = None
+        if recipe.dataset == "folder":  # the same images, prepared the same way, in the same class order
+            folder = load_folder(_recorded_folder(run, data_dir), run.info.in_shape, run.info.preprocess,
+                                 classes=run.info.classes)
+        data_dir = data_dir if data_dir is not None else run.data_dir
+        with distributed.process_group(recipe, resolve_device(recipe.device)) as device:
+            return _train_into(run, recipe, device, data_dir, verbose, resume=True, folder=folder)
+
+
+def _recorded_folder(run: Run, data_dir: str | os.PathLike | None) -> Path:
+    root = Path(data_dir) if data_dir is not None else run.data_dir
+    if root is None:
+        raise CnnlabError(f"{run.run_dir} does not record the folder of images it was trained on; pass "
+                          "--data-dir FOLDER")
+    return root
+
+
+def _lock(run_dir: Path) -> contextlib.AbstractContextManager:
+    """One process trains a run folder at a time; under torchrun rank 0 holds the lock for all of them."""
+    return locked(run_dir) if distributed.is_main() else contextlib.nullcontext()
+
+
+@contextlib.contextmanager
+def _removed_unless_resumable(run: Run) -> Iterator[None]:
+    """A new run refused or stopped before its first checkpoint is removed: nothing in it could be resumed."""
+    try:
+        yield
+    except BaseException:
+        if distributed.is_main() and not run.has(CHECKPOINT):
+            shutil.rmtree(run.run_dir, ignore_errors=True)
+        raise
+
+
+def _check_classes(folder: ImageFolder) -> None:
+    """Every class needs training images: a class with none could never be predicted."""
+    assert folder.train is not None
+    counts = torch.bincount(folder.train.labels, minlength=len(folder.train.classes)).tolist()
+    empty = [name for name, count in zip(folder.train.classes, counts) if count == 0]
+    if empty:
+        raise CnnlabError(f"{folder.root}: class{'es' * (len(empty) > 1)} {', '.join(map(repr, empty))} "
+                          f"{'have' if len(empty) > 1 else 'has'} no readable training images; add some, or "
+                          "remove the class's folder")
 
 
 # ---------------------------------------------------------------------------------------------------------
-# The loop
+# Into one run folder: the data, the model and its state (fresh or from the checkpoint), then fit and finish
 # ---------------------------------------------------------------------------------------------------------
-class History(list):
-    """What ``fit`` returns: a list of EpochResult, one per epoch, that shows itself in Jupyter as Keras's
-    epoch table and the accuracy and loss curves."""
+def _train_into(run: Run, recipe: Recipe, device: torch.device, data_dir: str | os.PathLike | None,
+                verbose: bool, resume: bool, folder: ImageFolder | None = None, tensorboard: bool = False) -> Path:
+    main = distributed.is_main()  # the process that prints and writes; the others train beside it
+    console = Console(quiet=not (verbose and main), highlight=False, soft_wrap=True)
+    train, val, test = _load_data(recipe, data_dir, folder, device, console)
 
-    def _repr_html_(self) -> str:
-        from .display import history_html
-
-        return history_html(self)
-
-
-@dataclass
-class TrainState:
-    """Everything ``fit`` needs to carry on where it stopped."""
-
-    model: nn.Module
-    optimizer: torch.optim.Optimizer
-    shuffle: torch.Generator  # draws each epoch's order of the training images
-    scheduler: torch.optim.lr_scheduler.LRScheduler  # the learning rate, stepped once per optimiser step
-    augment: torch.Generator  # on the training device: draws each batch's flips and shifts
-    scaler: torch.amp.GradScaler  # fp16's loss scale, which moves as training goes (a no-op without fp16)
-    normalization: Normalization | None = None  # the training split's statistics, when the recipe normalises
-    average: WeightAverage | None = None  # the weights that are validated, when the recipe averages them
-    history: list[EpochResult] = field(default_factory=list)
-
-    @property
-    def epoch(self) -> int:  # epochs completed
-        return len(self.history)
-
-    @property
-    def evaluated_model(self) -> nn.Module:
-        return self.average.model if self.average is not None else self.model
+    torch.manual_seed(recipe.seed)  # the initial weights, then dropout
+    channels, height, width = train.images.shape[1:]
+    in_shape = (channels, height, width)
+    model = create_model(recipe.model, in_shape, len(train.classes))
+    if not resume:
+        console.print(format_summary(recipe.model, summarize(model, in_shape), count_params(model)))
+    state = start_state(model, recipe, train, device)  # on the device first: a checkpoint's moments load beside it
+    data = data_fingerprint(train, val)
+    if resume:
+        if not _resume_state(run, recipe, state, device, data, console):
+            return run.run_dir  # nothing to train, and the files agree with the checkpoint again
+    else:
+        info = ModelInfo(recipe.model, in_shape, train.classes, recipe.dataset,
+                         normalization=state.normalization, preprocess=folder.preprocess if folder else "")
+        _begin(run, recipe, info, state, device, data, folder.root if folder else data_dir, train)
+    if main:
+        free, needed = shutil.disk_usage(run.run_dir).free, 2 * run.path(CHECKPOINT).stat().st_size  # next, weights
+        if free < needed:
+            raise CnnlabError(f"{run.run_dir}: {free / 1e6:.0f} MB free, the run needs about {needed / 1e6:.0f} MB "
+                              "more; free some space or choose another --runs-dir")
+    board = tensorboard_writer(run.path("tensorboard")) if tensorboard and main else None
+    _fit_and_finish(run, recipe, model, (train, val, test), state, device, data, console, verbose, board)
+    return run.run_dir
 
 
-def place(model: nn.Module, recipe: Recipe, device: torch.device) -> nn.Module:
-    """The model on ``device``, in the memory layout the recipe and its engine ask for."""
-    layout = fast.memory_format(model, device, recipe.engine, recipe.channels_last)
-    # The ignore: Module.to takes a device and a memory_format together (torch._C._nn._parse_to), though its
-    # typed overloads offer memory_format only alone.
-    return model.to(device, memory_format=layout)  # type: ignore[call-overload]
+def _load_data(recipe: Recipe, data_dir: str | os.PathLike | None, folder: ImageFolder | None,
+               device: torch.device, console: Console) -> tuple[ImageSet, ImageSet, ImageSet | None]:
+    """The training, validation and test sets: the recipe's data set split as it says, or the folder's parts."""
+    test: ImageSet | None
+    if folder is None:
+        (train_all, test), val = load_dataset(recipe.dataset, data_dir), None
+    else:
+        assert folder.train is not None  # load_folder loads train/ always
+        train_all, val, test = folder.train, folder.val, folder.test
+    train, val = split(train_all, recipe.val_fraction, recipe.split_seed) if val is None else (train_all, val)
+    del train_all  # split copied its images: 47 MB for Fashion-MNIST that training would hold for nothing
+    console.print(f"{recipe.name}: {folder.root if folder else recipe.dataset} — {len(train):,} train / "
+                  f"{len(val):,} validation / {f'{len(test):,}' if test is not None else 'no'} test images, "
+                  f"on {device}{f' ({recipe.autocast} autocast)' if recipe.autocast != 'off' else ''}")
+    for note in (precision_note(device, recipe.autocast), engines.engine_note(device, recipe)):
+        if note:
+            console.print(f"note: {note}")
+    return train, val, test
 
 
-def batch_bounds(n: int, batch_size: int, processes: int = 1) -> list[int]:
-    """Where each batch of an epoch starts, then ``n``: the last batch is the remainder, as in Keras, except
-    that a remainder too small to give each process two images (one process: a remainder of one) joins the
-    batch before it, since BatchNorm cannot train on one image. Under torchrun these are the global batches,
-    which the ``processes`` share out (``distributed.shard``)."""
-    bounds = list(range(0, n, batch_size)) + [n]
-    if len(bounds) > 2 and bounds[-1] - bounds[-2] < 2 * processes:
-        del bounds[-2]
-    return bounds
+def _begin(run: Run, recipe: Recipe, info: ModelInfo, state: TrainState, device: torch.device, data: str,
+           source: str | os.PathLike | None, train: ImageSet) -> None:
+    """A new run's first files and epoch 0's checkpoint: a folder that is full or unwritable fails here,
+    before any training."""
+    try:
+        if distributed.is_main():
+            run.begin(recipe, info, device, source)
+            plots.plot_sample(train.images[0], int(train.labels[0]), train.classes, run.figure("sample.png"))
+        save_checkpoint(run.path(CHECKPOINT), state, device, data)  # every process hands rank 0 its generators
+    except OSError as error:
+        raise CnnlabError(f"cannot write in {run.run_dir} ({error.strerror or error}); "
+                          "free some space or choose another --runs-dir") from None
 
 
-def start_state(model: nn.Module, recipe: Recipe, train: ImageSet, device: torch.device | str = "cpu") -> TrainState:
-    """A fresh run's state; a model that sets itself up from data (airbench's whitening) does so here, after
-    deterministic kernels are switched on if the recipe asks.
-
-    Under torchrun every process builds the same weights; each then draws its own augmentation and dropout,
-    from ``recipe.seed`` plus its rank (rank 0 draws what one process would).
-    """
-    device = torch.device(device)
-    recipe = fast.for_device(recipe, device, distributed.world_size())  # the graph engine's optimiser options
-    if recipe.deterministic:  # before the first cuBLAS product (the whitening's, below), which fixes its workspace
-        use_deterministic_algorithms()
-    place(model, recipe, device)
-    normalization = Normalization.of(train.images) if recipe.normalize else None
-    init_from_data = getattr(model, "init_from_data", None)
-    if init_from_data is not None:  # from the first 5,000 training images, as airbench does
-        init_from_data(to_input(train.images[:5000].to(device), normalization))
-    optimizer = make_optimizer(recipe, model)
-    total_steps = recipe.epochs * (len(batch_bounds(len(train), recipe.batch_size, distributed.world_size())) - 1)
-    rank = distributed.rank()  # 0 in one process
-    if rank:  # after the weights, which must be the same in every process
-        torch.manual_seed(recipe.seed + rank)
-    return TrainState(
-        model, optimizer, torch.Generator().manual_seed(recipe.seed),
-        scheduler=make_scheduler(optimizer, total_steps, recipe.schedule, recipe.warmup, recipe.lr_end),
-        augment=torch.Generator(device).manual_seed(recipe.seed + rank),
-        # fp16 has 5 exponent bits: a batch-mean loss's small gradients underflow to zero unless the loss is scaled
-        # up for the backward pass (and the gradients back down before the step). A no-op for bf16 and fp32.
-        scaler=torch.amp.GradScaler(device.type, enabled=recipe.autocast == "fp16"), normalization=normalization,
-        average=WeightAverage(model, recipe.ema) if recipe.ema else None)
-
-
-def fit(model: nn.Module, train: ImageSet, val: ImageSet, recipe: Recipe,
-        device: Device = None, state: TrainState | None = None,
-        on_epoch_end: Callable[[TrainState], None] | None = None, verbose: bool = True) -> History:
-    """Train ``model`` on ``train`` for ``recipe.epochs``, validating on ``val`` after every epoch.
-
-    ``state`` resumes an earlier run; ``on_epoch_end`` sees the state after each epoch (to save it).
-    ``recipe.engine`` picks how each step is computed (cnnlab.fast), never what. Returns the history, one row
-    per epoch (a list that Jupyter shows as a table and curves). With weight averaging on, ``model`` ends
-    holding the average, which is what was validated. A loss that turns NaN or infinite raises CnnlabError
-    before ``on_epoch_end`` can see the broken weights; one that Keras's clipping keeps finite while the
-    weights blow up prints a warning (``stall_warning``).
-
-    ``device``: where to train (cnnlab.device); None: where the recipe says (``recipe.device``, 'auto' unless
-    set). The model moves there and stays, in eval mode at the end, ready to predict.
-
-    Under torchrun (cnnlab.distributed) each process runs its shard of every batch and DDP averages the
-    gradients: the same steps as one process on the whole batch. Every process validates the whole split, so
-    each holds the numbers one process would print; only rank 0 prints them.
-    """
-    device = choose_device(device, otherwise=recipe.device)
-    recipe = fast.for_device(recipe, device, distributed.world_size())  # 'auto' engine and precision decided
-    verbose = verbose and distributed.is_main()
-    place(model, recipe, device)
-    for part in (train, val):  # a model built for other images fails here, in one line, not inside PyTorch
-        check_input(model, part.images.shape[1:])
-    state = state or start_state(model, recipe, train, device)
-    train_images = train.images.to(device)  # (N, C, H, W) uint8, resident for the whole run
-    train_labels = train.labels.to(device)
-    n, batch_size = len(train), recipe.batch_size
-    bounds = batch_bounds(n, batch_size, distributed.world_size())
-    steps = len(bounds) - 1
-    check_every = 1 if device.type == "cpu" else 50  # a finiteness check waits for the device; on the CPU it is free
-    forward = distributed.data_parallel(model, recipe, device)  # the model's forward, or the same sums fused; in DDP
-    loss_sum = torch.zeros((), device=device)  # the epoch's sums stay on the device: no sync inside an epoch
-    correct = torch.zeros((), device=device, dtype=torch.long)
-
-    def train_step(batch: torch.Tensor) -> None:
-        shard, share = distributed.shard(batch)  # this process's images of the batch (all of them in one process)
-        images = augment(train_images[shard], recipe.flip, recipe.translate, state.augment)  # as-is when off
-        labels = train_labels[shard]
-        with autocast(device, recipe.autocast):
-            logits = forward(to_input(images, state.normalization))
-        loss = loss_fn(logits, labels, recipe)
-        state.optimizer.zero_grad(set_to_none=True)
-        state.scaler.scale(loss * share).backward()  # DDP averages the processes' gradients: the whole batch's mean
-        state.scaler.step(state.optimizer)  # skipped, and the scale lowered, if fp16 overflowed
-        state.scaler.update()
-        state.scheduler.step()
-        if state.average is not None:
-            state.average.update(model)
-        loss_sum.add_(loss.detach() * len(shard))  # Keras's running mean weighs each batch by its size
-        correct.add_((logits.argmax(dim=1) == labels).sum())
-
-    step_fn = fast.cuda_graphed(train_step, batch_size, device) if recipe.engine == "graph" else train_step
-    warning = stall_warning(state.history, recipe, len(train.classes))  # printed once: at the first stalled epoch
-    with _progress(verbose) as progress, fast.settings(device, recipe.engine), \
-            threads.FairShare(device.type, on_change=_giving_way(progress.console, verbose)) as share:
-        for epoch in range(state.epoch + 1, recipe.epochs + 1):
-            started = time.perf_counter()
-            task = progress.add_task(f"Epoch {epoch}/{recipe.epochs}", total=steps)
-            model.train()
-            order = torch.randperm(n, generator=state.shuffle).to(device)  # reshuffled every epoch
-            loss_sum.zero_()
-            correct.zero_()
-            for step in range(steps):
-                step_fn(order[bounds[step]:bounds[step + 1]])
-                share.tick()  # fewer threads while other programs use the CPUs (a look once a second)
-                if (step + 1) % check_every == 0 or step + 1 == steps:
-                    _stop_if_diverged(loss_sum.item(), epoch, step + 1, steps, check_every)
-                progress.advance(task)
-            distributed.sum_over_processes(loss_sum, correct)  # the whole batches' sums, once an epoch
-
-            if recipe.norm_stats:
-                renew_norm_stats(state.evaluated_model, train_images[:recipe.norm_stats], recipe, device,
-                                 state.normalization)
-            validation = evaluate(Inference(state.evaluated_model, state.normalization), val, recipe, device)
-            _stop_if_diverged(validation["loss"], epoch)
-            result = EpochResult(epoch, loss_sum.item() / n, correct.item() / n,
-                                 validation["loss"], validation["accuracy"], time.perf_counter() - started)
-            state.history.append(result)
-            progress.remove_task(task)
-            if verbose:
-                progress.console.print(format_epoch(result, recipe.epochs, steps), soft_wrap=True)
-                if warning is None and (warning := stall_warning(state.history, recipe, len(train.classes))):
-                    progress.console.print(f"warning: {warning}", soft_wrap=True)
-            if on_epoch_end is not None:
-                on_epoch_end(state)
-    if state.average is not None:
-        model.load_state_dict(state.average.model.state_dict())
-    model.eval()  # ready to predict: dropout off, BatchNorm on its running statistics
-    return History(state.history)
+def _resume_state(run: Run, recipe: Recipe, state: TrainState, device: torch.device, data: str,
+                  console: Console) -> bool:
+    """Load the checkpoint into ``state`` and make history.csv (and metrics.json, for a finished run) agree with
+    it: a kill between the checkpoint and history.csv leaves them apart. Whether there is training left."""
+    main = distributed.is_main()
+    trained_on = load_checkpoint(run.path(CHECKPOINT), state, device, data)
+    history_agrees = run.has("history.csv") and _same_bytes(run, "history.csv", history_csv(state.history))
+    metrics = _readable_metrics(run)
+    if state.epoch > recipe.epochs or state.epoch == recipe.epochs and metrics is not None:
+        stale = {key: value for key, value in history_metrics(state.history).items() if metrics.get(key) != value} \
+            if metrics is not None else {}
+        if history_agrees and not stale:
+            raise UsageError(f"{run.run_dir} has trained {state.epoch} epochs already; "
+                             f"pass --epochs N, more than {state.epoch}, to train further")
+        if main:
+            run.write_history(state.history)
+            if metrics is not None and stale:
+                run.write_metrics({**metrics, **stale})
+        console.print(f"{run.run_dir}: history.csv{' and metrics.json' if stale else ''} rewritten from its "
+                      f"checkpoint ({state.epoch} epochs); pass --epochs N, more than {state.epoch}, to train further")
+        return False
+    if main:
+        run.write_recipe(recipe)  # --epochs may have raised the total
+        if not history_agrees:
+            run.write_history(state.history)
+    console.print(f"resuming {run.run_dir} after epoch {state.epoch} of {recipe.epochs}")
+    if trained_on != device.type:
+        console.print(f"note: it was trained on {trained_on}: its random draws on the device (augmentation) "
+                      f"start afresh from the seed, so from here on it will not match an uninterrupted run bit "
+                      f"for bit")
+    return True
 
 
-def renew_norm_stats(model: nn.Module, images: torch.Tensor, recipe: Recipe, device: torch.device,
-                     normalization: Normalization | None) -> None:
-    """BatchNorm's running statistics replaced by those of ``images`` (uint8, un-augmented, as evaluation sees
-    them) under the current weights: a plain average over batches, in train mode, without gradients."""
-    norms = [module for module in model.modules() if isinstance(module, nn.modules.batchnorm._BatchNorm)]
-    momenta = [norm.momentum for norm in norms]
-    for norm in norms:
-        norm.reset_running_stats()
-        norm.momentum = None  # None: a cumulative average over the batches below
-    model.train()
-    forward = fast.forward_fn(model, device, recipe.engine)
-    with torch.no_grad(), autocast(device, recipe.autocast):
-        for start in range(0, len(images), recipe.batch_size):
-            forward(to_input(images[start:start + recipe.batch_size], normalization))
-    for norm, momentum in zip(norms, momenta):
-        norm.momentum = momentum
+def _same_bytes(run: Run, name: str, text: str) -> bool:
+    try:
+        return run.read_bytes(name) == text.encode()
+    except CnnlabError:
+        return False
 
 
-def _giving_way(console, verbose: bool) -> Callable[[int], None]:
-    """The line training prints when it first gives CPUs to other programs (cnnlab.threads.FairShare)."""
-    def say(count: int) -> None:
-        if verbose:
-            console.print(f"note: other programs are using the CPUs, so training goes on {count} "
-                          f"thread{'s' * (count > 1)} while they do (cnnlab.threads; the last digits may differ "
-                          "from a quiet run)", soft_wrap=True)
-    return say
-
-
-def _stop_if_diverged(loss: float, epoch: int, step: int = 0, steps: int = 0, every: int = 1) -> None:
-    """Stop at a NaN or infinite loss, before the epoch's end can save the broken weights.
-
-    ``loss`` is the epoch's running sum up to ``step`` (checked every ``every`` steps), which turns non-finite
-    with the first batch that does; or, without a step, the validation loss.
-    """
-    if math.isfinite(loss):
-        return
-    first = (step - 1) // every * every + 1  # the first step since the last check
-    where = (f"on the validation set after epoch {epoch}" if not step else
-             f"in epoch {epoch} at step {step}/{steps}" if first == step else
-             f"in epoch {epoch} between steps {first} and {step} of {steps}")
-    raise CnnlabError(f"the loss became {loss} {where}; training stopped: lower the learning rate (--lr)")
-
-
-def stall_warning(history: list[EpochResult], recipe: Recipe, classes: int) -> str | None:
-    """What to say about the first epoch of ``history`` that ended at chance accuracy with the loss at the
-    clipped cross-entropy's ceiling, or None: the weights have blown up, yet Keras's clipping keeps the loss
-    finite, so ``_stop_if_diverged`` never fires and the run would end as if nothing happened."""
-    if not recipe.loss_clip:  # unclipped, such a loss turns infinite and stops training instead
+def _readable_metrics(run: Run) -> dict | None:
+    """metrics.json, or None where it is missing or damaged (finishing the run writes it anew)."""
+    try:
+        return run.metrics if run.has("metrics.json") else None
+    except CnnlabError:
         return None
-    ceiling = -math.log(recipe.loss_clip)  # the most one image can cost: -log(ε), 16.12 for Keras's 1e-7
-    for result in history:
-        # A blown-up network is sure of one class and wrong on every other image, each at the ceiling; half of
-        # that allows for the epoch's first steps, taken before the weights blew up. A network that is merely
-        # untrained sits at log(classes), 2.3 for ten, far below.
-        at_chance = result.accuracy <= 1.5 / classes
-        if at_chance and result.loss >= 0.5 * (1 - result.accuracy) * ceiling:
-            return (f"epoch {result.epoch} ended at chance accuracy ({result.accuracy:.4f}, {classes} classes) with "
-                    f"the loss at its clipping ceiling ({result.loss:.2f} of {ceiling:.2f}): the learning rate "
-                    f"--lr {recipe.resolved().lr:g} is likely far too large")
-    return None
 
 
-def format_epoch(result: EpochResult, epochs: int, steps: int) -> str:
-    """One line per epoch in Keras's shape."""
-    return (f"Epoch {result.epoch}/{epochs} - {steps}/{steps} - {result.seconds:.1f}s - "
-            f"loss: {result.loss:.4f} - accuracy: {result.accuracy:.4f} - "
-            f"val_loss: {result.val_loss:.4f} - val_accuracy: {result.val_accuracy:.4f}")
+def _fit_and_finish(run: Run, recipe: Recipe, model: nn.Module, sets: tuple[ImageSet, ImageSet, ImageSet | None],
+                    state: TrainState, device: torch.device, data: str, console: Console, verbose: bool,
+                    board) -> None:
+    """Fit from ``state``, a checkpoint and a history.csv row after every epoch, then finish the run."""
+    main = distributed.is_main()
+    train, val, test = sets
+    saved = state.epoch  # the epoch the checkpoint on disk holds
+
+    def save(state: TrainState) -> None:
+        nonlocal saved
+        save_checkpoint(run.path(CHECKPOINT), state, device, data)
+        if main:
+            run.write_history(state.history)
+        saved = state.epoch
+        if board is not None:
+            log_epoch(board, state.history[-1])
+
+    resume_hint = f"continue with `cnnlab train --resume {run.run_dir}`" + (
+        f" under torchrun, {distributed.world_size()} processes in all" if distributed.world_size() > 1 else "")
+    try:
+        history = fit(model, train, val, recipe, device, state=state, on_epoch_end=save, verbose=verbose)
+        if main:
+            _finish(run, recipe, model, history, test, val, device, console, state.normalization)
+    except KeyboardInterrupt:
+        raise KeyboardInterrupt(f"{run.run_dir} holds epoch {saved} of {recipe.epochs}; {resume_hint}") from None
+    except torch.cuda.OutOfMemoryError:
+        raise CnnlabError(f"{device} ran out of memory with batches of {recipe.batch_size} images: lower "
+                          "--batch-size, or train on --device cpu") from None
+    except OSError as error:  # the disk filled up, or the folder went away, during training
+        raise CnnlabError(f"cannot write in {run.run_dir} ({error.strerror or error}); it holds epoch {saved}: "
+                          f"free some space, then {resume_hint}") from None
+    except CnnlabError as error:  # the loss diverged: the last good epoch stays on disk
+        raise type(error)(f"{error}; {run.run_dir} holds epoch {saved}") from None
+    finally:
+        if board is not None:
+            board.close()
 
 
-def _progress(verbose: bool):
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+def history_metrics(history: list[EpochResult]) -> dict[str, float | int]:
+    """What metrics.json says of the epochs: the best validation accuracy and its epoch, the last, the count,
+    the training time."""
+    best = max(history, key=lambda row: row.val_accuracy)
+    return {"best_val_accuracy": best.val_accuracy, "best_epoch": best.epoch,
+            "final_val_accuracy": history[-1].val_accuracy, "epochs": len(history),
+            "train_seconds": round(sum(row.seconds for row in history), 3)}
 
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    transient=True, disable=not verbose)
+
+def _finish(run: Run | Path, recipe: Recipe, model: nn.Module, history: list[EpochResult], test: ImageSet | None,
+            val: ImageSet, device: torch.device, console: Console, normalization: Normalization | None) -> None:
+    """The tutorial's last steps: test loss and accuracy, the weights, the figures, then metrics.json.
+
+    A folder without test/ has no test set: its metrics are null and the predictions show validation images.
+    """
+    run = run if isinstance(run, Run) else Run(run)
+    inference = Inference(model, normalization, recipe.tta, recipe.autocast)  # as the run will predict
+    test_metrics: Mapping[str, float | None]
+    if test is not None:
+        test_metrics = evaluate(inference, test, recipe, device)
+        console.print(f"Test loss: {test_metrics['loss']:.4f} - test accuracy: {test_metrics['accuracy']:.4f}")
+    else:
+        test_metrics = {"loss": None, "accuracy": None}
+        console.print("No test/ folder: no test accuracy; the predictions show validation images")
+    run.save_weights(model)
+    plots.plot_curves(history, "accuracy", run.figure("accuracy.png"))
+    plots.plot_curves(history, "loss", run.figure("loss.png"))
+    shown = test if test is not None else val
+    picks = torch.randperm(len(shown), generator=torch.Generator().manual_seed(recipe.seed))[:3]
+    guesses = predict(inference, shown.images[picks], device)
+    plots.plot_predictions(shown.images[picks], shown.labels[picks].tolist(), guesses.tolist(), shown.classes,
+                           run.figure("predictions.png"))
+    warning = stall_warning(history, recipe, len(val.classes))
+    run.write_metrics({  # last: it marks the run finished
+        "test_loss": test_metrics["loss"], "test_accuracy": test_metrics["accuracy"], **history_metrics(history),
+        "parameters": count_params(model), "warnings": [warning] if warning else [],
+    })
+
+
+def format_summary(name: str, rows, total: int) -> Table:
+    """The model summary as a rich table: layer, output shape, parameters, then the total."""
+    table = Table(title=f'Model: "{name}"', title_justify="left")
+    table.add_column("Layer (type)")
+    table.add_column("Output Shape")
+    table.add_column("Param #", justify="right")
+    for row in rows:
+        table.add_row(f"{row.name} ({row.kind})", str((None, *row.output_shape)), f"{row.params:,}")
+    table.caption = f"Total params: {total:,}"
+    table.caption_justify = "left"
+    return table
+
+
+# ---------------------------------------------------------------------------------------------------------
+# TensorBoard, optional: each epoch's numbers as scalars
+# ---------------------------------------------------------------------------------------------------------
+def tensorboard_writer(folder: Path):
+    """A TensorBoard SummaryWriter logging into ``folder``; needs the optional ``tensorboard`` package."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise CnnlabError("--tensorboard needs the tensorboard package: pip install 'cnnlab[tensorboard]'") from None
+    return SummaryWriter(str(folder))
+
+
+def log_epoch(writer, row: EpochResult) -> None:
+    """history.csv's numbers for one epoch, as TensorBoard scalars, flushed so a crashed run keeps them."""
+    for metric in ("loss", "accuracy"):
+        writer.add_scalar(f"{metric}/train", getattr(row, metric), row.epoch)
+        writer.add_scalar(f"{metric}/validation", getattr(row, f"val_{metric}"), row.epoch)
+    writer.add_scalar("seconds_per_epoch", row.seconds, row.epoch)
+    writer.flush()

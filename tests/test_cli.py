@@ -19,7 +19,7 @@ from cnnlab import cli, get_recipe, load_run
 from cnnlab.data import DATASETS, load_dataset
 from cnnlab.inference import evaluate, loss_fn
 from cnnlab.recipes import RECIPES
-from conftest import MNIST_SAMPLE, REPO, RUN_FILES, history
+from helpers import MNIST_SAMPLE, REPO, RUN_FILES, history
 
 
 def train(capsys, *args) -> tuple[int, str, str]:

@@ -13,7 +13,7 @@ from cnnlab import cli
 from cnnlab.compare import recipe_differences
 from cnnlab.errors import CnnlabError
 from cnnlab.runs import Run, list_runs
-from cnnlab.session import tensorboard_writer
+from cnnlab.train import tensorboard_writer
 
 
 def test_runs_lists_every_run_with_its_numbers(trained_runs, tmp_path, capsys):

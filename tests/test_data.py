@@ -11,7 +11,7 @@ import torch
 
 from cnnlab import data
 from cnnlab.errors import CnnlabError
-from conftest import FASHION_SYSTEM, MNIST_SAMPLE, cifar_batch_bytes, idx_bytes, make_idx_dataset, write_idx
+from helpers import FASHION_SYSTEM, MNIST_SAMPLE, cifar_batch_bytes, idx_bytes, make_idx_dataset, write_idx
 
 
 def test_idx_round_trip():

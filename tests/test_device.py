@@ -14,11 +14,11 @@ from cnnlab.data import ImageSet
 from cnnlab.device import borrowed, choose_device, resolve_device
 from cnnlab.errors import CnnlabError
 from cnnlab.inference import evaluate
+from cnnlab.loop import fit
 from cnnlab.models import create_model
-from cnnlab.predict import predict, predict_proba
+from cnnlab.prediction import predict, predict_proba
 from cnnlab.recipes import get_recipe
-from cnnlab.train import fit
-from conftest import REPO
+from helpers import REPO
 from test_imports import import_graph
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -122,14 +122,14 @@ def test_commands_that_never_train_do_not_import_the_training_loop():
                     todo.append(target)
         return seen
 
-    for module in ("predict", "explain", "inside", "export", "serve", "report", "studio", "evaluation", "inference",
-                   "device"):
-        assert "train" not in reach(module), module
+    for module in ("prediction", "explain", "inside", "export", "serve", "report", "studio", "evaluation",
+                   "inference", "device"):
+        assert not {"loop", "train"} & reach(module), module
 
 
 def test_the_labs_use_public_names_for_the_device_and_the_input_rule():
     for path in sorted((REPO / "labs").glob("*.ipynb")):
         notebook = json.loads(path.read_text())
         source = "".join("".join(cell["source"]) for cell in notebook["cells"])
-        assert "from cnnlab.train import" not in source and "cnnlab.train." not in source, path.name
+        assert "from cnnlab.loop import" not in source and "cnnlab.loop." not in source, path.name
         assert all(not cell.get("outputs") for cell in notebook["cells"]), path.name  # stored without outputs

@@ -13,7 +13,7 @@ import pytest
 
 from cnnlab import data
 from cnnlab.errors import CnnlabError
-from conftest import make_cifar_dataset, make_idx_dataset
+from helpers import make_cifar_dataset, make_idx_dataset
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):

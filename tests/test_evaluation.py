@@ -12,7 +12,7 @@ from PIL import Image
 
 from cnnlab import cli
 from cnnlab.evaluation import class_scores, confusion_matrix, most_confused, worst_mistakes
-from conftest import learnable_images, write_idx
+from helpers import learnable_images, write_idx
 
 LABELS = torch.tensor([0, 0, 1, 1, 2, 2])
 PREDICTED = torch.tensor([0, 1, 1, 1, 0, 2])

@@ -13,7 +13,7 @@ from cnnlab.augment import Normalization
 from cnnlab.errors import CnnlabError
 from cnnlab.inference import Inference
 from cnnlab.models import create_model
-from cnnlab.predict import predict_proba
+from cnnlab.prediction import predict_proba
 from cnnlab.recipes import with_overrides
 from cnnlab.runs import ModelInfo, load_run, save_run_files, save_weights
 

@@ -12,10 +12,10 @@ from torch.optim.optimizer import register_optimizer_step_pre_hook
 from cnnlab import cli, get_recipe, load_run
 from cnnlab.data import load_dataset, split
 from cnnlab.inference import evaluate
+from cnnlab.loop import fit
 from cnnlab.models import create_model
 from cnnlab.recipes import RECIPES, with_overrides
 from cnnlab.schedule import lr_factor
-from cnnlab.train import fit
 
 TUTORIAL = {"mnist-mlp", "mnist-cnn", "fashion-cnn", "cifar10-cnn"}
 FAST = sorted(set(RECIPES) - TUTORIAL)
@@ -112,7 +112,7 @@ def test_normalised_run_keeps_its_statistics_and_reloads(fake_mnist, runs_dir, c
 
 
 def test_a_last_batch_of_one_image_joins_the_batch_before_it(fake_mnist, runs_dir, capsys):
-    from cnnlab.train import batch_bounds
+    from cnnlab.loop import batch_bounds
 
     assert batch_bounds(257, 128) == [0, 128, 257] and batch_bounds(258, 128) == [0, 128, 256, 258]
     assert batch_bounds(128, 128) == [0, 128] and batch_bounds(1, 128) == [0, 1]
@@ -136,9 +136,9 @@ def test_per_class_figures_agree_with_the_test_accuracy_under_bf16_and_tta(fake_
 
 @pytest.mark.parametrize("native", [False, True])
 def test_autocast_auto_picks_bf16_only_where_the_cpu_computes_it(fake_mnist, runs_dir, capsys, monkeypatch, native):
-    from cnnlab import fast
+    from cnnlab import device
 
-    monkeypatch.setattr(fast, "native_bf16", lambda device: native)  # the capability probe, faked both ways
+    monkeypatch.setattr(device, "native_bf16", lambda device: native)  # the capability probe, faked both ways
     assert get_recipe("fashion-cpu").autocast == get_recipe("mnist-cpu").autocast == "auto"
     code = cli.main(["train", "fashion-cpu", "--data-dir", str(fake_mnist), "--runs-dir", str(runs_dir),
                      "--set", "dataset=mnist", "--epochs", "1"])
@@ -151,9 +151,9 @@ def test_autocast_auto_picks_bf16_only_where_the_cpu_computes_it(fake_mnist, run
 
 
 def test_bf16_asked_for_on_a_cpu_without_it_says_so_in_the_users_terms(fake_mnist, runs_dir, capsys, monkeypatch):
-    from cnnlab import errors, fast
+    from cnnlab import device, errors
 
-    monkeypatch.setattr(fast, "native_bf16", lambda device: False)
+    monkeypatch.setattr(device, "native_bf16", lambda device: False)
     code = cli.main(["train", "fashion-cpu", "--data-dir", str(fake_mnist), "--runs-dir", str(runs_dir),
                      "--set", "dataset=mnist", "--epochs", "1", "--set", "autocast=bf16"])
     assert code == 0
@@ -161,12 +161,12 @@ def test_bf16_asked_for_on_a_cpu_without_it_says_so_in_the_users_terms(fake_mnis
     assert notes == ["note: this CPU has no AVX512-BF16 or AMX, so bf16 autocast is emulated and slow here; "
                      "--set autocast=auto trains in fp32 where bf16 is slow"]
     monkeypatch.setattr(errors, "COMMAND_LINE", False)  # in a notebook: the recipe field, not the flag
-    assert "autocast='auto' in the recipe" in fast.precision_note(torch.device("cpu"), "bf16")
-    assert fast.precision_note(torch.device("cpu"), "off") is None
+    assert "autocast='auto' in the recipe" in device.precision_note(torch.device("cpu"), "bf16")
+    assert device.precision_note(torch.device("cpu"), "off") is None
 
 
 def test_norm_stats_are_taken_afresh_with_the_current_weights():
-    from cnnlab.train import renew_norm_stats
+    from cnnlab.loop import renew_norm_stats
 
     torch.manual_seed(0)
     model = create_model("bn-cnn", (1, 28, 28), 10)

@@ -18,16 +18,16 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 import cnnlab.checkpoint
+import cnnlab.loop
 import cnnlab.runs
-import cnnlab.session
 import cnnlab.train
 from cnnlab import cli, data
 from cnnlab.errors import CnnlabError
 from cnnlab.files import atomic_write
+from cnnlab.loop import _stop_if_diverged, fit
 from cnnlab.models import create_model
 from cnnlab.recipes import get_recipe, with_overrides
-from cnnlab.train import _stop_if_diverged, fit
-from conftest import cifar_batch_bytes, make_idx_dataset
+from helpers import cifar_batch_bytes, make_idx_dataset
 
 # mnist-cnn with Adam on 48 fake digits: 40 train / 8 validation, 4 steps an epoch of 10 images.
 ARGS = ["mnist-cnn", "--optimizer", "adam", "--epochs", "2", "--batch-size", "10", "--seed", "1", "--device", "cpu",
@@ -208,14 +208,14 @@ def test_a_learning_rate_that_wrecks_training_is_named_once(fake_mnist, tmp_path
 
 def test_diverging_loss_keeps_the_last_good_checkpoint(digits, tmp_path, monkeypatch, capsys):
     calls = {"n": 0}
-    loss_fn = cnnlab.train.loss_fn
+    loss_fn = cnnlab.loop.loss_fn
 
     def nan_in_epoch_2_step_3(logits, labels, recipe):
         loss = loss_fn(logits, labels, recipe)
         calls["n"] += logits.requires_grad  # training steps only, not validation
         return loss * float("nan") if logits.requires_grad and calls["n"] == 4 + 3 else loss
 
-    monkeypatch.setattr(cnnlab.train, "loss_fn", nan_in_epoch_2_step_3)
+    monkeypatch.setattr(cnnlab.loop, "loss_fn", nan_in_epoch_2_step_3)
     err = one_line_error(capsys, 1, ["train", *ARGS, "--data-dir", str(digits), "--runs-dir", str(tmp_path)])
     assert "the loss became nan in epoch 2 at step 3/4" in err and "holds epoch 1" in err
     (run_dir,) = tmp_path.iterdir()
@@ -238,14 +238,14 @@ def test_cuda_out_of_memory_says_lower_the_batch_size(digits, tmp_path, monkeypa
     def out_of_memory(*args, **kwargs):
         raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
-    monkeypatch.setattr(cnnlab.session, "fit", out_of_memory)
+    monkeypatch.setattr(cnnlab.train, "fit", out_of_memory)
     err = one_line_error(capsys, 1, ["train", *ARGS, "--data-dir", str(digits), "--runs-dir", str(tmp_path)])
     assert "ran out of memory with batches of 10 images: lower --batch-size" in err
 
 
 def test_full_disk_is_caught_before_training(digits, tmp_path, monkeypatch, capsys):
     usage = namedtuple("usage", "total used free")
-    monkeypatch.setattr(cnnlab.session.shutil, "disk_usage", lambda path: usage(10**9, 10**9 - 10**5, 10**5))
+    monkeypatch.setattr(cnnlab.train.shutil, "disk_usage", lambda path: usage(10**9, 10**9 - 10**5, 10**5))
     err = one_line_error(capsys, 1, ["train", *ARGS, "--data-dir", str(digits), "--runs-dir", str(tmp_path)])
     assert re.search(r": 0 MB free, the run needs about \d+ MB more; .*--runs-dir", err)
     (run_dir,) = tmp_path.iterdir()
@@ -328,13 +328,13 @@ def test_every_failure_is_one_line(raised, code, message, monkeypatch, capsys):
     def fail(*args, **kwargs):
         raise raised
 
-    monkeypatch.setattr(cnnlab.session, "train_recipe", fail)
+    monkeypatch.setattr(cnnlab.train, "train_recipe", fail)
     assert one_line_error(capsys, code, ["train", "mnist-cnn"]).strip() == message
 
 
 @pytest.mark.parametrize("argv", [["--debug", "train", "mnist-cnn"], ["train", "mnist-cnn", "--debug"]])
 def test_debug_shows_the_traceback(argv, monkeypatch):
-    monkeypatch.setattr(cnnlab.session, "train_recipe", lambda *a, **k: 1 / 0)
+    monkeypatch.setattr(cnnlab.train, "train_recipe", lambda *a, **k: 1 / 0)
     with pytest.raises(ZeroDivisionError):
         cli.main(argv)
 
@@ -364,7 +364,7 @@ def test_cifar_batch_with_bad_labels(labels, message):
 
 
 def test_cifar_labels_out_of_range_name_the_file(tmp_path):
-    from conftest import make_cifar_dataset
+    from helpers import make_cifar_dataset
 
     folder = make_cifar_dataset(tmp_path / "c", n_per_batch=4)
     path = folder / "cifar-10-batches-py" / "test_batch"

@@ -28,11 +28,11 @@ from cnnlab import data
 from cnnlab.checkpoint import load_checkpoint, save_checkpoint
 from cnnlab.errors import CnnlabError, UsageError
 from cnnlab.files import write_json
+from cnnlab.loop import start_state
 from cnnlab.models import create_model
 from cnnlab.recipes import Recipe, get_recipe, parse_value, recipe_from_dict, with_overrides
 from cnnlab.runs import ModelInfo, load_run, save_weights
-from cnnlab.train import start_state
-from conftest import cifar_batch_bytes, idx_bytes
+from helpers import cifar_batch_bytes, idx_bytes
 
 # Modest, so the whole suite stays quick; CNNLAB_FUZZ_EXAMPLES=5000 searches longer.
 FUZZ = settings(max_examples=int(os.environ.get("CNNLAB_FUZZ_EXAMPLES", 300)), deadline=None,

@@ -18,7 +18,7 @@ from PIL import Image
 from cnnlab import cli, images
 from cnnlab.errors import CnnlabError
 from cnnlab.runs import ModelInfo
-from conftest import REPO
+from helpers import REPO
 
 
 def noise(height: int = 64, width: int = 64, seed: int = 0) -> Image.Image:

@@ -1,4 +1,5 @@
-"""The package's shape: imports run one way (no circles), and commands that read files start without PyTorch."""
+"""The package's shape: imports run one way (down the layers, no circles), and commands that read files start
+without PyTorch."""
 from __future__ import annotations
 
 import ast
@@ -7,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import REPO
+from helpers import REPO
 
 PACKAGE = REPO / "cnnlab"
 
@@ -58,6 +59,44 @@ def test_the_package_has_no_import_circle():
     cycle = find_cycle(import_graph())
     assert cycle is None, "import circle: " + " → ".join(cycle)
 
+
+# The package's layers, top to bottom: a module imports its own layer or the layers below, never one above.
+# `train` (a recipe into a run folder, the tutorial's steps 1–11) sits above the analysis it prints at the end
+# (three random predictions); `inference` sits with the training loop it shares the engines with.
+LAYERS = (
+    ("apps", {"cli", "serve", "studio"}),
+    ("workflow", {"train"}),
+    ("analysis", {"compare", "evaluation", "explain", "export", "inside", "prediction", "report"}),
+    ("runs", {"runs", "checkpoint"}),
+    ("training", {"loop", "engines", "distributed", "inference"}),
+    ("model/data", {"models", "data", "images", "recipes", "augment", "history", "schedule", "plots", "display"}),
+    ("base", {"errors", "files", "threads", "device", "__init__"}),
+)
+
+
+def layer_violations(graph: dict[str, set[str]], layers=LAYERS) -> list[str]:
+    """Each import that goes up a layer, as 'a (layer) → b (higher layer)'."""
+    depth = {module: i for i, (_, modules) in enumerate(layers) for module in modules}
+    name = {module: layer for layer, modules in layers for module in modules}
+    return [f"{a} ({name[a]}) → {b} ({name[b]})" for a, targets in sorted(graph.items()) for b in sorted(targets)
+            if depth[b] < depth[a]]
+
+
+def test_every_module_has_a_layer():
+    placed = [module for _, modules in LAYERS for module in modules]
+    assert len(placed) == len(set(placed)), "a module in two layers"
+    assert set(import_graph()) == set(placed), "place the new module in LAYERS (tests/test_imports.py)"
+
+
+def test_imports_run_down_the_layers():
+    assert layer_violations(import_graph()) == []
+
+
+def test_the_layer_check_finds_an_import_upwards():
+    # A control: the data layer reaching up into the CLI is caught; the CLI reaching down is not.
+    graph = {"data": {"cli", "errors"}, "cli": {"data"}, "errors": set()}
+    layers = (("apps", {"cli"}), ("model/data", {"data"}), ("base", {"errors"}))
+    assert layer_violations(graph, layers) == ["data (model/data) → cli (apps)"]
 
 def test_the_circle_finder_finds_a_circle(tmp_path):
     # A control: three files importing round a circle, one of them inside a function.

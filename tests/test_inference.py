@@ -23,9 +23,9 @@ from cnnlab.images import prepare_file
 from cnnlab.inference import Inference, evaluate, to_input
 from cnnlab.inside import activations
 from cnnlab.models import create_model
-from cnnlab.predict import predict, predict_proba
+from cnnlab.prediction import predict, predict_proba
 from cnnlab.runs import ModelInfo, Run, load_run, save_run_files, save_weights
-from conftest import running_studio
+from helpers import running_studio
 
 SHAPE = (1, 28, 28)
 

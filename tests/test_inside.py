@@ -15,7 +15,7 @@ from cnnlab import get_recipe
 from cnnlab.errors import CnnlabError
 from cnnlab.inside import activations, explain_value, quantise
 from cnnlab.models import MODELS, create_model
-from cnnlab.predict import predict_proba
+from cnnlab.prediction import predict_proba
 from cnnlab.runs import ModelInfo, Run
 
 CONVOLUTIONAL = [name for name in MODELS if name != "mlp"]

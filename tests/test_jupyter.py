@@ -15,8 +15,8 @@ from cnnlab import plots
 from cnnlab.data import ImageSet
 from cnnlab.errors import CnnlabError
 from cnnlab.history import EpochResult, write_history
-from cnnlab.train import History
-from conftest import REPO
+from cnnlab.loop import History
+from helpers import REPO
 
 DIGITS = tuple("0123456789")
 
@@ -163,8 +163,10 @@ def test_plot_helpers_return_figures_and_still_write_files(tmp_path):
 
 
 def test_cnnlab_predict_stays_the_function_once_its_module_is_loaded():
-    """`cnnlab.predict(model, images)` in a notebook, after any call that loaded cnnlab/predict.py."""
-    code = "import cnnlab, cnnlab.evaluation, cnnlab.predict as m; print(callable(cnnlab.predict), m.__name__)"
+    """`cnnlab.predict(model, images)` in a notebook, after any call that loaded cnnlab/prediction.py (the module
+    has a name of its own, so the import system's setting of submodules on the package cannot shadow the function)."""
+    code = ("import cnnlab, cnnlab.evaluation, cnnlab.prediction as m; "
+            "print(callable(cnnlab.predict), cnnlab.predict.__name__, m.__name__)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"}).stdout
-    assert out.split() == ["True", "predict"]  # the function (its __name__), not the module 'cnnlab.predict'
+    assert out.split() == ["True", "predict", "cnnlab.prediction"]  # the function, beside its module

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import FASHION_SYSTEM, MNIST_SAMPLE, REPO, make_cifar_dataset, write_idx
+from helpers import FASHION_SYSTEM, MNIST_SAMPLE, REPO, make_cifar_dataset, write_idx
 
 nbformat = pytest.importorskip("nbformat", reason="the notebook tests need cnnlab[test]'s nbformat")
 nbclient = pytest.importorskip("nbclient", reason="the notebook tests need cnnlab[test]'s nbclient")

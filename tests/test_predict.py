@@ -14,9 +14,9 @@ from PIL import Image
 from cnnlab import cli, images
 from cnnlab.data import load_dataset
 from cnnlab.errors import CnnlabError
-from cnnlab.predict import predict, predict_files
+from cnnlab.prediction import predict, predict_files
 from cnnlab.runs import load_run
-from conftest import MNIST_SAMPLE, RUN_FILES, learnable_images
+from helpers import MNIST_SAMPLE, RUN_FILES, learnable_images
 from test_images import BAD_FILES
 
 

@@ -19,7 +19,7 @@ from safetensors import safe_open
 
 from cnnlab import cli
 from cnnlab.errors import CnnlabError
-from conftest import KILLER, REPO, assert_same_run, history, make_idx_dataset
+from helpers import KILLER, REPO, assert_same_run, history, make_idx_dataset
 
 # fashion-cnn on the fake digits: Adam's moments, dropout's draws and the shuffle all carry across epochs.
 # 96 training images in batches of 16: 6 steps an epoch.
@@ -120,9 +120,9 @@ def test_fp16_loss_scale_is_carried_by_the_checkpoint(tmp_path):
 
     from cnnlab.checkpoint import load_checkpoint, save_checkpoint
     from cnnlab.data import ImageSet
+    from cnnlab.loop import start_state
     from cnnlab.models import create_model
     from cnnlab.recipes import get_recipe
-    from cnnlab.train import start_state
 
     recipe = replace(get_recipe("fashion-cnn"), autocast="fp16").resolved()
     images = ImageSet(torch.zeros(4, 1, 28, 28, dtype=torch.uint8), torch.arange(4), tuple("0123456789"))
@@ -192,11 +192,11 @@ def test_deterministic_flag_is_recorded_and_switched_on(digits, tmp_path, restor
 def test_deterministic_cli_sets_cublas_workspace_before_any_work(flag, monkeypatch, restore_determinism):
     """cuBLAS reads CUBLAS_WORKSPACE_CONFIG at the process's first product; airbench's whitening computes one
     before training starts, so the CLI sets it before anything else runs."""
-    import cnnlab.session
+    import cnnlab.train
 
     monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
     seen = []
-    monkeypatch.setattr(cnnlab.session, "train_recipe", lambda recipe, **kwargs: seen.append(
+    monkeypatch.setattr(cnnlab.train, "train_recipe", lambda recipe, **kwargs: seen.append(
         (os.environ.get("CUBLAS_WORKSPACE_CONFIG"), torch.are_deterministic_algorithms_enabled())) or Path("run"))
     assert cli.main(["train", "mnist-mlp", *flag, "--quiet"]) == 0
     assert seen == [(":4096:8", True)]
@@ -208,9 +208,9 @@ def test_deterministic_run_switches_on_before_the_model_sets_itself_up(monkeypat
     from dataclasses import replace
 
     from cnnlab.data import ImageSet
+    from cnnlab.loop import start_state
     from cnnlab.models import AirbenchNet, create_model
     from cnnlab.recipes import get_recipe
-    from cnnlab.train import start_state
 
     monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
     seen = []
@@ -224,14 +224,14 @@ def test_deterministic_run_switches_on_before_the_model_sets_itself_up(monkeypat
 
 def test_fast_engine_leaves_cudnn_autotuning_off_when_deterministic(restore_determinism):
     """The fast engine turns cuDNN's autotuner on for CUDA, but not over --deterministic's choice."""
-    from cnnlab import fast
-    from cnnlab.train import use_deterministic_algorithms
+    from cnnlab import engines
+    from cnnlab.loop import use_deterministic_algorithms
 
     cuda = torch.device("cuda")  # the flags are plain switches: setting them needs no GPU
-    with fast.settings(cuda, "fast"):
+    with engines.settings(cuda, "fast"):
         assert torch.backends.cudnn.benchmark is True
     use_deterministic_algorithms()
-    with fast.settings(cuda, "fast"):
+    with engines.settings(cuda, "fast"):
         assert torch.backends.cudnn.benchmark is False
 
 
@@ -304,7 +304,7 @@ def test_a_run_is_trained_by_one_process_at_a_time(digits, tmp_path, capsys):
 # history.csv is (#22.6: a kill there lost that epoch's history row for good).
 KILLED_AFTER_CHECKPOINT = """
 import os, signal, sys
-import cnnlab.session as session
+import cnnlab.train as session
 original = session.save_checkpoint
 def save_then_die(path, state, device, data):
     size = original(path, state, device, data)

@@ -21,7 +21,7 @@ from PIL import Image
 from cnnlab import cli
 from cnnlab.errors import CnnlabError
 from cnnlab.runs import ModelInfo, Run, list_runs, load_run, load_test_set, run_folder, scan_runs
-from conftest import REPO, RUN_FILES, running_studio
+from helpers import REPO, RUN_FILES, running_studio
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ import pytest
 
 from cnnlab import cli, serve
 from cnnlab.errors import CnnlabError
-from conftest import REPO
+from helpers import REPO
 from test_predict import write_digits
 
 MAX_BODY = 4096  # bytes: small, so that a test can pass it

@@ -23,9 +23,9 @@ from PIL import Image
 from cnnlab import cli
 from cnnlab.images import prepare_file
 from cnnlab.inside import activations
-from cnnlab.predict import predict_proba
+from cnnlab.prediction import predict_proba
 from cnnlab.runs import load_run
-from conftest import REPO, running_studio
+from helpers import REPO, running_studio
 from test_predict import write_digits
 
 MAX_BODY = 64 * 1024  # bytes: small, so that a test can pass it

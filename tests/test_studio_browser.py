@@ -22,7 +22,7 @@ from cnnlab import cli
 from cnnlab.images import prepare_file
 from cnnlab.inside import activations
 from cnnlab.runs import load_run
-from conftest import REPO, drawn, make_idx_dataset, running_studio
+from helpers import REPO, drawn, make_idx_dataset, running_studio
 from test_predict import write_digits
 from test_studio import request
 

@@ -16,10 +16,10 @@ import torch
 import torch.nn.functional as F
 
 from cnnlab.inference import loss_fn
+from cnnlab.loop import make_optimizer
 from cnnlab.models import create_model
 from cnnlab.recipes import get_recipe
-from cnnlab.train import make_optimizer
-from conftest import REPO
+from helpers import REPO
 
 
 @pytest.mark.parametrize("loss_clip", [0.0, 1e-7])  # cross_entropy's path, and the clipped sum's
@@ -92,7 +92,7 @@ def test_best_epoch_is_the_first_peak_not_the_last_epoch(trained_runs, tmp_path)
     from cnnlab.data import load_dataset
     from cnnlab.history import EpochResult
     from cnnlab.runs import load_run
-    from cnnlab.session import _finish
+    from cnnlab.train import _finish
 
     run = load_run(trained_runs["mlp"])
     train_set, test = load_dataset("mnist", trained_runs["data"])
@@ -110,7 +110,7 @@ SCRIPT = """
 import sys
 from cnnlab.models import create_model
 from cnnlab.recipes import get_recipe
-from cnnlab.train import make_optimizer
+from cnnlab.loop import make_optimizer
 optimizer = make_optimizer(get_recipe("mnist-mlp"), create_model("mlp", (1, 28, 28), 10))
 optimizer.zero_grad()
 print("torch._dynamo" in sys.modules, sys.modules.get("triton") is not None)

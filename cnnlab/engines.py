@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.torch_version import TorchVersion
 
-from .errors import hint
+from .device import pick_autocast
 from .recipes import Recipe, graph_blocker
 
 OFFSETS = ((0, 0), (0, 1), (1, 0), (1, 1))  # (row, column) in a 2×2 pooling window, in max-pooling's scan order
@@ -178,7 +178,7 @@ def memory_format(model: nn.Module, device: torch.device, engine: str, channels_
 # Optimiser, settings, evaluation batches
 # ---------------------------------------------------------------------------------------------------------
 def optimizer_options(kind, engine: str, device_type: str, version: str = torch.__version__) -> dict[str, bool]:
-    """Keyword arguments for an optimiser (a cnnlab.train.OptimizerKind) under ``engine`` on a ``device_type``
+    """Keyword arguments for an optimiser (a cnnlab.loop.OptimizerKind) under ``engine`` on a ``device_type``
     device with PyTorch ``version``: its fused kernel only where that version has one for that device, since
     asking for a missing one raises at the first step."""
     options = {}
@@ -194,26 +194,6 @@ def eval_batch_size(device: torch.device) -> int:
     """Images per evaluation batch: a GPU takes a whole validation split at once; a CPU is fastest in
     batches whose activations stay in its caches (measured: 256 beats 1,000 by 2× on the fused path)."""
     return 10_000 if device.type == "cuda" else 256
-
-
-def native_bf16(device: torch.device) -> bool:
-    """Does ``device`` compute in bf16 natively? Elsewhere bf16 autocast is emulated and slower than fp32."""
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    if device.type != "cpu":
-        return True  # MPS and others: nothing to ask, so nothing to warn about
-    found = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
-    probes = [probe for probe in found if probe is not None]  # private in PyTorch: absent in some versions
-    return not probes or any(probe() for probe in probes)
-
-
-def pick_autocast(device: torch.device, autocast: str) -> str:
-    """The recipe's mixed precision with 'auto' decided for ``device``: bf16 on a CPU with AVX512-BF16 or AMX and
-    on a GPU that computes bf16, fp32 ('off') elsewhere — emulated bf16 ran the Fashion lab 4.7× slower than fp32
-    on an AVX2 CPU (issue #17). Any other value is the user's choice and stays."""
-    if autocast != "auto":
-        return autocast
-    return "bf16" if device.type in ("cpu", "cuda") and native_bf16(device) else "off"
 
 
 def pick_engine(device: torch.device, recipe: Recipe, processes: int = 1) -> str:
@@ -234,16 +214,6 @@ def engine_note(device: torch.device, recipe: Recipe) -> str | None:
     """A line for the user when CUDA graphs would be faster on ``device`` but cannot replay this recipe's step."""
     if device.type == "cuda" and recipe.engine == "fast" and (what := graph_blocker(recipe)):
         return f"CUDA graphs cannot replay this recipe's {what} yet, so the fast engine runs"
-    return None
-
-
-def precision_note(device: torch.device, autocast: str) -> str | None:
-    """A line for the user when the recipe's mixed precision will slow ``device`` down instead of speeding it up."""
-    if autocast == "bf16" and not native_bf16(device):
-        where = "this CPU has no AVX512-BF16 or AMX" if device.type == "cpu" else f"{device} has no native bf16"
-        fix = hint(cli="--set autocast=auto", python="autocast='auto' in the recipe "
-                                                     "(cnnlab.with_overrides(recipe, {'autocast': 'auto'}))")
-        return f"{where}, so bf16 autocast is emulated and slow here; {fix} trains in fp32 where bf16 is slow"
     return None
 
 

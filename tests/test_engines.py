@@ -9,13 +9,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from cnnlab import fast
+from cnnlab import engines
 from cnnlab.data import ImageSet
 from cnnlab.errors import CnnlabError, UsageError
 from cnnlab.inference import evaluate
+from cnnlab.loop import OPTIMIZERS, fit, make_optimizer, place
 from cnnlab.models import create_model
 from cnnlab.recipes import get_recipe, with_overrides
-from cnnlab.train import OPTIMIZERS, fit, make_optimizer, place
 
 CPU = torch.device("cpu")
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -46,7 +46,7 @@ def test_fused_block_matches_conv_relu_pool_and_its_gradients(channels, kernels,
     expected.backward(upstream)
     expected_grads = weight.grad.clone(), bias.grad.clone()
     weight.grad = bias.grad = None
-    got = fast.conv_relu_pool(images, weight, bias, chunk=chunk)  # 6 images: one piece, or pieces of 4 and 2
+    got = engines.conv_relu_pool(images, weight, bias, chunk=chunk)  # 6 images: one piece, or pieces of 4 and 2
     got.backward(upstream)
 
     assert got.shape == expected.shape
@@ -54,7 +54,7 @@ def test_fused_block_matches_conv_relu_pool_and_its_gradients(channels, kernels,
     torch.testing.assert_close(weight.grad, expected_grads[0], rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(bias.grad, expected_grads[1], rtol=1e-4, atol=1e-4)
     with torch.no_grad():  # evaluation takes the path that remembers no winners
-        torch.testing.assert_close(fast.conv_relu_pool(images, weight, bias, chunk=chunk), expected.detach(),
+        torch.testing.assert_close(engines.conv_relu_pool(images, weight, bias, chunk=chunk), expected.detach(),
                                    rtol=1e-5, atol=1e-5)
 
 
@@ -64,7 +64,7 @@ def test_fused_block_runs_under_bf16_autocast_as_the_plain_block_does():
     weight = torch.randn(8, 1, 3, 3, requires_grad=True)
     bias = (0.1 * torch.randn(8)).requires_grad_()
     results = []
-    for block in (plain_block, fast.conv_relu_pool):
+    for block in (plain_block, engines.conv_relu_pool):
         weight.grad = bias.grad = None
         with torch.autocast("cpu", dtype=torch.bfloat16):
             out = block(images, weight, bias)
@@ -93,7 +93,7 @@ def test_ties_send_the_gradient_to_the_first_maximum_as_max_pooling_does():
     plain_block(images, weight, bias).backward(upstream)
     expected = weight.grad.clone()
     weight.grad = None
-    fast.conv_relu_pool(images, weight, bias).backward(upstream)
+    engines.conv_relu_pool(images, weight, bias).backward(upstream)
     torch.testing.assert_close(weight.grad, expected)
 
 
@@ -101,13 +101,13 @@ def test_fast_forward_is_the_model_and_falls_back_where_it_cannot_fuse():
     torch.manual_seed(0)
     model = create_model("cnn-dropout", (1, 28, 28), 10).eval()
     images = torch.rand(5, 1, 28, 28)
-    forward = fast.forward_fn(model, CPU, "fast")
+    forward = engines.forward_fn(model, CPU, "fast")
     assert forward is not model
     torch.testing.assert_close(forward(images), model(images), rtol=1e-5, atol=1e-5)
-    assert fast.forward_fn(model, CPU, "plain") is model
+    assert engines.forward_fn(model, CPU, "plain") is model
     mlp = create_model("mlp", (1, 28, 28), 10)
-    assert fast.forward_fn(mlp, CPU, "fast") is mlp  # nothing to fuse or reorder: the model runs as written
-    assert fast.forward_fn(model, torch.device("cuda"), "fast") is model  # cuDNN's kernels as they are
+    assert engines.forward_fn(mlp, CPU, "fast") is mlp  # nothing to fuse or reorder: the model runs as written
+    assert engines.forward_fn(model, torch.device("cuda"), "fast") is model  # cuDNN's kernels as they are
 
 
 def test_pooling_before_relu_gives_the_same_outputs_and_gradients():
@@ -115,9 +115,9 @@ def test_pooling_before_relu_gives_the_same_outputs_and_gradients():
     images give equal convolution outputs inside pooling windows, and negative ones windows that ReLU zeroes."""
     torch.manual_seed(0)
     model = create_model("cnn-deep", (3, 12, 12), 10).eval()
-    layers = fast.pool_before_relu(list(model.children()))
+    layers = engines.pool_before_relu(list(model.children()))
     assert [type(layer).__name__ for layer in layers[2:6]] == ["Conv2d", "MaxPool2d", "ReLU", "Flatten"]
-    forward = fast.forward_fn(model, CPU, "fast")
+    forward = engines.forward_fn(model, CPU, "fast")
     images = quantised_images(6, 3) - 0.5
     outputs, grads = {}, {}
     for name, run in (("plain", model), ("fast", forward)):
@@ -133,10 +133,10 @@ def test_pooling_before_relu_gives_the_same_outputs_and_gradients():
 
 def test_fast_engine_trains_convolutional_networks_channels_last_on_the_cpu():
     cnn, mlp = create_model("cnn-deep", (3, 8, 8), 10), create_model("mlp", (3, 8, 8), 10)
-    assert fast.memory_format(cnn, CPU, "fast", channels_last=False) == torch.channels_last
-    assert fast.memory_format(cnn, CPU, "plain", channels_last=False) == torch.contiguous_format
-    assert fast.memory_format(mlp, CPU, "fast", channels_last=False) == torch.contiguous_format
-    assert fast.memory_format(mlp, CPU, "plain", channels_last=True) == torch.channels_last  # the recipe asks
+    assert engines.memory_format(cnn, CPU, "fast", channels_last=False) == torch.channels_last
+    assert engines.memory_format(cnn, CPU, "plain", channels_last=False) == torch.contiguous_format
+    assert engines.memory_format(mlp, CPU, "fast", channels_last=False) == torch.contiguous_format
+    assert engines.memory_format(mlp, CPU, "plain", channels_last=True) == torch.channels_last  # the recipe asks
 
 
 def tiny_split(n: int, seed: int, shape: tuple[int, int, int] = (1, 28, 28)) -> ImageSet:
@@ -186,7 +186,7 @@ def test_first_step_gradients_agree(name, shape):
     for engine in ("plain", "fast"):
         place(model, replace(get_recipe("fashion-cnn"), engine=engine), CPU)
         model.zero_grad(set_to_none=True)
-        F.cross_entropy(fast.forward_fn(model, CPU, engine)(images), labels).backward()
+        F.cross_entropy(engines.forward_fn(model, CPU, engine)(images), labels).backward()
         grads[engine] = {name: p.grad.clone() for name, p in model.named_parameters()}
     for name in grads["plain"]:
         torch.testing.assert_close(grads["fast"][name], grads["plain"][name], rtol=1e-4, atol=1e-6)
@@ -207,24 +207,24 @@ def test_optimizer_options_per_engine():
     adam = get_recipe("fashion-cnn")
     assert make_optimizer(replace(adam, engine="plain"), model).defaults["fused"] in (None, False)
     assert make_optimizer(adam, model).defaults["fused"] is True
-    assert fast.optimizer_options(OPTIMIZERS["adam"], "graph", "cuda") == {"fused": True, "capturable": True}
-    assert fast.optimizer_options(OPTIMIZERS["nadam"], "fast", "cpu") == {}  # no fused kernel: PyTorch's default
+    assert engines.optimizer_options(OPTIMIZERS["adam"], "graph", "cuda") == {"fused": True, "capturable": True}
+    assert engines.optimizer_options(OPTIMIZERS["nadam"], "fast", "cpu") == {}  # no fused kernel: PyTorch's default
 
 
 def test_fused_kernels_are_asked_for_only_where_that_pytorch_has_them():
     """Fused Adagrad is CPU-only in PyTorch 2.11 (the GPU machine's), so asking for it on CUDA there fails at the
     first step; the choice is a function of (optimiser, device type, version) and can be checked here."""
     adagrad = OPTIMIZERS["adagrad"]
-    assert fast.optimizer_options(adagrad, "fast", "cuda", "2.11.0+cu128") == {}
-    assert fast.optimizer_options(adagrad, "fast", "cpu", "2.11.0") == {"fused": True}
-    assert fast.optimizer_options(adagrad, "fast", "cuda", "2.14.1+cu130") == {"fused": True}
+    assert engines.optimizer_options(adagrad, "fast", "cuda", "2.11.0+cu128") == {}
+    assert engines.optimizer_options(adagrad, "fast", "cpu", "2.11.0") == {"fused": True}
+    assert engines.optimizer_options(adagrad, "fast", "cuda", "2.14.1+cu130") == {"fused": True}
     for name in ("sgd", "adam", "adamw"):
-        assert fast.optimizer_options(OPTIMIZERS[name], "fast", "cuda", "2.11.0+cu128") == {"fused": True}
-        assert fast.optimizer_options(OPTIMIZERS[name], "fast", "mps") == {}  # not claimed where unchecked
+        assert engines.optimizer_options(OPTIMIZERS[name], "fast", "cuda", "2.11.0+cu128") == {"fused": True}
+        assert engines.optimizer_options(OPTIMIZERS[name], "fast", "mps") == {}  # not claimed where unchecked
     # The table agrees with the installed PyTorch's own word on where fused Adagrad runs.
     documented = re.search(r"fused \(bool, optional\): whether the fused implementation(.*)is used",
                            torch.optim.Adagrad.__doc__).group(1)
-    assert ("CUDA" in documented) == bool(fast.optimizer_options(adagrad, "fast", "cuda"))
+    assert ("CUDA" in documented) == bool(engines.optimizer_options(adagrad, "fast", "cuda"))
     model = create_model("mlp", (1, 28, 28), 10)
     for name in OPTIMIZERS:  # and every kernel claimed for this machine's CPU builds and steps
         optimizer = make_optimizer(replace(get_recipe("fashion-cnn"), optimizer=name, lr=None), model)
@@ -239,20 +239,20 @@ def test_engine_is_checked_and_graph_needs_cuda():
     with pytest.raises(UsageError, match="CUDA graphs need --device cuda"):
         with_overrides(get_recipe("mnist-mlp"), {"engine": "graph", "device": "cpu"})
     with pytest.raises(CnnlabError, match="needs a CUDA device"):  # device 'auto' on a machine without one
-        fast.cuda_graphed(lambda batch: None, 8, CPU)
+        engines.cuda_graphed(lambda batch: None, 8, CPU)
 
 
 def test_engine_auto_picks_cuda_graphs_where_they_can_replay_the_step():
     cuda = torch.device("cuda")  # only named: nothing runs on it
     lab = get_recipe("fashion-cnn")
-    assert lab.engine == "auto" and fast.pick_engine(cuda, lab) == "graph"
-    assert fast.pick_engine(CPU, lab) == "fast" and fast.pick_engine(cuda, lab, processes=2) == "fast"
-    assert fast.pick_engine(cuda, replace(lab, engine="plain")) == "plain"
+    assert lab.engine == "auto" and engines.pick_engine(cuda, lab) == "graph"
+    assert engines.pick_engine(CPU, lab) == "fast" and engines.pick_engine(cuda, lab, processes=2) == "fast"
+    assert engines.pick_engine(cuda, replace(lab, engine="plain")) == "plain"
     scheduled = get_recipe("fashion-fast")
-    assert fast.pick_engine(cuda, scheduled) == "fast"
-    resolved = fast.for_device(scheduled, cuda)
-    assert resolved.engine == "fast" and "schedule" in fast.engine_note(cuda, resolved)
-    assert fast.engine_note(CPU, fast.for_device(scheduled, CPU)) is None
+    assert engines.pick_engine(cuda, scheduled) == "fast"
+    resolved = engines.for_device(scheduled, cuda)
+    assert resolved.engine == "fast" and "schedule" in engines.engine_note(cuda, resolved)
+    assert engines.engine_note(CPU, engines.for_device(scheduled, CPU)) is None
     with pytest.raises(UsageError, match="fp16's loss scaling"):
         with_overrides(lab, {"engine": "graph", "autocast": "fp16"})
 

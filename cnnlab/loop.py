@@ -1,0 +1,350 @@
+"""The training loop: the optimiser, the loss, and ``fit`` — one loop, read top to bottom.
+
+The whole training split lives on the device as uint8 and batches are taken by index, so no data loader,
+worker process or host↔device copy sits inside an epoch. Metrics accumulate on the device and are read
+once per epoch, as Keras reports them: the running mean over the epoch's batches for training, one pass
+at the epoch's end for validation.
+"""
+from __future__ import annotations
+
+import math
+import os
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from . import distributed, engines, threads
+from .augment import Normalization, augment
+from .data import ImageSet
+from .device import Device, autocast, choose_device
+from .errors import CnnlabError
+from .history import EpochResult
+from .inference import Inference, evaluate, loss_fn, to_input
+from .models import check_input
+from .recipes import Recipe
+from .schedule import WeightAverage, make_scheduler, param_groups
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Optimisers, with Keras's defaults where the recipe leaves them open
+# ---------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class OptimizerKind:
+    build: Callable[..., torch.optim.Optimizer]  # (parameters, recipe, **options of the fast engine)
+    # (device type, first PyTorch version) where PyTorch has a fused kernel for it: one pass over the parameters a step
+    fused: tuple[tuple[str, str], ...] = ()
+    capturable: bool = False  # takes capturable=True, which a CUDA graph of its step needs
+
+
+FUSED_SINCE_2_4 = (("cpu", "2.4"), ("cuda", "2.4"))  # every version cnnlab supports has these
+# Keyed by cnnlab.recipes.OPTIMIZERS, which holds Keras's default learning rate for each.
+OPTIMIZERS: dict[str, OptimizerKind] = {
+    "sgd": OptimizerKind(lambda p, r, **o: torch.optim.SGD(p, lr=r.lr, momentum=r.momentum, nesterov=r.nesterov,
+                                                           weight_decay=r.weight_decay, **o), fused=FUSED_SINCE_2_4),
+    "adam": OptimizerKind(lambda p, r, **o: torch.optim.Adam(p, lr=r.lr, eps=r.eps, weight_decay=r.weight_decay, **o),
+                          fused=FUSED_SINCE_2_4, capturable=True),
+    "adamw": OptimizerKind(lambda p, r, **o: torch.optim.AdamW(p, lr=r.lr, eps=r.eps, weight_decay=r.weight_decay,
+                                                               **o), fused=FUSED_SINCE_2_4, capturable=True),
+    "nadam": OptimizerKind(lambda p, r, **o: torch.optim.NAdam(p, lr=r.lr, eps=r.eps, weight_decay=r.weight_decay,
+                                                               **o), capturable=True),
+    "rmsprop": OptimizerKind(lambda p, r, **o: torch.optim.RMSprop(p, lr=r.lr, alpha=0.9, eps=r.eps,
+                                                                   momentum=r.momentum, weight_decay=r.weight_decay,
+                                                                   **o), capturable=True),
+    "adagrad": OptimizerKind(lambda p, r, **o: torch.optim.Adagrad(p, lr=r.lr, eps=r.eps, weight_decay=r.weight_decay,
+                                                                   initial_accumulator_value=0.1, **o),
+                             fused=(("cpu", "2.4"), ("cuda", "2.14"))),  # 2.11's docs: 'CPU only'; 2.14's: CUDA too
+}
+
+
+def make_optimizer(recipe: Recipe, model: nn.Module) -> torch.optim.Optimizer:
+    recipe = recipe.resolved()
+    _no_triton_without_gpu()
+    kind = OPTIMIZERS[recipe.optimizer]
+    device = next(model.parameters()).device
+    assert recipe.lr is not None  # resolved() filled it in
+    groups = param_groups(model, recipe.lr, recipe.weight_decay, recipe.norm_lr_scale)
+    return kind.build(groups, recipe, **engines.optimizer_options(kind, recipe.engine, device.type))
+
+
+def _no_triton_without_gpu() -> None:
+    """Keep Triton out of a process on a machine without a GPU, where nothing can run its kernels.
+
+    An optimiser's first call imports torch._dynamo (torch.optim wraps its methods in torch._disable_dynamo), and
+    torch._dynamo imports Triton when it is installed, as it is beside PyTorch's CUDA wheels: libtriton.so then
+    holds 100 MB of resident memory for nothing. Marked absent, PyTorch runs as its CPU wheel, which ships no
+    Triton: the same kernels, the same numbers.
+    """
+    if "triton" not in sys.modules and not torch.cuda.is_available() and not torch.xpu.is_available():
+        # `import triton` raises ImportError, as where it is not installed. The ignore: None in sys.modules is
+        # Python's documented way to block an import, which typeshed's dict[str, ModuleType] leaves out.
+        sys.modules["triton"] = None  # type: ignore[assignment]
+
+
+def use_deterministic_algorithms() -> None:
+    """Deterministic kernels from here on (slower on CUDA): the same recipe and seed then give the same history.
+
+    Process-wide, as PyTorch's switch is. CPU kernels are deterministic already; this is for CUDA.
+    """
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS reads it when it starts
+    torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.deterministic = True
+    torch.backends.cudnn.benchmark = False
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The loop
+# ---------------------------------------------------------------------------------------------------------
+class History(list):
+    """What ``fit`` returns: a list of EpochResult, one per epoch, that shows itself in Jupyter as Keras's
+    epoch table and the accuracy and loss curves."""
+
+    def _repr_html_(self) -> str:
+        from .display import history_html
+
+        return history_html(self)
+
+
+@dataclass
+class TrainState:
+    """Everything ``fit`` needs to carry on where it stopped."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    shuffle: torch.Generator  # draws each epoch's order of the training images
+    scheduler: torch.optim.lr_scheduler.LRScheduler  # the learning rate, stepped once per optimiser step
+    augment: torch.Generator  # on the training device: draws each batch's flips and shifts
+    scaler: torch.amp.GradScaler  # fp16's loss scale, which moves as training goes (a no-op without fp16)
+    normalization: Normalization | None = None  # the training split's statistics, when the recipe normalises
+    average: WeightAverage | None = None  # the weights that are validated, when the recipe averages them
+    history: list[EpochResult] = field(default_factory=list)
+
+    @property
+    def epoch(self) -> int:  # epochs completed
+        return len(self.history)
+
+    @property
+    def evaluated_model(self) -> nn.Module:
+        return self.average.model if self.average is not None else self.model
+
+
+def place(model: nn.Module, recipe: Recipe, device: torch.device) -> nn.Module:
+    """The model on ``device``, in the memory layout the recipe and its engine ask for."""
+    layout = engines.memory_format(model, device, recipe.engine, recipe.channels_last)
+    # The ignore: Module.to takes a device and a memory_format together (torch._C._nn._parse_to), though its
+    # typed overloads offer memory_format only alone.
+    return model.to(device, memory_format=layout)  # type: ignore[call-overload]
+
+
+def batch_bounds(n: int, batch_size: int, processes: int = 1) -> list[int]:
+    """Where each batch of an epoch starts, then ``n``: the last batch is the remainder, as in Keras, except
+    that a remainder too small to give each process two images (one process: a remainder of one) joins the
+    batch before it, since BatchNorm cannot train on one image. Under torchrun these are the global batches,
+    which the ``processes`` share out (``distributed.shard``)."""
+    bounds = list(range(0, n, batch_size)) + [n]
+    if len(bounds) > 2 and bounds[-1] - bounds[-2] < 2 * processes:
+        del bounds[-2]
+    return bounds
+
+
+def start_state(model: nn.Module, recipe: Recipe, train: ImageSet, device: torch.device | str = "cpu") -> TrainState:
+    """A fresh run's state; a model that sets itself up from data (airbench's whitening) does so here, after
+    deterministic kernels are switched on if the recipe asks.
+
+    Under torchrun every process builds the same weights; each then draws its own augmentation and dropout,
+    from ``recipe.seed`` plus its rank (rank 0 draws what one process would).
+    """
+    device = torch.device(device)
+    recipe = engines.for_device(recipe, device, distributed.world_size())  # the graph engine's optimiser options
+    if recipe.deterministic:  # before the first cuBLAS product (the whitening's, below), which fixes its workspace
+        use_deterministic_algorithms()
+    place(model, recipe, device)
+    normalization = Normalization.of(train.images) if recipe.normalize else None
+    init_from_data = getattr(model, "init_from_data", None)
+    if init_from_data is not None:  # from the first 5,000 training images, as airbench does
+        init_from_data(to_input(train.images[:5000].to(device), normalization))
+    optimizer = make_optimizer(recipe, model)
+    total_steps = recipe.epochs * (len(batch_bounds(len(train), recipe.batch_size, distributed.world_size())) - 1)
+    rank = distributed.rank()  # 0 in one process
+    if rank:  # after the weights, which must be the same in every process
+        torch.manual_seed(recipe.seed + rank)
+    return TrainState(
+        model, optimizer, torch.Generator().manual_seed(recipe.seed),
+        scheduler=make_scheduler(optimizer, total_steps, recipe.schedule, recipe.warmup, recipe.lr_end),
+        augment=torch.Generator(device).manual_seed(recipe.seed + rank),
+        # fp16 has 5 exponent bits: a batch-mean loss's small gradients underflow to zero unless the loss is scaled
+        # up for the backward pass (and the gradients back down before the step). A no-op for bf16 and fp32.
+        scaler=torch.amp.GradScaler(device.type, enabled=recipe.autocast == "fp16"), normalization=normalization,
+        average=WeightAverage(model, recipe.ema) if recipe.ema else None)
+
+
+def fit(model: nn.Module, train: ImageSet, val: ImageSet, recipe: Recipe,
+        device: Device = None, state: TrainState | None = None,
+        on_epoch_end: Callable[[TrainState], None] | None = None, verbose: bool = True) -> History:
+    """Train ``model`` on ``train`` for ``recipe.epochs``, validating on ``val`` after every epoch.
+
+    ``state`` resumes an earlier run; ``on_epoch_end`` sees the state after each epoch (to save it).
+    ``recipe.engine`` picks how each step is computed (cnnlab.engines), never what. Returns the history, one row
+    per epoch (a list that Jupyter shows as a table and curves). With weight averaging on, ``model`` ends
+    holding the average, which is what was validated. A loss that turns NaN or infinite raises CnnlabError
+    before ``on_epoch_end`` can see the broken weights; one that Keras's clipping keeps finite while the
+    weights blow up prints a warning (``stall_warning``).
+
+    ``device``: where to train (cnnlab.device); None: where the recipe says (``recipe.device``, 'auto' unless
+    set). The model moves there and stays, in eval mode at the end, ready to predict.
+
+    Under torchrun (cnnlab.distributed) each process runs its shard of every batch and DDP averages the
+    gradients: the same steps as one process on the whole batch. Every process validates the whole split, so
+    each holds the numbers one process would print; only rank 0 prints them.
+    """
+    device = choose_device(device, otherwise=recipe.device)
+    recipe = engines.for_device(recipe, device, distributed.world_size())  # 'auto' engine and precision decided
+    verbose = verbose and distributed.is_main()
+    place(model, recipe, device)
+    for part in (train, val):  # a model built for other images fails here, in one line, not inside PyTorch
+        check_input(model, part.images.shape[1:])
+    state = state or start_state(model, recipe, train, device)
+    train_images = train.images.to(device)  # (N, C, H, W) uint8, resident for the whole run
+    train_labels = train.labels.to(device)
+    n, batch_size = len(train), recipe.batch_size
+    bounds = batch_bounds(n, batch_size, distributed.world_size())
+    steps = len(bounds) - 1
+    check_every = 1 if device.type == "cpu" else 50  # a finiteness check waits for the device; on the CPU it is free
+    forward = distributed.data_parallel(model, recipe, device)  # the model's forward, or the same sums fused; in DDP
+    loss_sum = torch.zeros((), device=device)  # the epoch's sums stay on the device: no sync inside an epoch
+    correct = torch.zeros((), device=device, dtype=torch.long)
+
+    def train_step(batch: torch.Tensor) -> None:
+        shard, share = distributed.shard(batch)  # this process's images of the batch (all of them in one process)
+        images = augment(train_images[shard], recipe.flip, recipe.translate, state.augment)  # as-is when off
+        labels = train_labels[shard]
+        with autocast(device, recipe.autocast):
+            logits = forward(to_input(images, state.normalization))
+        loss = loss_fn(logits, labels, recipe)
+        state.optimizer.zero_grad(set_to_none=True)
+        state.scaler.scale(loss * share).backward()  # DDP averages the processes' gradients: the whole batch's mean
+        state.scaler.step(state.optimizer)  # skipped, and the scale lowered, if fp16 overflowed
+        state.scaler.update()
+        state.scheduler.step()
+        if state.average is not None:
+            state.average.update(model)
+        loss_sum.add_(loss.detach() * len(shard))  # Keras's running mean weighs each batch by its size
+        correct.add_((logits.argmax(dim=1) == labels).sum())
+
+    step_fn = engines.cuda_graphed(train_step, batch_size, device) if recipe.engine == "graph" else train_step
+    warning = stall_warning(state.history, recipe, len(train.classes))  # printed once: at the first stalled epoch
+    with _progress(verbose) as progress, engines.settings(device, recipe.engine), \
+            threads.FairShare(device.type, on_change=_giving_way(progress.console, verbose)) as share:
+        for epoch in range(state.epoch + 1, recipe.epochs + 1):
+            started = time.perf_counter()
+            task = progress.add_task(f"Epoch {epoch}/{recipe.epochs}", total=steps)
+            model.train()
+            order = torch.randperm(n, generator=state.shuffle).to(device)  # reshuffled every epoch
+            loss_sum.zero_()
+            correct.zero_()
+            for step in range(steps):
+                step_fn(order[bounds[step]:bounds[step + 1]])
+                share.tick()  # fewer threads while other programs use the CPUs (a look once a second)
+                if (step + 1) % check_every == 0 or step + 1 == steps:
+                    _stop_if_diverged(loss_sum.item(), epoch, step + 1, steps, check_every)
+                progress.advance(task)
+            distributed.sum_over_processes(loss_sum, correct)  # the whole batches' sums, once an epoch
+
+            if recipe.norm_stats:
+                renew_norm_stats(state.evaluated_model, train_images[:recipe.norm_stats], recipe, device,
+                                 state.normalization)
+            validation = evaluate(Inference(state.evaluated_model, state.normalization), val, recipe, device)
+            _stop_if_diverged(validation["loss"], epoch)
+            result = EpochResult(epoch, loss_sum.item() / n, correct.item() / n,
+                                 validation["loss"], validation["accuracy"], time.perf_counter() - started)
+            state.history.append(result)
+            progress.remove_task(task)
+            if verbose:
+                progress.console.print(format_epoch(result, recipe.epochs, steps), soft_wrap=True)
+                if warning is None and (warning := stall_warning(state.history, recipe, len(train.classes))):
+                    progress.console.print(f"warning: {warning}", soft_wrap=True)
+            if on_epoch_end is not None:
+                on_epoch_end(state)
+    if state.average is not None:
+        model.load_state_dict(state.average.model.state_dict())
+    model.eval()  # ready to predict: dropout off, BatchNorm on its running statistics
+    return History(state.history)
+
+
+def renew_norm_stats(model: nn.Module, images: torch.Tensor, recipe: Recipe, device: torch.device,
+                     normalization: Normalization | None) -> None:
+    """BatchNorm's running statistics replaced by those of ``images`` (uint8, un-augmented, as evaluation sees
+    them) under the current weights: a plain average over batches, in train mode, without gradients."""
+    norms = [module for module in model.modules() if isinstance(module, nn.modules.batchnorm._BatchNorm)]
+    momenta = [norm.momentum for norm in norms]
+    for norm in norms:
+        norm.reset_running_stats()
+        norm.momentum = None  # None: a cumulative average over the batches below
+    model.train()
+    forward = engines.forward_fn(model, device, recipe.engine)
+    with torch.no_grad(), autocast(device, recipe.autocast):
+        for start in range(0, len(images), recipe.batch_size):
+            forward(to_input(images[start:start + recipe.batch_size], normalization))
+    for norm, momentum in zip(norms, momenta):
+        norm.momentum = momentum
+
+
+def _giving_way(console, verbose: bool) -> Callable[[int], None]:
+    """The line training prints when it first gives CPUs to other programs (cnnlab.threads.FairShare)."""
+    def say(count: int) -> None:
+        if verbose:
+            console.print(f"note: other programs are using the CPUs, so training goes on {count} "
+                          f"thread{'s' * (count > 1)} while they do (cnnlab.threads; the last digits may differ "
+                          "from a quiet run)", soft_wrap=True)
+    return say
+
+
+def _stop_if_diverged(loss: float, epoch: int, step: int = 0, steps: int = 0, every: int = 1) -> None:
+    """Stop at a NaN or infinite loss, before the epoch's end can save the broken weights.
+
+    ``loss`` is the epoch's running sum up to ``step`` (checked every ``every`` steps), which turns non-finite
+    with the first batch that does; or, without a step, the validation loss.
+    """
+    if math.isfinite(loss):
+        return
+    first = (step - 1) // every * every + 1  # the first step since the last check
+    where = (f"on the validation set after epoch {epoch}" if not step else
+             f"in epoch {epoch} at step {step}/{steps}" if first == step else
+             f"in epoch {epoch} between steps {first} and {step} of {steps}")
+    raise CnnlabError(f"the loss became {loss} {where}; training stopped: lower the learning rate (--lr)")
+
+
+def stall_warning(history: list[EpochResult], recipe: Recipe, classes: int) -> str | None:
+    """What to say about the first epoch of ``history`` that ended at chance accuracy with the loss at the
+    clipped cross-entropy's ceiling, or None: the weights have blown up, yet Keras's clipping keeps the loss
+    finite, so ``_stop_if_diverged`` never fires and the run would end as if nothing happened."""
+    if not recipe.loss_clip:  # unclipped, such a loss turns infinite and stops training instead
+        return None
+    ceiling = -math.log(recipe.loss_clip)  # the most one image can cost: -log(ε), 16.12 for Keras's 1e-7
+    for result in history:
+        # A blown-up network is sure of one class and wrong on every other image, each at the ceiling; half of
+        # that allows for the epoch's first steps, taken before the weights blew up. A network that is merely
+        # untrained sits at log(classes), 2.3 for ten, far below.
+        at_chance = result.accuracy <= 1.5 / classes
+        if at_chance and result.loss >= 0.5 * (1 - result.accuracy) * ceiling:
+            return (f"epoch {result.epoch} ended at chance accuracy ({result.accuracy:.4f}, {classes} classes) with "
+                    f"the loss at its clipping ceiling ({result.loss:.2f} of {ceiling:.2f}): the learning rate "
+                    f"--lr {recipe.resolved().lr:g} is likely far too large")
+    return None
+
+
+def format_epoch(result: EpochResult, epochs: int, steps: int) -> str:
+    """One line per epoch in Keras's shape."""
+    return (f"Epoch {result.epoch}/{epochs} - {steps}/{steps} - {result.seconds:.1f}s - "
+            f"loss: {result.loss:.4f} - accuracy: {result.accuracy:.4f} - "
+            f"val_loss: {result.val_loss:.4f} - val_accuracy: {result.val_accuracy:.4f}")
+
+
+def _progress(verbose: bool):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    transient=True, disable=not verbose)
