@@ -112,6 +112,30 @@ def test_training_gives_way_while_other_programs_use_the_cpus_and_takes_them_bac
     assert torch.get_num_threads() == full
 
 
+def test_the_first_look_comes_within_a_quarter_second_then_once_a_second(monkeypatch):
+    full = torch.get_num_threads()
+    if full < 2:
+        pytest.skip("one CPU: nothing to give way with")
+    monkeypatch.setitem(threads.CHOICE, "adaptive", True)
+    monkeypatch.setenv("OMP_NUM_THREADS", str(full))
+    clock, used, looks = [0.0], [0.0, 0.0], []
+
+    def others_busy(cpus, proc_stat=Path("/proc/stat")):
+        looks.append(clock[0])
+        return used[0], used[1]
+
+    monkeypatch.setattr(threads.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(threads, "others_busy", others_busy)
+    with threads.FairShare("cpu") as share:
+        for step in range(12):  # steps 1/8 s apart, the others using every CPU
+            clock[0] += 0.125
+            used[0] += 0.125 * full
+            share.tick()
+            if step == 1:  # 0.25 s in
+                assert torch.get_num_threads() == full - 1  # gave way at the first look, not a second in
+    assert looks == [0.0, 0.25, 1.25]
+
+
 def test_no_giving_way_on_a_gpu_or_when_the_user_set_the_count(monkeypatch):
     monkeypatch.setattr(threads, "others_busy", lambda cpus, proc_stat=None: pytest.fail("looked at the CPUs"))
     monkeypatch.setattr(threads.time, "monotonic", iter(range(0, 100, 5)).__next__)
