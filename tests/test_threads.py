@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -84,27 +85,43 @@ def test_a_cgroup_quota_caps_the_thread_count(tmp_path, monkeypatch, files, quot
     assert threads.usable_cpus() == 1
 
 
-def test_training_gives_way_while_other_programs_use_the_cpus_and_takes_them_back(monkeypatch):
+@dataclass
+class FakeMachine:
+    """A clock and /proc/stat's counts that a test moves by hand: (all processes' CPU-seconds on our CPUs, ours)."""
+    full: int
+    clock: float = 0.0
+    used: list[float] = field(default_factory=lambda: [0.0, 0.0])
+    looks: list[float] = field(default_factory=list)  # when FairShare read the counts
+
+    def others_busy(self, cpus, proc_stat=Path("/proc/stat")) -> tuple[float, float]:
+        self.looks.append(self.clock)
+        return self.used[0], self.used[1]
+
+    def run(self, seconds: float, busy: float) -> None:
+        """``seconds`` pass; the others use ``busy`` CPUs and this process the rest."""
+        self.clock += seconds
+        self.used[0] += seconds * self.full
+        self.used[1] += seconds * (self.full - busy)
+
+
+@pytest.fixture
+def machine(monkeypatch) -> FakeMachine:
     full = torch.get_num_threads()
     if full < 2:
         pytest.skip("one CPU: nothing to give way with")
     monkeypatch.setitem(threads.CHOICE, "adaptive", True)
     monkeypatch.setenv("OMP_NUM_THREADS", str(full))
-    clock = [0.0]
-    monkeypatch.setattr(threads.time, "monotonic", lambda: clock[0])
-    # (all processes' CPU-seconds, ours): each second the others use `busy` CPUs and we use the rest
-    used = [0.0, 0.0]
+    fake = FakeMachine(full)
+    monkeypatch.setattr(threads.time, "monotonic", lambda: fake.clock)
+    monkeypatch.setattr(threads, "others_busy", fake.others_busy)
+    return fake
 
-    def others_busy(cpus, proc_stat=Path("/proc/stat")):
-        return used[0], used[1]
 
-    monkeypatch.setattr(threads, "others_busy", others_busy)
-    changes: list[int] = []
+def test_training_gives_way_while_other_programs_use_the_cpus_and_takes_them_back(machine):
+    full, changes = machine.full, []
     with threads.FairShare("cpu", on_change=changes.append) as share:
         for busy in [0.0, 0.2, full, full, 0.6 * full, 0.1, 0.1]:
-            clock[0] += 1.0
-            used[0] += full
-            used[1] += full - busy
+            machine.run(1.0, busy)
             share.tick()
         assert changes == list(range(full - 1, 0, -1))[:len(changes)] and changes  # gave way, one at a time
         assert torch.get_num_threads() == full  # and took them back once the others stopped
@@ -112,28 +129,14 @@ def test_training_gives_way_while_other_programs_use_the_cpus_and_takes_them_bac
     assert torch.get_num_threads() == full
 
 
-def test_the_first_look_comes_within_a_quarter_second_then_once_a_second(monkeypatch):
-    full = torch.get_num_threads()
-    if full < 2:
-        pytest.skip("one CPU: nothing to give way with")
-    monkeypatch.setitem(threads.CHOICE, "adaptive", True)
-    monkeypatch.setenv("OMP_NUM_THREADS", str(full))
-    clock, used, looks = [0.0], [0.0, 0.0], []
-
-    def others_busy(cpus, proc_stat=Path("/proc/stat")):
-        looks.append(clock[0])
-        return used[0], used[1]
-
-    monkeypatch.setattr(threads.time, "monotonic", lambda: clock[0])
-    monkeypatch.setattr(threads, "others_busy", others_busy)
+def test_the_first_look_comes_within_a_quarter_second_then_once_a_second(machine):
     with threads.FairShare("cpu") as share:
         for step in range(12):  # steps 1/8 s apart, the others using every CPU
-            clock[0] += 0.125
-            used[0] += 0.125 * full
+            machine.run(0.125, machine.full)
             share.tick()
             if step == 1:  # 0.25 s in
-                assert torch.get_num_threads() == full - 1  # gave way at the first look, not a second in
-    assert looks == [0.0, 0.25, 1.25]
+                assert torch.get_num_threads() == machine.full - 1  # gave way at the first look, not a second in
+    assert machine.looks == [0.0, 0.25, 1.25]
 
 
 def test_no_giving_way_on_a_gpu_or_when_the_user_set_the_count(monkeypatch):
