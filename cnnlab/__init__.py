@@ -38,7 +38,7 @@ _HOMES = {
     "explain": ("explain_run",),
     "export": ("export_onnx",),
     "images": ("inspect_image", "load_folder", "prepare", "read_image"),
-    "inference": ("Inference", "evaluate", "to_input"),
+    "inference": ("Inference", "Scores", "evaluate", "to_input"),
     "models": ("MODELS", "create_model", "summarize"),
     "prediction": ("predict", "predict_files", "predict_proba"),
     "recipes": ("RECIPES", "Recipe", "get_recipe", "with_overrides"),

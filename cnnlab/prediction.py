@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from .data import ImageSet
+from .data import Data, ImageSet, as_images
 from .device import Device
 from .errors import CnnlabError
 from .inference import Inference, Source
@@ -22,18 +22,21 @@ if TYPE_CHECKING:
     from .runs import Run
 
 
-def predict_proba(model: Source, images: torch.Tensor, device: Device = None,
+def predict_proba(model: Source, images: Data, device: Device = None,
                   batch_size: int | None = None) -> torch.Tensor:
-    """Softmax probabilities (N, classes) on the CPU for images (N, C, H, W): uint8 0–255, or floats in [0, 1].
+    """Softmax probabilities (N, classes) on the CPU for images (N, C, H, W): uint8 0–255, or floats in [0, 1] —
+    what Keras's ``model.predict`` returns. Keras's arrays are laid out as ``as_images`` says (channels-last,
+    grey, flat rows); an ImageSet or an (images, labels) tuple gives its images.
 
     ``model``: a network (computed as it is), a run (with its normalisation, test-time augmentation and
     precision) or an Inference. It computes on ``device`` (None: where it is) in eval mode, and is left where and
     as it was.
     """
-    return Inference.of(model).proba(images, device, batch_size)
+    inference = Inference.of(model)
+    return inference.proba(as_images(images, getattr(inference.model, "in_shape", None)), device, batch_size)
 
 
-def predict(model: Source, images: torch.Tensor, device: Device = None,
+def predict(model: Source, images: Data, device: Device = None,
             batch_size: int | None = None) -> torch.Tensor:
     """The most probable class (N,) for each image, as ``predict_proba`` finds it."""
     return predict_proba(model, images, device, batch_size).argmax(dim=1)
