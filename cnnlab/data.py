@@ -657,6 +657,18 @@ def load_dataset(name: str, data_dir: str | os.PathLike | None = None,
     return train, test
 
 
+def load_data(name: str, data_dir: str | os.PathLike | None = None, download: bool = True
+              ) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    """keras.datasets' ``load_data()``: ``(x_train, y_train), (x_test, y_test)`` as NumPy arrays — uint8 images
+    as Keras lays them out, (N, 28, 28) grey or (N, 32, 32, 3) colour, and class numbers (N,)."""
+    def keras_arrays(part: ImageSet) -> tuple[np.ndarray, np.ndarray]:
+        images = part.images.permute(0, 2, 3, 1).numpy()  # (N, H, W, C)
+        return images[..., 0] if images.shape[-1] == 1 else images, part.labels.numpy()
+
+    train, test = load_dataset(name, data_dir, download)
+    return keras_arrays(train), keras_arrays(test)
+
+
 def load_test_images(name: str, data_dir: str | os.PathLike | None = None, download: bool = True) -> ImageSet:
     """Only the test part of a declared data set (evaluating a run need not parse 60,000 training images)."""
     spec = get_spec(name)
