@@ -290,9 +290,13 @@ def _blank_output(model: nn.Module, image_shape: Sequence[int]) -> torch.Tensor:
 
 
 def check_classes(model: nn.Module, image_shape: Sequence[int], classes: int) -> None:
-    """A one-line CnnlabError unless ``model`` gives one output per class, found on one blank image: too few
-    fail deep inside the loss, too many train without a word."""
-    outputs = _blank_output(model, image_shape).shape[-1]
+    """A one-line CnnlabError unless ``model`` gives one output per class: too few fail deep inside the loss, too
+    many train without a word. A network from ``create_model`` is read, not run (its last Linear is its head, and
+    stays last when replaced in place), so what the network sees is only the data; any other is tried on one blank
+    image."""
+    heads = [module.out_features for module in model.modules() if isinstance(module, nn.Linear)]
+    known = getattr(model, "in_shape", None) is not None and heads
+    outputs = heads[-1] if known else _blank_output(model, image_shape).shape[-1]
     if outputs != classes:
         shape = getattr(model, "in_shape", tuple(image_shape))
         raise CnnlabError(f"the model has {outputs} outputs but the data has {classes} classes; build it with "

@@ -199,6 +199,9 @@ def test_a_model_with_the_wrong_number_of_outputs_is_refused_before_a_step(outpu
     assert message == (f"the model has {outputs} outputs but the data has 10 classes; build it with "
                        "create_model(name, (1, 28, 28), 10)")
     assert same_weights(model, before)
+    bare = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, outputs))  # not from create_model: run once
+    assert one_line(lambda: cnnlab.fit(bare, images, labels, RECIPE, validation_split=0.5, verbose=False)) == \
+        message
 
 
 def test_check_input_names_the_missing_or_misplaced_channel_axis():
