@@ -96,9 +96,10 @@ def test_evaluate_and_predict_take_what_keras_passes():
     assert cnnlab.evaluate(model, images[..., None] / 255, one_hot, RECIPE) == expected  # Keras's (x, y) order
     assert cnnlab.evaluate(model, (images, labels), "mnist-mlp") == expected  # a tuple, and a recipe by name
     probabilities = cnnlab.predict_proba(model, as_set.images)
-    assert torch.allclose(cnnlab.predict_proba(model, images[..., None] / 255), probabilities, atol=1e-6)
-    assert torch.equal(cnnlab.predict(model, (images, labels)), probabilities.argmax(dim=1))
-    assert torch.equal(cnnlab.predict(model, as_set), probabilities.argmax(dim=1))
+    from_keras = cnnlab.predict_proba(model, images[..., None] / 255)
+    assert isinstance(from_keras, np.ndarray) and np.allclose(from_keras, probabilities.numpy(), atol=1e-6)  # as Keras
+    assert cnnlab.predict(model, (images, labels)).tolist() == probabilities.argmax(dim=1).tolist()
+    assert torch.equal(cnnlab.predict(model, as_set), probabilities.argmax(dim=1))  # tensors in, tensors out
 
 
 def test_split_gives_back_the_kind_it_was_given_by_the_course_rule():
