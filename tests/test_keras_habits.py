@@ -10,6 +10,7 @@ import pytest
 import torch
 
 import cnnlab
+from cnnlab import plots
 from cnnlab.data import ImageSet
 from cnnlab.errors import CnnlabError
 from cnnlab.inference import Scores
@@ -124,6 +125,9 @@ def test_classes_may_be_a_count():
     assert len(as_set.classes) == 12
     assert one_line(lambda: ImageSet.from_arrays(images, labels, classes=0)) == \
         "classes=0: pass the number of classes (1 or more) or their names"
+    figure = plots.plot_predictions(torch.from_numpy(images[:2, None]), [7, 1], [7, 2], 10)
+    assert [axis.get_title() for axis in figure.axes] == ["Label value = [7]  Predicted value = [7]",
+                                                          "Label value = [1]  Predicted value = [2]"]
 
 
 # ---------------------------------------------------------------------------------------------------------
