@@ -290,8 +290,8 @@ def as_image_set(data: Data, labels: ArrayLike | None = None, *, in_shape: Seque
     images = as_images(data, in_shape)
     if images.dtype != torch.uint8:
         images = torch.from_numpy(_to_uint8(images.numpy(force=True)))
-    numbers, width = _class_numbers(labels)
-    return ImageSet(images.contiguous(), numbers, class_names(width if classes is None else classes))
+    label_numbers, width = _class_numbers(labels)
+    return ImageSet(images.contiguous(), label_numbers, class_names(width if classes is None else classes))
 
 
 def _numeric(array: np.ndarray, what: str) -> np.ndarray:

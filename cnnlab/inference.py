@@ -226,7 +226,8 @@ def evaluate(model: Source, data: Data, recipe: Recipe | str | ArrayLike | None 
 
     ``model``: a network, a run (its normalisation too) or an Inference; it computes on ``device`` (None: where
     it is) and goes back where and as it was. ``data``: an ImageSet or Keras's arrays (``as_image_set``);
-    Keras's ``evaluate(x, y)`` is ``evaluate(model, x, y, recipe)``. ``recipe``: a Recipe or its name.
+    Keras's ``evaluate(x, y)`` is ``evaluate(model, x, y, recipe)``, where the labels move the recipe one place
+    on and the model computes where it is. ``recipe``: a Recipe or its name.
     ``verbose``: print Keras's closing line (the course passes ``verbose=0``; the result shows itself anyway).
     """
     if isinstance(recipe, (np.ndarray, torch.Tensor)):  # Keras's order, evaluate(model, x, y, recipe): y came third
