@@ -12,8 +12,9 @@ import pytest
 import cnnlab  # was: from keras.datasets import fashion_mnist; from keras.models import Sequential; from keras.layers …
 from helpers import FASHION_SYSTEM
 
-pytestmark = pytest.mark.skipif(not (FASHION_SYSTEM / "train-images-idx3-ubyte.gz").exists(),
-                                reason=f"needs the real Fashion-MNIST in {FASHION_SYSTEM}")
+pytestmark = [pytest.mark.slow,  # real data: 60,000 images parsed, one epoch on 2,400 (about 20 s here)
+              pytest.mark.skipif(not (FASHION_SYSTEM / "train-images-idx3-ubyte.gz").exists(),
+                                 reason=f"needs the real Fashion-MNIST in {FASHION_SYSTEM}")]
 
 
 def to_categorical(labels: np.ndarray, classes: int) -> np.ndarray:  # was: from keras.utils import to_categorical
