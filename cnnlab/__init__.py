@@ -34,7 +34,8 @@ _HOMES = {
     "data": ("DATASETS", "ImageSet", "load_dataset", "split"),
     "device": ("resolve_device",),
     "errors": ("CnnlabError", "UsageError"),
-    "evaluation": ("evaluate_run",),
+    "course": ("compare_with_course",),
+    "evaluation": ("analyse", "evaluate_run"),
     "explain": ("explain_run",),
     "export": ("export_onnx",),
     "images": ("inspect_image", "load_folder", "prepare", "read_image"),
@@ -64,3 +65,9 @@ def __getattr__(name: str):
 
 def __dir__() -> list[str]:
     return sorted(set(globals()) | set(__all__))
+
+
+if "IPython" in __import__("sys").modules:  # inside IPython or Jupyter (cnnlab.notebook)
+    from . import notebook as _notebook
+
+    _notebook.install()

@@ -23,7 +23,8 @@ from .augment import Normalization
 from .checkpoint import data_fingerprint, load_checkpoint, save_checkpoint
 from .data import ImageSet, load_dataset, split
 from .device import precision_note, resolve_device
-from .errors import CnnlabError, UsageError
+from .display import plain_console
+from .errors import CnnlabError, UsageError, hint
 from .files import check_writable, locked
 from .history import EpochResult, history_csv
 from .images import ImageFolder, load_folder
@@ -119,8 +120,8 @@ def resume_run(run: Run | str | os.PathLike, epochs: int | str | None = None,
 def _recorded_folder(run: Run, data_dir: str | os.PathLike | None) -> Path:
     root = Path(data_dir) if data_dir is not None else run.data_dir
     if root is None:
-        raise CnnlabError(f"{run.run_dir} does not record the folder of images it was trained on; pass "
-                          "--data-dir FOLDER")
+        raise CnnlabError(f"{run.run_dir} does not record the folder of images it was trained on; "
+                          + hint(cli="pass --data-dir FOLDER", python="pass data_dir=FOLDER"))
     return root
 
 
@@ -157,7 +158,7 @@ def _check_classes(folder: ImageFolder) -> None:
 def _train_into(run: Run, recipe: Recipe, device: torch.device, data_dir: str | os.PathLike | None,
                 verbose: bool, resume: bool, folder: ImageFolder | None = None, tensorboard: bool = False) -> Path:
     main = distributed.is_main()  # the process that prints and writes; the others train beside it
-    console = Console(quiet=not (verbose and main), highlight=False, soft_wrap=True)
+    console = plain_console(quiet=not (verbose and main), highlight=False, soft_wrap=True)
     train, val, test = _load_data(recipe, data_dir, folder, device, console)
 
     torch.manual_seed(recipe.seed)  # the initial weights, then dropout
@@ -284,7 +285,8 @@ def _fit_and_finish(run: Run, recipe: Recipe, model: nn.Module, sets: tuple[Imag
         if board is not None:
             log_epoch(board, state.history[-1])
 
-    resume_hint = f"continue with `cnnlab train --resume {run.run_dir}`" + (
+    resume_hint = "continue with " + hint(cli=f"`cnnlab train --resume {run.run_dir}`",
+                                          python=f"cnnlab.resume_run({str(run.run_dir)!r})") + (
         f" under torchrun, {distributed.world_size()} processes in all" if distributed.world_size() > 1 else "")
     try:
         history = fit(model, train, val, recipe, device, state=state, on_epoch_end=save, verbose=verbose)

@@ -69,8 +69,9 @@ LAYERS = (
     ("analysis", {"compare", "evaluation", "explain", "export", "inside", "prediction", "report"}),
     ("runs", {"runs", "checkpoint"}),
     ("training", {"loop", "engines", "distributed", "inference"}),
-    ("model/data", {"models", "data", "images", "recipes", "augment", "history", "schedule", "plots", "display"}),
-    ("base", {"errors", "files", "threads", "device", "__init__"}),
+    ("model/data", {"models", "data", "images", "recipes", "augment", "history", "schedule", "plots", "display",
+                    "course"}),
+    ("base", {"errors", "files", "threads", "device", "notebook", "__init__"}),
 )
 
 
