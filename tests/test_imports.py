@@ -128,6 +128,10 @@ def test_importing_the_cli_loads_no_heavy_library():
     assert modules_after("import cnnlab.cli") & HEAVY == set()
 
 
+def test_importing_cnnlab_outside_ipython_sets_up_nothing_for_it():  # cnnlab.notebook: only inside IPython
+    assert modules_after("import cnnlab") & {"IPython", "rich", *HEAVY} == set()
+
+
 def test_commands_that_read_files_load_no_heavy_library(digit_run):
     quiet = ("import contextlib, io\nfrom cnnlab import cli\n"
              "with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):\n    ")
