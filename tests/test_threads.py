@@ -28,6 +28,7 @@ def omp_setting(stderr: str, name: str) -> str:
     return line.split("=", 1)[1].strip().strip("'")
 
 
+@pytest.mark.slow
 def test_import_cnnlab_sets_the_thread_count_before_torch_starts_openmp(monkeypatch):
     done = fresh(["-c", "import cnnlab, os, torch; print(torch.get_num_threads(), 'OMP_WAIT_POLICY' in os.environ)"])
     assert done.returncode == 0, done.stderr
@@ -40,6 +41,7 @@ def test_import_cnnlab_sets_the_thread_count_before_torch_starts_openmp(monkeypa
     threads.configure(dict(os.environ))
 
 
+@pytest.mark.slow
 def test_the_cli_sets_them_too_and_says_so_with_verbose(tmp_path):
     # `train` imports torch, then stops at the unknown recipe: OpenMP has printed what it started with
     done = fresh(["-m", "cnnlab.cli", "train", "no-such-recipe", "--verbose", "--runs-dir", str(tmp_path)])
@@ -48,6 +50,7 @@ def test_the_cli_sets_them_too_and_says_so_with_verbose(tmp_path):
     assert done.stdout.startswith(f"CPU threads: {threads.usable_cpus()} (the CPUs this process may use")
 
 
+@pytest.mark.slow
 def test_the_users_own_variables_are_left_as_they_are():
     done = fresh(["-c", "import cnnlab, torch; print(torch.get_num_threads())"], OMP_NUM_THREADS="1",
                  OMP_WAIT_POLICY="ACTIVE")
