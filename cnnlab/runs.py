@@ -420,7 +420,7 @@ def new_run_dir(runs_dir: str | os.PathLike, name: str) -> Path:
         check_writable(run_dir)
     except OSError as error:
         raise CnnlabError(f"cannot write runs under {runs_dir} ({error.strerror or error}); "
-                          "choose another folder with --runs-dir") from None
+                          f"choose another folder with {hint(cli='--runs-dir', python='runs_dir=...')}") from None
     return run_dir
 
 
@@ -443,7 +443,8 @@ def scan_runs(runs_dir: str | os.PathLike = "runs") -> tuple[list[Run], list[tup
     CSV files read, never their weights), and the damaged ones with what is wrong."""
     runs_dir = Path(runs_dir)
     if not runs_dir.is_dir():
-        raise CnnlabError(f"{runs_dir}: no such folder; `cnnlab train` writes runs under ./runs (or --runs-dir)")
+        raise CnnlabError(f"{runs_dir}: no such folder; training writes runs under ./runs (or "
+                          f"{hint(cli='--runs-dir', python='runs_dir=...')})")
     runs, damaged = [], []
     for name in sorted(os.listdir(runs_dir)):
         folder = run_folder(runs_dir, name)

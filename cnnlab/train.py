@@ -180,7 +180,7 @@ def _train_into(run: Run, recipe: Recipe, device: torch.device, data_dir: str | 
         free, needed = shutil.disk_usage(run.run_dir).free, 2 * run.path(CHECKPOINT).stat().st_size  # next, weights
         if free < needed:
             raise CnnlabError(f"{run.run_dir}: {free / 1e6:.0f} MB free, the run needs about {needed / 1e6:.0f} MB "
-                              "more; free some space or choose another --runs-dir")
+                              f"more; free some space or choose another {hint(cli='--runs-dir', python='runs_dir')}")
     board = tensorboard_writer(run.path("tensorboard")) if tensorboard and main else None
     _fit_and_finish(run, recipe, model, (train, val, test), state, device, data, console, verbose, board)
     return run.run_dir
@@ -217,7 +217,7 @@ def _begin(run: Run, recipe: Recipe, info: ModelInfo, state: TrainState, device:
         save_checkpoint(run.path(CHECKPOINT), state, device, data)  # every process hands rank 0 its generators
     except OSError as error:
         raise CnnlabError(f"cannot write in {run.run_dir} ({error.strerror or error}); "
-                          "free some space or choose another --runs-dir") from None
+                          f"free some space or choose another {hint(cli='--runs-dir', python='runs_dir')}") from None
 
 
 def _resume_state(run: Run, recipe: Recipe, state: TrainState, device: torch.device, data: str,
