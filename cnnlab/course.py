@@ -6,7 +6,7 @@ Standard library only at import; a check imports torch when it looks at a model.
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -66,10 +66,10 @@ class CourseComparison:
                 + (f"<p>{escape(self.note)}</p>" if self.note else ""))
 
 
-def compare_with_course(recipe: Any, history: Sequence[EpochResult],
-                        scores: Mapping[str, float] | None = None) -> CourseComparison:
+def compare_with_course(recipe: Any, history: Sequence[EpochResult], scores: Any = None) -> CourseComparison:
     """The course's results for ``recipe``'s lab (a Recipe or its name) beside ``history`` (what ``fit``
-    returned) and ``scores`` (what ``cnnlab.evaluate`` returned on the test set: read by its keys)."""
+    returned) and ``scores`` (what ``cnnlab.evaluate`` returned on the test set, a dict or a NamedTuple that
+    answers ``scores["accuracy"]``)."""
     from .errors import CnnlabError
 
     name = getattr(recipe, "name", recipe)
