@@ -23,6 +23,8 @@ a run folder or its ``cnnlab.Run``.
 """
 __version__ = "0.1.0"
 
+import sys as _sys
+
 from . import threads as _threads
 
 _threads.configure()  # OpenMP's thread count, before anything imports torch (cnnlab.threads)
@@ -67,7 +69,7 @@ def __dir__() -> list[str]:
     return sorted(set(globals()) | set(__all__))
 
 
-if "IPython" in __import__("sys").modules:  # inside IPython or Jupyter (cnnlab.notebook)
+if "IPython" in _sys.modules:  # inside IPython or Jupyter: a CnnlabError as one line (cnnlab.notebook)
     from . import notebook as _notebook
 
     _notebook.install()
