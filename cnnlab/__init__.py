@@ -27,6 +27,8 @@ a run folder or its ``cnnlab.Run``.
 """
 __version__ = "0.1.0"
 
+import sys as _sys
+
 from . import threads as _threads
 
 _threads.configure()  # OpenMP's thread count, before anything imports torch (cnnlab.threads)
@@ -38,7 +40,8 @@ _HOMES = {
     "data": ("DATASETS", "ImageSet", "load_data", "load_dataset", "split"),
     "device": ("resolve_device",),
     "errors": ("CnnlabError", "UsageError"),
-    "evaluation": ("evaluate_run",),
+    "course": ("compare_with_course",),
+    "evaluation": ("analyse", "evaluate_run"),
     "explain": ("explain_run",),
     "export": ("export_onnx",),
     "images": ("inspect_image", "load_folder", "prepare", "read_image"),
@@ -68,3 +71,9 @@ def __getattr__(name: str):
 
 def __dir__() -> list[str]:
     return sorted(set(globals()) | set(__all__))
+
+
+if "IPython" in _sys.modules:  # inside IPython or Jupyter: a CnnlabError as one line (cnnlab.notebook)
+    from . import notebook as _notebook
+
+    _notebook.install()

@@ -20,7 +20,7 @@ import torch
 
 from . import distributed
 from .data import ImageSet
-from .errors import CnnlabError, UsageError
+from .errors import CnnlabError, UsageError, hint
 from .files import atomic_write, check_regular
 from .history import EpochResult, check_history
 from .loop import TrainState
@@ -147,8 +147,9 @@ def _read(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
 def _check_origin(path: Path, meta: dict[str, Any], data: str) -> int:
     """Refuse a checkpoint of other data or of another number of processes; the number of processes."""
     if meta["data"] != data:
-        raise CnnlabError(f"{path.parent} was trained on other data than was found now; pass the --data-dir "
-                          "it was trained with (its environment.json records it)")
+        raise CnnlabError(f"{path.parent} was trained on other data than was found now; pass the "
+                          f"{hint(cli='--data-dir', python='data_dir')} it was trained with (its environment.json "
+                          "records it)")
     processes = meta.get("world_size", 1)
     if type(processes) is not int or processes < 1:
         raise CnnlabError(f"{path}: malformed world_size; {DAMAGED}")

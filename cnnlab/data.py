@@ -27,7 +27,7 @@ from typing import Any, overload
 import numpy as np
 import torch
 
-from .errors import CnnlabError
+from .errors import CnnlabError, hint
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -408,7 +408,8 @@ def locate(spec: DatasetSpec, data_dir: str | os.PathLike | None = None,
 def _missing_message(spec: DatasetSpec, target: Path, reason: str) -> str:
     names = [spec.archive.name] if spec.archive else [f.name for f in spec.train_files + spec.test_files]
     return (f"{spec.title} not found and not downloaded ({reason}): put {', '.join(names)} in {target} "
-            f"(or pass --data-dir FOLDER); they come from {spec.mirrors[0]}")
+            f"(or {hint(cli='pass --data-dir FOLDER', python='pass data_dir=FOLDER')}); they come from "
+            f"{spec.mirrors[0]}")
 
 
 # ---------------------------------------------------------------------------------------------------------

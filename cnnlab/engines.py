@@ -267,10 +267,11 @@ def cuda_graphed(step: Callable[[torch.Tensor], None], batch_size: int, device: 
     run as they are, on a side stream, so that lazily made state exists before the capture; a batch of
     another size (the epoch's short last batch) always runs as it is.
     """
-    from .errors import CnnlabError
+    from .errors import CnnlabError, hint
 
     if device.type != "cuda":
-        raise CnnlabError(f"engine 'graph' needs a CUDA device, not {device}; use --set engine=fast")
+        raise CnnlabError(f"engine 'graph' needs a CUDA device, not {device}; use "
+                          f"{hint(cli='--set engine=fast', python='engine=fast in the recipe')}")
     graph: torch.cuda.CUDAGraph | None = None
     static_batch = torch.empty(batch_size, dtype=torch.long, device=device)
     side = torch.cuda.Stream(device)

@@ -14,7 +14,7 @@ import typing
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
-from .errors import UsageError
+from .errors import UsageError, hint
 
 # ---------------------------------------------------------------------------------------------------------
 # The names a recipe chooses from. The modules that do the work key their tables by these names (a test holds
@@ -95,6 +95,11 @@ def _field_types() -> dict[str, Any]:
     return typing.get_type_hints(Recipe)
 
 
+def as_given(field: str, value: Any) -> str:
+    """A field and its value as the user gave them: a flag on the command line, the recipe field in Python."""
+    return hint(cli=f"--{field.replace('_', '-')} {value!r}", python=f"{field}={value!r}")
+
+
 def check_type(field: str, value: Any) -> Any:
     """``value`` if it has the type of ``Recipe.<field>`` (an int passes for a float); else UsageError."""
     hints = _field_types()
@@ -107,7 +112,7 @@ def check_type(field: str, value: Any) -> Any:
         if kind in (int, float) and isinstance(value, (int, kind)) and not isinstance(value, bool):
             return kind(value)
     names = " or ".join(getattr(o, "__name__", str(o)) for o in options)
-    raise UsageError(f"--{field.replace('_', '-')} {value!r}: expected {names}")
+    raise UsageError(f"{as_given(field, value)}: expected {names}")
 
 
 # A recipe's name names its run folder: no path separators, nothing hidden or unprintable, nothing the file
@@ -118,7 +123,7 @@ _FOLDER_NAME = re.compile(r"[^./\\\x00-\x1f\ud800-\udfff][^/\\\x00-\x1f\ud800-\u
 def validate(recipe: Recipe) -> Recipe:
     """Check every field's range and every name against its registry; returns the recipe unchanged."""
     def bad(field: str, why: str) -> UsageError:
-        return UsageError(f"--{field.replace('_', '-')} {getattr(recipe, field)!r}: {why}")
+        return UsageError(f"{as_given(field, getattr(recipe, field))}: {why}")
 
     if not _FOLDER_NAME.fullmatch(recipe.name):
         raise bad("name", "use 1–100 characters, not '/', '\\' or control characters, not a leading '.'")
@@ -166,10 +171,12 @@ def validate(recipe: Recipe) -> Recipe:
     if recipe.engine not in ENGINES:
         raise bad("engine", f"choose one of {', '.join(ENGINES)}")
     if recipe.engine == "graph" and recipe.device in ("cpu", "mps"):
-        raise bad("engine", f"CUDA graphs need --device cuda (or auto on a CUDA machine), not {recipe.device}")
+        raise bad("engine", f"CUDA graphs need {hint(cli='--device cuda', python='device cuda')} (or auto on a "
+                            f"CUDA machine), not {recipe.device}")
     if recipe.engine == "graph" and recipe.autocast == "fp16":
-        raise bad("engine", "CUDA graphs cannot replay fp16's loss scaling: use --set autocast=bf16 (native on "
-                            "these GPUs, no scaling needed) or engine=fast")
+        raise bad("engine", "CUDA graphs cannot replay fp16's loss scaling: use "
+                            f"{hint(cli='--set autocast=bf16', python='autocast=bf16')} (native on these GPUs, no "
+                            "scaling needed) or engine=fast")
     if recipe.engine == "graph" and (what := graph_blocker(recipe)):
         raise bad("engine", f"CUDA graphs replay a fixed step, not {what}: use engine=fast (or auto)")
     return recipe
@@ -294,7 +301,7 @@ def parse_value(field: str, text: str) -> Any:
         except ValueError:
             continue
     names = " or ".join(getattr(o, "__name__", str(o)) for o in options)
-    raise UsageError(f"--{field.replace('_', '-')} {text!r}: expected {names}")
+    raise UsageError(f"{as_given(field, text)}: expected {names}")
 
 
 def with_overrides(recipe: Recipe, overrides: dict[str, Any]) -> Recipe:

@@ -23,7 +23,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import CnnlabError, UsageError, warn
+from .errors import CnnlabError, UsageError, hint, warn
 from .files import (
     DAMAGED,
     MAX_READ,
@@ -420,7 +420,7 @@ def new_run_dir(runs_dir: str | os.PathLike, name: str) -> Path:
         check_writable(run_dir)
     except OSError as error:
         raise CnnlabError(f"cannot write runs under {runs_dir} ({error.strerror or error}); "
-                          "choose another folder with --runs-dir") from None
+                          f"choose another folder with {hint(cli='--runs-dir', python='runs_dir=...')}") from None
     return run_dir
 
 
@@ -443,7 +443,8 @@ def scan_runs(runs_dir: str | os.PathLike = "runs") -> tuple[list[Run], list[tup
     CSV files read, never their weights), and the damaged ones with what is wrong."""
     runs_dir = Path(runs_dir)
     if not runs_dir.is_dir():
-        raise CnnlabError(f"{runs_dir}: no such folder; `cnnlab train` writes runs under ./runs (or --runs-dir)")
+        raise CnnlabError(f"{runs_dir}: no such folder; training writes runs under ./runs (or "
+                          f"{hint(cli='--runs-dir', python='runs_dir=...')})")
     runs, damaged = [], []
     for name in sorted(os.listdir(runs_dir)):
         folder = run_folder(runs_dir, name)
@@ -496,8 +497,8 @@ def _load_model(run: Run) -> nn.Module:
         model = create_model(info.model, info.in_shape, len(info.classes))
     _check_input_shape(model, info, run.run_dir)
     if not run.has(WEIGHTS) and run.has(CHECKPOINT):
-        raise CnnlabError(f"{run.run_dir}: training has not finished; continue it with "
-                          f"`cnnlab train --resume {run.run_dir}`")
+        raise CnnlabError(f"{run.run_dir}: training has not finished; continue it with " + hint(
+            cli=f"`cnnlab train --resume {run.run_dir}`", python=f"cnnlab.resume_run({str(run.run_dir)!r})"))
     model = load_weights(run.path(WEIGHTS), model, run.run_dir)
     model.eval()
     if math.prod(info.in_shape) > MAX_INPUT_VALUES:  # after the weights, whose shapes name most such damage
@@ -529,6 +530,10 @@ def _check_input_shape(model: nn.Module, info: ModelInfo, run_dir: Path) -> None
                           f"{info.in_shape} ({error}); {DAMAGED}") from None
 
 
+def _pass_data_dir() -> str:  # the studio cuts its own advice at "; pass "
+    return hint(cli="pass --data-dir FOLDER", python="pass data_dir=FOLDER")
+
+
 def load_test_set(run: Run | str | os.PathLike, data_dir: str | os.PathLike | None = None) -> ImageSet:
     """The test images of a run's data set, from ``data_dir`` or else where the run was trained (``Run.data_dir``;
     cnnlab's own lookup when a data set's run recorded none); for a folder run, its test/ part."""
@@ -541,13 +546,13 @@ def load_test_set(run: Run | str | os.PathLike, data_dir: str | os.PathLike | No
         if data_dir is None and recorded is not None:
             if not recorded.is_dir():
                 raise CnnlabError(f"{run.run_dir} was trained on data in {recorded}, which is gone; "
-                                  "pass --data-dir FOLDER where the data set is now")
+                                  f"{_pass_data_dir()} where the data set is now")
             data_dir = recorded
         return load_test_images(info.dataset, data_dir)
     root = Path(data_dir) if data_dir is not None else recorded
     if root is None or not root.is_dir():
         raise CnnlabError(f"{run.run_dir} was trained on the images in {root or 'a folder it does not record'}"
-                          f"{', which is gone' if root else ''}; pass --data-dir FOLDER where they are now")
+                          f"{', which is gone' if root else ''}; {_pass_data_dir()} where they are now")
     test = load_folder(root, info.in_shape, info.preprocess, classes=info.classes, parts=("test",)).test
     if test is None:
         raise CnnlabError(f"{root}: has no test/ folder, so this run has no test set; put images in "

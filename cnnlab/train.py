@@ -23,7 +23,8 @@ from .augment import Normalization
 from .checkpoint import data_fingerprint, load_checkpoint, save_checkpoint
 from .data import ImageSet, load_dataset, split
 from .device import precision_note, resolve_device
-from .errors import CnnlabError, UsageError
+from .display import plain_console
+from .errors import CnnlabError, UsageError, hint
 from .files import check_writable, locked
 from .history import EpochResult, history_csv
 from .images import ImageFolder, load_folder
@@ -119,8 +120,8 @@ def resume_run(run: Run | str | os.PathLike, epochs: int | str | None = None,
 def _recorded_folder(run: Run, data_dir: str | os.PathLike | None) -> Path:
     root = Path(data_dir) if data_dir is not None else run.data_dir
     if root is None:
-        raise CnnlabError(f"{run.run_dir} does not record the folder of images it was trained on; pass "
-                          "--data-dir FOLDER")
+        raise CnnlabError(f"{run.run_dir} does not record the folder of images it was trained on; "
+                          + hint(cli="pass --data-dir FOLDER", python="pass data_dir=FOLDER"))
     return root
 
 
@@ -157,7 +158,7 @@ def _check_classes(folder: ImageFolder) -> None:
 def _train_into(run: Run, recipe: Recipe, device: torch.device, data_dir: str | os.PathLike | None,
                 verbose: bool, resume: bool, folder: ImageFolder | None = None, tensorboard: bool = False) -> Path:
     main = distributed.is_main()  # the process that prints and writes; the others train beside it
-    console = Console(quiet=not (verbose and main), highlight=False, soft_wrap=True)
+    console = plain_console(quiet=not (verbose and main), highlight=False, soft_wrap=True)
     train, val, test = _load_data(recipe, data_dir, folder, device, console)
 
     torch.manual_seed(recipe.seed)  # the initial weights, then dropout
@@ -179,7 +180,7 @@ def _train_into(run: Run, recipe: Recipe, device: torch.device, data_dir: str | 
         free, needed = shutil.disk_usage(run.run_dir).free, 2 * run.path(CHECKPOINT).stat().st_size  # next, weights
         if free < needed:
             raise CnnlabError(f"{run.run_dir}: {free / 1e6:.0f} MB free, the run needs about {needed / 1e6:.0f} MB "
-                              "more; free some space or choose another --runs-dir")
+                              f"more; free some space or choose another {hint(cli='--runs-dir', python='runs_dir')}")
     board = tensorboard_writer(run.path("tensorboard")) if tensorboard and main else None
     _fit_and_finish(run, recipe, model, (train, val, test), state, device, data, console, verbose, board)
     return run.run_dir
@@ -216,7 +217,7 @@ def _begin(run: Run, recipe: Recipe, info: ModelInfo, state: TrainState, device:
         save_checkpoint(run.path(CHECKPOINT), state, device, data)  # every process hands rank 0 its generators
     except OSError as error:
         raise CnnlabError(f"cannot write in {run.run_dir} ({error.strerror or error}); "
-                          "free some space or choose another --runs-dir") from None
+                          f"free some space or choose another {hint(cli='--runs-dir', python='runs_dir')}") from None
 
 
 def _resume_state(run: Run, recipe: Recipe, state: TrainState, device: torch.device, data: str,
@@ -284,7 +285,8 @@ def _fit_and_finish(run: Run, recipe: Recipe, model: nn.Module, sets: tuple[Imag
         if board is not None:
             log_epoch(board, state.history[-1])
 
-    resume_hint = f"continue with `cnnlab train --resume {run.run_dir}`" + (
+    resume_hint = "continue with " + hint(cli=f"`cnnlab train --resume {run.run_dir}`",
+                                          python=f"cnnlab.resume_run({str(run.run_dir)!r})") + (
         f" under torchrun, {distributed.world_size()} processes in all" if distributed.world_size() > 1 else "")
     try:
         history = fit(model, train, val, recipe, device, state=state, on_epoch_end=save, verbose=verbose)
