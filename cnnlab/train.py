@@ -54,9 +54,8 @@ def train_recipe(recipe: Recipe, data_dir: str | os.PathLike | None = None, runs
     if (recipe.dataset == "folder") != (folder is not None):
         raise CnnlabError(f"recipe {recipe.name!r} trains on {recipe.dataset!r}; a folder of your own images "
                           "goes with --data FOLDER (and dataset 'folder')")
-    source, note = (source_run(from_run), None) if from_run is not None else (None, None)
-    if source is not None:
-        recipe, note = adopt(recipe, source)
+    source = source_run(from_run) if from_run is not None else None
+    recipe, note = adopt(recipe, source) if source is not None else (recipe, None)
     recipe = recipe.resolved()
     device = resolve_device(recipe.device)
     recipe = engines.for_device(recipe, device, distributed.world_size())  # 'auto' decided; recipe.json records it
