@@ -156,6 +156,14 @@ def test_teach_prepares_drawings_as_mnist_digits_without_flags(shapes, tmp_path)
     assert json.loads((run_dir / "recipe.json").read_text())["preprocess"] == "digit"
 
 
+def test_teach_learns_drawn_shapes_from_15_examples_a_class(tmp_path):
+    """The recipe's promise (the Teach view's test draws its own, with the mouse): ≥ 80% on new drawings."""
+    folder = make_shape_folder(tmp_path / "shapes", 15, seed=7, part="train")
+    make_shape_folder(folder, 10, seed=8, part="test")
+    run = Run(train_folder(folder, "teach", runs_dir=tmp_path / "runs", verbose=False))
+    assert run.metrics["test_accuracy"] >= 0.8
+
+
 # ---------------------------------------------------------------------------------------------------------
 # A RUN that cannot be a start: one line naming it, and no run folder left behind
 # ---------------------------------------------------------------------------------------------------------
@@ -259,11 +267,15 @@ def test_a_frozen_batchnorm_keeps_its_statistics():
     assert not torch.equal(after[f"{head}.weight"], before[f"{head}.weight"])
 
 
-def test_freeze_leaves_what_never_learns_alone():
+def test_freezing_leaves_what_never_learns_alone():
     model = create_model("airbench", (1, 28, 28), 3)
     fixed = {name for name, p in model.named_parameters() if not p.requires_grad}  # the whitening, the norm scales
     assert fixed
-    learning = tuple(name for name, p in model.named_parameters() if p.requires_grad and not name.startswith("head"))
-    freeze(model, learning, frozen=True)
-    freeze(model, learning, frozen=False)
+    layers = tuple(dict.fromkeys(key.rpartition(".")[0] for key in model.state_dict() if not key.startswith("head")))
+    data = ImageSet(torch.zeros(8, 1, 28, 28, dtype=torch.uint8), torch.arange(8) % 3, ("a", "b", "c"))
+    recipe = with_overrides(get_recipe("fashion-fast"), {"device": "cpu", "autocast": "off"})
+    state = start_state(model, recipe, data, "cpu", Start(layers, None))
+    assert state.taken and fixed.isdisjoint(state.taken)
+    freeze(model, state.taken, frozen=True)
+    freeze(model, state.taken, frozen=False)
     assert {name for name, p in model.named_parameters() if not p.requires_grad} == fixed
