@@ -232,6 +232,11 @@ def test_images_of_another_shape_than_the_run_takes_are_refused(shapes, body, tm
     assert not list((tmp_path / "runs").iterdir())  # refused before its first checkpoint: no folder left
 
 
+def test_resume_continues_its_own_start_and_takes_no_other(body):
+    code, out, err = run_main(["train", "--resume", str(body), "--from", str(body)])
+    assert code == 2 and out == "" and "no --from" in err and err.count("\n") == 1
+
+
 def test_a_folder_of_colour_photos_is_made_grey_as_the_run_says(body, tmp_path):
     from PIL import Image
 
