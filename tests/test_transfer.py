@@ -126,6 +126,15 @@ def test_model_json_records_the_start_and_the_run_list_shows_it(body, three_epoc
     assert code == 0 and f"teach (from {body.name})" in out
 
 
+def test_the_report_says_where_the_run_started(body, three_epochs, tmp_path):
+    from cnnlab.report import write_report
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(three_epochs, run_dir)
+    page = write_report(run_dir, device="cpu").read_text()
+    assert f"started from {body.name} ({body.resolve()}): conv2d, dense taken, the output layer new" in page
+
+
 def test_cli_and_api_give_the_same_run(shapes, body, three_epochs, tmp_path):
     recipe = with_overrides(get_recipe("teach"), {"batch_size": 8, "seed": 5, "device": "cpu", "epochs": 3,
                                                   "freeze_epochs": 2})
