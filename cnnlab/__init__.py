@@ -20,7 +20,8 @@ Coming from Keras, its calls work as they are: NumPy arrays, channels-last and o
 (``cnnlab.fit(model, x, y, "fashion-cnn", epochs=10, validation_data=(x_val, y_val))``, ``cnnlab.evaluate(model, x, y,
 recipe)``, ``cnnlab.predict_proba(model, x)``), ``cnnlab.load_data`` as keras.datasets gives them (docs/guide.md).
 
-Your own images: ``cnnlab.inspect_image(path)``, ``cnnlab.train_folder(path)``,
+Your own images: ``cnnlab.inspect_image(path)``, ``cnnlab.train_folder(path)`` (``from_run=RUN``: starting from
+a network you trained),
 ``cnnlab.predict_files(cnnlab.load_run(run_dir), paths)``; and past it, as the CLI does: ``evaluate_run``,
 ``explain_run``, ``write_report``, ``list_runs``, ``compare_runs``, ``export_onnx``, ``make_server``, each taking
 a run folder or its ``cnnlab.Run``.
