@@ -22,7 +22,7 @@ from . import distributed, engines, threads
 from .augment import Normalization, augment
 from .data import ArrayLike, Data, ImageSet, as_image_set, split
 from .device import Device, autocast, choose_device
-from .errors import CnnlabError
+from .errors import CnnlabError, hint
 from .history import EpochResult
 from .inference import Inference, evaluate, loss_fn, to_input
 from .models import check_classes, check_input
@@ -402,7 +402,8 @@ def _stop_if_diverged(loss: float, epoch: int, step: int = 0, steps: int = 0, ev
     where = (f"on the validation set after epoch {epoch}" if not step else
              f"in epoch {epoch} at step {step}/{steps}" if first == step else
              f"in epoch {epoch} between steps {first} and {step} of {steps}")
-    raise CnnlabError(f"the loss became {loss} {where}; training stopped: lower the learning rate (--lr)")
+    lower = hint(cli="--lr", python="the recipe's lr")
+    raise CnnlabError(f"the loss became {loss} {where}; training stopped: lower the learning rate ({lower})")
 
 
 def stall_warning(history: list[EpochResult], recipe: Recipe, classes: int) -> str | None:
@@ -434,5 +435,8 @@ def format_epoch(result: EpochResult, epochs: int, steps: int) -> str:
 def _progress(verbose: bool):
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from .display import plain_console
+
+    # In Jupyter, plain text as a script prints it (cnnlab.display.plain_console): the epoch lines, no widget
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    transient=True, disable=not verbose)
+                    console=plain_console(), transient=True, disable=not verbose)

@@ -1,5 +1,6 @@
-"""cnnlab inside Jupyter: a CnnlabError shows as its one line (its advice in Python terms), and rich's output
-comes as plain text, so a notebook's plain-text copy holds no escape codes and no empty progress widget.
+"""cnnlab inside Jupyter: a CnnlabError shows as its one line (its advice in Python terms). (rich's output comes
+as plain text through ``cnnlab.display.plain_console``, so a notebook's copy holds no escape codes or emptied
+widget, and the user's own rich console is left as it is.)
 
 ``install`` runs when cnnlab is imported inside IPython (``cnnlab/__init__.py``); elsewhere it costs one lookup.
 """
@@ -27,9 +28,3 @@ def install() -> None:
         return
     if not shell.custom_exceptions:
         shell.set_custom_exc((CnnlabError,), show_one_line)
-    if type(shell).__name__ == "ZMQInteractiveShell":  # a Jupyter kernel, not the terminal's IPython
-        import rich
-
-        # fit's progress bar and epoch lines use rich's console: in Jupyter it draws into an output widget that
-        # stays behind empty, and its text/plain copy carries ANSI codes. As plain text they read as Keras's lines.
-        rich.reconfigure(force_jupyter=False, force_terminal=False, highlight=False)
