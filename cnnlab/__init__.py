@@ -16,7 +16,8 @@ A run predicts as it was evaluated, with its normalisation, test-time augmentati
 holds that rule). ``device`` is a name ('auto', 'cpu', 'cuda:0') or a torch.device; left out, a model computes
 where it is and ``fit`` trains where the recipe says (``cnnlab.resolve_device`` reads a name).
 
-Your own images: ``cnnlab.inspect_image(path)``, ``cnnlab.train_folder(path)``,
+Your own images: ``cnnlab.inspect_image(path)``, ``cnnlab.train_folder(path)`` (``from_run=RUN``: starting from
+a network you trained),
 ``cnnlab.predict_files(cnnlab.load_run(run_dir), paths)``; and past it, as the CLI does: ``evaluate_run``,
 ``explain_run``, ``write_report``, ``list_runs``, ``compare_runs``, ``export_onnx``, ``make_server``, each taking
 a run folder or its ``cnnlab.Run``.

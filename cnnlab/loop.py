@@ -121,6 +121,7 @@ class TrainState:
     normalization: Normalization | None = None  # the training split's statistics, when the recipe normalises
     average: WeightAverage | None = None  # the weights that are validated, when the recipe averages them
     history: list[EpochResult] = field(default_factory=list)
+    taken: tuple[str, ...] = ()  # parameters taken from another run that learn: frozen for recipe.freeze_epochs
 
     @property
     def epoch(self) -> int:  # epochs completed
@@ -150,9 +151,20 @@ def batch_bounds(n: int, batch_size: int, processes: int = 1) -> list[int]:
     return bounds
 
 
-def start_state(model: nn.Module, recipe: Recipe, train: ImageSet, device: torch.device | str = "cpu") -> TrainState:
+@dataclass(frozen=True)
+class Start:
+    """A run that starts from another's trained layers (``cnnlab train --from RUN``): the layers taken, which
+    ``recipe.freeze_epochs`` freezes at first, and RUN's input normalisation, which its layers were trained on."""
+
+    layers: tuple[str, ...]  # module names, as model.named_modules() gives them
+    normalization: Normalization | None
+
+
+def start_state(model: nn.Module, recipe: Recipe, train: ImageSet, device: torch.device | str = "cpu",
+                start: Start | None = None) -> TrainState:
     """A fresh run's state; a model that sets itself up from data (airbench's whitening) does so here, after
-    deterministic kernels are switched on if the recipe asks.
+    deterministic kernels are switched on if the recipe asks. ``start``: the model holds layers taken from
+    another run (cnnlab.transfer), which keep their weights and the input normalisation they were trained on.
 
     Under torchrun every process builds the same weights; each then draws its own augmentation and dropout,
     from ``recipe.seed`` plus its rank (rank 0 draws what one process would).
@@ -162,11 +174,14 @@ def start_state(model: nn.Module, recipe: Recipe, train: ImageSet, device: torch
     if recipe.deterministic:  # before the first cuBLAS product (the whitening's, below), which fixes its workspace
         use_deterministic_algorithms()
     place(model, recipe, device)
-    normalization = Normalization.of(train.images) if recipe.normalize else None
-    init_from_data = getattr(model, "init_from_data", None)
-    if init_from_data is not None:  # from the first 5,000 training images, as airbench does
-        init_from_data(to_input(train.images[:5000].to(device), normalization))
-    optimizer = make_optimizer(recipe, model)
+    if start is not None:
+        normalization = start.normalization
+    else:
+        normalization = Normalization.of(train.images) if recipe.normalize else None
+        init_from_data = getattr(model, "init_from_data", None)
+        if init_from_data is not None:  # from the first 5,000 training images, as airbench does
+            init_from_data(to_input(train.images[:5000].to(device), normalization))
+    optimizer = make_optimizer(recipe, model)  # before any freezing: every parameter that learns is in it
     total_steps = recipe.epochs * (len(batch_bounds(len(train), recipe.batch_size, distributed.world_size())) - 1)
     rank = distributed.rank()  # 0 in one process
     if rank:  # after the weights, which must be the same in every process
@@ -178,7 +193,32 @@ def start_state(model: nn.Module, recipe: Recipe, train: ImageSet, device: torch
         # fp16 has 5 exponent bits: a batch-mean loss's small gradients underflow to zero unless the loss is scaled
         # up for the backward pass (and the gradients back down before the step). A no-op for bf16 and fp32.
         scaler=torch.amp.GradScaler(device.type, enabled=recipe.autocast == "fp16"), normalization=normalization,
-        average=WeightAverage(model, recipe.ema) if recipe.ema else None)
+        average=WeightAverage(model, recipe.ema) if recipe.ema else None,
+        taken=_learning_parameters(model, start.layers) if start is not None else ())
+
+
+def _learning_parameters(model: nn.Module, layers: tuple[str, ...]) -> tuple[str, ...]:
+    """The parameters of ``layers`` that learn as the model is built (airbench's whitening and norm scales never do)."""
+    return tuple(f"{layer}.{name}" for layer in layers
+                 for name, parameter in model.get_submodule(layer).named_parameters() if parameter.requires_grad)
+
+
+def freeze(model: nn.Module, parameters: tuple[str, ...], frozen: bool) -> frozenset[str]:
+    """Stop (or restart) ``parameters`` learning, after ``model.train()``: a frozen parameter gets no gradient,
+    so no optimiser moves it (nor decays it, nor keeps moments for it), and a BatchNorm whose parameters are all
+    frozen normalises by its running statistics and leaves them alone, as Keras's frozen BatchNormalization
+    does. The names of those BatchNorms."""
+    if not parameters:
+        return frozenset()
+    owned = dict(model.named_parameters())
+    for name in parameters:
+        owned[name].requires_grad_(not frozen)
+    held = frozenset(name for name, module in model.named_modules() if frozen
+                     and isinstance(module, nn.modules.batchnorm._BatchNorm) and list(module.parameters())
+                     and not any(p.requires_grad for p in module.parameters()))
+    for name in held:
+        model.get_submodule(name).eval()
+    return held
 
 
 def fit(model: nn.Module, train: ImageSet, val: ImageSet, recipe: Recipe,
@@ -242,6 +282,7 @@ def fit(model: nn.Module, train: ImageSet, val: ImageSet, recipe: Recipe,
             started = time.perf_counter()
             task = progress.add_task(f"Epoch {epoch}/{recipe.epochs}", total=steps)
             model.train()
+            held = freeze(model, state.taken, frozen=epoch <= recipe.freeze_epochs)  # by the epoch alone: resumes alike
             order = torch.randperm(n, generator=state.shuffle).to(device)  # reshuffled every epoch
             loss_sum.zero_()
             correct.zero_()
@@ -255,7 +296,7 @@ def fit(model: nn.Module, train: ImageSet, val: ImageSet, recipe: Recipe,
 
             if recipe.norm_stats:
                 renew_norm_stats(state.evaluated_model, train_images[:recipe.norm_stats], recipe, device,
-                                 state.normalization)
+                                 state.normalization, keep=held)
             validation = evaluate(Inference(state.evaluated_model, state.normalization), val, recipe, device)
             _stop_if_diverged(validation["loss"], epoch)
             result = EpochResult(epoch, loss_sum.item() / n, correct.item() / n,
@@ -275,15 +316,19 @@ def fit(model: nn.Module, train: ImageSet, val: ImageSet, recipe: Recipe,
 
 
 def renew_norm_stats(model: nn.Module, images: torch.Tensor, recipe: Recipe, device: torch.device,
-                     normalization: Normalization | None) -> None:
+                     normalization: Normalization | None, keep: frozenset[str] = frozenset()) -> None:
     """BatchNorm's running statistics replaced by those of ``images`` (uint8, un-augmented, as evaluation sees
-    them) under the current weights: a plain average over batches, in train mode, without gradients."""
-    norms = [module for module in model.modules() if isinstance(module, nn.modules.batchnorm._BatchNorm)]
+    them) under the current weights: a plain average over batches, in train mode, without gradients. The
+    BatchNorms named in ``keep`` (frozen ones) keep theirs."""
+    norms = [module for name, module in model.named_modules()
+             if isinstance(module, nn.modules.batchnorm._BatchNorm) and name not in keep]
     momenta = [norm.momentum for norm in norms]
     for norm in norms:
         norm.reset_running_stats()
         norm.momentum = None  # None: a cumulative average over the batches below
     model.train()
+    for name in keep:
+        model.get_submodule(name).eval()
     forward = engines.forward_fn(model, device, recipe.engine)
     with torch.no_grad(), autocast(device, recipe.autocast):
         for start in range(0, len(images), recipe.batch_size):

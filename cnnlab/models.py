@@ -224,6 +224,11 @@ def create_model(name: str, in_shape: Shape, num_classes: int) -> nn.Module:
     return model
 
 
+def head_name(model: nn.Module) -> str:
+    """The name of the output layer, the last Linear: what a run started from another's makes new for its classes."""
+    return [name for name, module in model.named_modules() if isinstance(module, nn.Linear)][-1]
+
+
 def _shape_text(shape: Sequence[int]) -> str:
     return "×".join(map(str, shape))
 

@@ -30,6 +30,7 @@ TTA_MODES = ("none", "flip", "flip-translate")  # cnnlab.augment
 AUTOCASTS = ("auto", "off", "bf16", "fp16")  # cnnlab.device: the forward pass's mixed precision; auto: cnnlab.engines
 # cnnlab.engines says what each does; auto: graph on CUDA where it can, else fast
 ENGINES = ("auto", "fast", "plain", "graph")
+PREPROCESS_NAMES = ("digit", "grey-fit", "crop")  # cnnlab.images.PREPROCESS: how a folder's image files are prepared
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,11 @@ class Recipe:
     autocast: str = "off"  # off, bf16, fp16 (CUDA only), or auto: bf16 where the device computes it natively, else off
     channels_last: bool = False  # NHWC memory layout, which cuDNN and oneDNN convolve faster
     sync_batchnorm: bool = False  # under torchrun on CUDA: BatchNorm's statistics over the global batch, not each shard
+    # Your own images (dataset 'folder') and starting from a trained run (`--from RUN`)
+    preprocess: str | None = None  # how a folder's image files become inputs (cnnlab.images.PREPROCESS); None:
+    #                                'crop', at the folder's own size; --preprocess overrides it, --from RUN's wins
+    freeze_epochs: int = 0  # epochs at the start during which the layers taken from --from RUN do not learn; 0: all
+    #                         learn from the start
 
     def __post_init__(self) -> None:
         """Every field checked when the recipe is made (``dataclasses.replace`` makes one too): a wrong type, range
@@ -145,6 +151,10 @@ def validate(recipe: Recipe) -> Recipe:
         raise bad("val_fraction", "must lie strictly between 0 and 1")
     if recipe.translate < 0:
         raise bad("translate", "must be zero or more pixels")
+    if recipe.freeze_epochs < 0:
+        raise bad("freeze_epochs", "must be 0 (nothing frozen) or a number of epochs")
+    if recipe.preprocess is not None and recipe.preprocess not in PREPROCESS_NAMES:
+        raise bad("preprocess", f"choose one of {', '.join(PREPROCESS_NAMES)}")
     for field, choices in (("schedule", SCHEDULES), ("tta", TTA_MODES), ("autocast", AUTOCASTS)):
         if getattr(recipe, field) not in choices:
             raise bad(field, f"choose one of {', '.join(choices)}")
@@ -181,7 +191,8 @@ def graph_blocker(recipe: Recipe) -> str | None:
     # weight-average decay and the random draws it was captured with.
     blockers = [what for what, present in (
         ("fp16's loss scaling", recipe.autocast == "fp16"), ("a schedule", recipe.schedule != "constant"),
-        ("ema", bool(recipe.ema)), ("flip", recipe.flip), ("translate", bool(recipe.translate))) if present]
+        ("ema", bool(recipe.ema)), ("flip", recipe.flip), ("translate", bool(recipe.translate)),
+        ("freeze_epochs", bool(recipe.freeze_epochs))) if present]  # freezing changes which weights a step moves
     return ", ".join(blockers) or None
 
 
@@ -244,6 +255,16 @@ RECIPES.update({
 # Your own images (`cnnlab train --data FOLDER`): lab 4's network and optimiser, a sound start for small images.
 FOLDER_RECIPE = Recipe("folder", "folder", "cnn-dropout", optimizer="adam",
                        description="Your own images, one sub-folder per class: lab 4's network and Keras 'adam'")
+
+# A few examples of your own (the studio's Teach view; issue #21): 15–50 drawings or camera frames a class, made
+# MNIST-like — grey, the subject cropped and fitted in 20×20, centred in 28×28 ('digit') — so lab 3's network
+# trains on them, and an MNIST run's layers fit them with --from. With so few images an epoch is 2–10 steps:
+# many epochs, small batches, and shifts of a few pixels so that the network does not learn each image's place.
+# Tuned on bench/transfer.py's drawn shapes (circle, line, cross; 15–20 a class): see bench/README.md.
+RECIPES["teach"] = Recipe(
+    "teach", "folder", "cnn", optimizer="adam", epochs=40, batch_size=16, translate=3, preprocess="digit",
+    description="A few examples of your own, drawn or from the camera (15–50 a class): lab 3's CNN on 28×28 "
+                "grey images made as MNIST's ('digit'); start it from your MNIST run with --from RUN")
 
 
 def get_recipe(name: str) -> Recipe:

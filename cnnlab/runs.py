@@ -36,7 +36,7 @@ from .files import (
     write_json,
 )
 from .history import EpochResult, read_history, write_history
-from .recipes import MODEL_NAMES, Recipe, recipe_from_dict
+from .recipes import MODEL_NAMES, PREPROCESS_NAMES, Recipe, recipe_from_dict
 
 if TYPE_CHECKING:
     import torch
@@ -52,7 +52,6 @@ FIGURES = ("sample.png", "accuracy.png", "loss.png", "predictions.png")  # the t
 EVALUATION = "evaluation"  # cnnlab evaluate's folder inside the run (cnnlab.evaluation)
 FILES = ("recipe.json", "model.json", "environment.json", "history.csv", "metrics.json", WEIGHTS, CHECKPOINT,
          *FIGURES, "report.html")
-PREPROCESS_NAMES = ("digit", "grey-fit", "crop")  # cnnlab.images.PREPROCESS, named here for the run list
 MAX_WEIGHTS = 2**34  # bytes, 16 GiB: far past any network cnnlab builds; safetensors maps the file, never reads it all
 
 
@@ -115,6 +114,9 @@ class ModelInfo:
     normalization: Normalization | None = None  # the training split's per-channel statistics, when normalised
     format: str = RUN_FORMAT
     preprocess: str = ""  # how an image file becomes the input: a key of cnnlab.images.PREPROCESS; "": the data set's
+    # {"run": name, "path": folder, "layers": [module names]}: the run whose trained layers this one started from
+    # (`cnnlab train --from RUN`; cnnlab.transfer); None: it started from fresh weights
+    started_from: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         from .images import default_preprocess
@@ -125,15 +127,15 @@ class ModelInfo:
     def from_dict(cls, data: Any, source: Path) -> ModelInfo:
         from .augment import Normalization
 
-        model, in_shape, classes, dataset, preprocess, stats = _model_fields(data, source)
+        model, in_shape, classes, dataset, preprocess, stats, started_from = _model_fields(data, source)
         return cls(model, in_shape, classes, dataset, normalization=None if stats is None else Normalization(*stats),
-                   preprocess=preprocess)
+                   preprocess=preprocess, started_from=started_from)
 
 
 def _model_fields(data: Any, source: Path) -> tuple:
     """model.json's fields, checked without PyTorch (the run list checks them too): model, in_shape, classes,
-    dataset, preprocess, and the normalisation's (mean, std) or None — finite, one of each per channel, every
-    std above 0 (a std of 0 or NaN would turn every prediction into NaN)."""
+    dataset, preprocess, the normalisation's (mean, std) or None — finite, one of each per channel, every
+    std above 0 (a std of 0 or NaN would turn every prediction into NaN) — and started_from or None."""
     if not isinstance(data, dict) or data.get("format") != RUN_FORMAT:
         raise CnnlabError(f"{source}: not a {RUN_FORMAT!r} file; was it written by another version of cnnlab?")
     model, in_shape, classes, dataset = (data.get(k) for k in ("model", "in_shape", "classes", "dataset"))
@@ -160,7 +162,13 @@ def _model_fields(data: Any, source: Path) -> tuple:
         if not all(math.isfinite(v) for v in mean) or not all(math.isfinite(v) and v > 0 for v in std):
             raise CnnlabError(f"{source}: normalization mean {list(mean)}, std {list(std)}: each must be a finite "
                               f"number, each std above 0; {DAMAGED}")
-    return model, tuple(in_shape), tuple(classes), dataset, preprocess, stats
+    started_from = data.get("started_from")
+    if started_from is not None and not (
+            isinstance(started_from, dict) and isinstance(started_from.get("run"), str)
+            and isinstance(started_from.get("path"), str) and isinstance(started_from.get("layers"), list)
+            and all(isinstance(layer, str) for layer in started_from["layers"])):
+        raise CnnlabError(f"{source}: malformed started_from (the run it started from); {DAMAGED}")
+    return model, tuple(in_shape), tuple(classes), dataset, preprocess, stats, started_from
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -282,6 +290,13 @@ class Run:
         return {**metrics, "confusion": confusion}
 
     # --- what the run list shows -----------------------------------------------------------------------------
+    @property
+    def started_from(self) -> dict[str, Any] | None:
+        """The run whose trained layers this one started from, as model.json records it (ModelInfo.started_from)."""
+        if not self.has("model.json"):
+            return None
+        return _model_fields(self._model_json, self.path("model.json"))[-1]
+
     @property
     def finished(self) -> bool:
         return bool(self.metrics)

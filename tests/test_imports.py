@@ -67,7 +67,7 @@ LAYERS = (
     ("apps", {"cli", "serve", "studio"}),
     ("workflow", {"train", "teach"}),
     ("analysis", {"compare", "evaluation", "explain", "export", "inside", "prediction", "report"}),
-    ("runs", {"runs", "checkpoint"}),
+    ("runs", {"runs", "checkpoint", "transfer"}),
     ("training", {"loop", "engines", "distributed", "inference"}),
     ("model/data", {"models", "data", "images", "recipes", "augment", "history", "schedule", "plots", "display"}),
     ("base", {"errors", "files", "threads", "device", "__init__"}),
