@@ -201,16 +201,18 @@ def test_training_needs_two_classes_with_examples_and_a_finished_run_to_start_fr
     refused(client.post(f"/api/teach/{project}/resume"), 400, "no run stopped part-way")
 
 
-def wait_for(check, seconds: float = 120.0, client=None, project: str = "p"):
-    """``check()``'s answer once it is true; a training's last line where it never is."""
+def wait_for(check, client, project: str = "p", seconds: float = 120.0):
+    """``check()``'s answer once it is true; the project's state where its training failed or time ran out."""
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         found = check()
         if found:
             return found
+        state = client.get(f"/api/teach/{project}").json()
+        training = state["training"] or {}
+        assert training.get("stopped") or not training.get("error"), state
         time.sleep(0.1)
-    raise AssertionError(f"waited {seconds} s in vain" + (f": {client.get(f'/api/teach/{project}').json()}"
-                                                          if client else ""))
+    raise AssertionError(f"waited {seconds} s in vain: {client.get(f'/api/teach/{project}').json()}")
 
 
 def test_a_training_from_the_page_is_refused_twice_stops_resumably_and_resumes(runs, monkeypatch):
@@ -231,17 +233,31 @@ def test_a_training_from_the_page_is_refused_twice_stops_resumably_and_resumes(r
         refused(client.post(f"/api/teach/{project}/classes/a/examples", content=picture()), 400,
                 "p is training: stop it")
         refused(client.delete(f"/api/teach/{project}/classes/a/examples/0001.png"), 400, "p is training")
-        run = wait_for(lambda: client.get(f"/api/teach/{project}").json()["training"]["run"], client=client)
-        wait_for(lambda: len(client.get(f"/api/runs/{run}").json()["history"]) >= 1, client=client)  # an epoch
+        run = wait_for(lambda: client.get(f"/api/teach/{project}").json()["training"]["run"], client)
+        wait_for(lambda: len(client.get(f"/api/runs/{run}").json()["history"]) >= 1, client)  # an epoch done
         assert client.post(f"/api/teach/{project}/stop").status_code == 200
         stopped = wait_for(lambda: (answer := client.get(f"/api/teach/{project}").json())["training"]["exit_code"]
-                           is not None and answer)
+                           is not None and answer, client)
         assert stopped["training"]["stopped"] and stopped["resumable"] == run and stopped["runs"] == []
         assert stopped["training"]["error"].startswith(f"cnnlab: interrupted: {runs.resolve() / run} holds epoch")
         epochs = len(Run(runs / run).history)
         resumed = client.post(f"/api/teach/{project}/resume").json()["training"]
         assert resumed["running"] and resumed["run"] == run
-        wait_for(lambda: len(client.get(f"/api/runs/{run}").json()["history"]) > epochs)
+        wait_for(lambda: len(client.get(f"/api/runs/{run}").json()["history"]) > epochs, client)
         # the studio closes: its training stops, resumable again
     assert not Run(runs / run).finished and (runs / run / "checkpoint.safetensors").exists()
     assert json.loads((runs / run / "environment.json").read_text())["data_dir"] == str((runs / "teach" / "p").resolve())
+
+
+def test_a_training_from_a_run_of_the_learners_takes_its_layers_and_the_freeze_chosen(client, runs):
+    project = make_project(client, "p", {"a": 4, "b": 4})
+    started = client.post(f"/api/teach/{project}/train", params={"from_run": "cnn", "freeze_epochs": 2}).json()
+    assert started["training"]["running"]
+    done = wait_for(lambda: (answer := client.get(f"/api/teach/{project}").json())["runs"] and answer, client)
+    (run,) = done["runs"]
+    assert done["training"] == {**done["training"], "running": False, "exit_code": 0, "run": run, "error": None}
+    described = client.get(f"/api/runs/{run}").json()
+    assert described["recipe"] == "teach" and described["classes"] == ["a", "b"] and described["finished"]
+    model = json.loads((runs / run / "model.json").read_text())
+    assert model["started_from"]["run"] == "cnn"
+    assert json.loads((runs / run / "recipe.json").read_text())["freeze_epochs"] == 2
