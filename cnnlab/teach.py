@@ -170,7 +170,8 @@ class Project:
                               f"{MIN_CLASSES} to train")
         empty = [name for name, count in counts.items() if count < 2]
         if empty:
-            raise CnnlabError(f"add examples to {', '.join(empty)}: each class needs 2 at least (15 or more learn well)")
+            raise CnnlabError(f"add examples to {', '.join(empty)}: each class needs 2 at least (15 or more learn "
+                              "well)")
 
     def _class(self, name: str) -> Path:
         return _child(self.root, name, "class")

@@ -76,7 +76,8 @@ def test_a_project_is_an_ordinary_image_folder_the_run_list_does_not_take_for_a_
     answer = client.get(f"/api/teach/{project}").json()
     assert [(c["name"], c["examples"]) for c in answer["classes"]] == \
         [("circle", ["0001.png", "0002.png"]), ("line", ["0001.png"])]
-    assert answer["command"] == f"cnnlab train {teach.TEACH_RECIPE} --data {folder.resolve()} --runs-dir {runs.resolve()}"
+    assert answer["command"] == \
+        f"cnnlab train {teach.TEACH_RECIPE} --data {folder.resolve()} --runs-dir {runs.resolve()}"
     thumbnail = client.get(f"/api/teach/{project}/classes/circle/examples/0002.png")
     assert thumbnail.headers["content-type"] == "image/png"
     assert thumbnail.content == (folder / "circle" / "0002.png").read_bytes()
@@ -246,14 +247,16 @@ def test_a_training_from_the_page_is_refused_twice_stops_resumably_and_resumes(r
         wait_for(lambda: len(client.get(f"/api/runs/{run}").json()["history"]) > epochs, client)
         # the studio closes: its training stops, resumable again
     assert not Run(runs / run).finished and (runs / run / "checkpoint.safetensors").exists()
-    assert json.loads((runs / run / "environment.json").read_text())["data_dir"] == str((runs / "teach" / "p").resolve())
+    environment = json.loads((runs / run / "environment.json").read_text())
+    assert environment["data_dir"] == str((runs / "teach" / "p").resolve())
 
 
 def test_a_training_from_a_run_of_the_learners_takes_its_layers_and_the_freeze_chosen(client, runs):
     project = make_project(client, "p", {"a": 4, "b": 4})
     started = client.post(f"/api/teach/{project}/train", params={"from_run": "cnn", "freeze_epochs": 2}).json()
     assert started["training"]["running"]
-    done = wait_for(lambda: (answer := client.get(f"/api/teach/{project}").json())["runs"] and answer, client)
+    done = wait_for(lambda: (answer := client.get(f"/api/teach/{project}").json())["training"]["exit_code"] is not None
+                    and answer, client)
     (run,) = done["runs"]
     assert done["training"] == {**done["training"], "running": False, "exit_code": 0, "run": run, "error": None}
     described = client.get(f"/api/runs/{run}").json()
