@@ -3,6 +3,7 @@ with the mouse, trained from the page, then new drawings recognised live; the fo
 command line into the same history; a camera frame (Chromium's fake camera) becomes an example."""
 from __future__ import annotations
 
+import base64
 import math
 import os
 from pathlib import Path
@@ -150,3 +151,82 @@ def test_a_camera_frame_becomes_an_example_and_a_held_button_a_burst(camera_page
     with Image.open(frames[0]) as first:
         assert first.format == "PNG" and max(first.size) <= 256 and first.mode == "RGB"  # the test pattern's colours
     assert errors == []
+
+
+def small_project(runs: Path, classes: tuple[str, ...] = ("circle", "line"), per_class: int = 6) -> None:
+    """A project written as the page writes one, without a browser: drawings of each class (helpers' shapes)."""
+    import io
+
+    from cnnlab.teach import Project
+    from helpers import draw_shape
+
+    rng = np.random.default_rng(0)
+    project = Project.create(runs, "shapes")
+    for kind in classes:
+        project.add_class(kind)
+        for _ in range(per_class):
+            buffer = io.BytesIO()
+            draw_shape(kind, rng).save(buffer, "PNG")
+            project.add_example(kind, buffer.getvalue())
+
+
+@pytest.mark.parametrize("width, height", [(390, 844), (1280, 800)])
+def test_the_teach_view_fits_a_phone_meets_contrast_and_takes_dropped_files_and_deletions(
+        watched, tmp_path, width, height):
+    from test_studio_browser import CONTRAST
+
+    page = watched.page
+    page.set_viewport_size({"width": width, "height": height})
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    small_project(runs)
+    circles = runs / "teach" / "shapes" / "circle"
+    payload = [base64.b64encode((circles / name).read_bytes()).decode() for name in ("0001.png", "0002.png")]
+    with running_studio(runs) as url:
+        page.goto(f"{url}/#teach")
+        page.wait_for_selector("body[data-ready]", state="attached")
+        expect(page.locator(".teach-class")).to_have_count(2)
+        page.click('.teach-class[data-class="circle"] button[aria-pressed]')
+        transfer = page.evaluate_handle("""files => {
+            const transfer = new DataTransfer();
+            files.forEach((data, i) => transfer.items.add(new File([Uint8Array.from(atob(data), c => c.charCodeAt(0))],
+                                                                  `dropped${i}.png`, {type: 'image/png'})));
+            return transfer; }""", payload)
+        page.dispatch_event("#teach-drop", "drop", {"dataTransfer": transfer})
+        expect(page.locator('.teach-class[data-class="circle"]')).to_have_attribute("data-count", "8")
+        page.click('button[aria-label="delete circle 0003.png"]')
+        expect(page.locator('.teach-class[data-class="circle"]')).to_have_attribute("data-count", "7")
+        scroll, inner = page.evaluate("[document.documentElement.scrollWidth, window.innerWidth]")
+        assert scroll <= inner, f"the Teach view at {width}×{height} scrolls sideways: {scroll} > {inner}"
+        assert page.evaluate(CONTRAST) == []
+        problems = list(watched.problems)
+    assert sorted(p.name for p in circles.iterdir()) == [f"{i:04d}.png" for i in (1, 2, 4, 5, 6, 7, 8)]
+    assert (circles / "0007.png").read_bytes() == (circles / "0001.png").read_bytes()  # dropped, kept as it came
+    assert problems == []
+
+
+def test_training_is_stopped_and_resumed_from_the_page(watched, tmp_path, monkeypatch):
+    from cnnlab import teach
+
+    command = teach.train_command
+    monkeypatch.setattr(teach, "train_command", lambda *args: command(*args) + ["--epochs", "400"])  # time to stop
+    page = watched.page
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    small_project(runs)
+    status = page.locator("#teach-status")
+    with running_studio(runs) as url:
+        page.goto(f"{url}/#teach")
+        page.wait_for_selector("body[data-ready]", state="attached")
+        page.click("#teach-start")
+        expect(status).to_have_attribute("data-state", "training")
+        expect(status).to_contain_text("validation accuracy", timeout=60_000)  # an epoch is done
+        expect(page.locator("#teach-start")).to_be_hidden()
+        page.click("#teach-stop")
+        expect(status).to_have_attribute("data-state", "stopped", timeout=30_000)
+        run = status.get_attribute("data-run")
+        page.click("#teach-resume")
+        expect(status).to_have_attribute("data-state", "training")
+        assert status.get_attribute("data-run") == run  # the same run, continued
+        problems = list(watched.problems)
+    assert (runs / run / "checkpoint.safetensors").exists() and problems == []
