@@ -64,12 +64,13 @@ def _child(parent: Path, name: str, what: str) -> Path:
     raise NotFound(f"{name[:60]!r}: no such {what} in {parent}")
 
 
-def teach_dir(runs_dir: str | os.PathLike) -> Path:
-    """RUNS/teach, made if missing; refused if it is a link (it could lead out of the runs folder)."""
+def teach_dir(runs_dir: str | os.PathLike, make: bool = False) -> Path:
+    """RUNS/teach (made if missing and ``make``); refused if it is a link (it could lead out of the runs folder)."""
     folder = Path(runs_dir) / TEACH_DIR
     if folder.is_symlink() or folder.exists() and not folder.is_dir():
         raise CnnlabError(f"{folder}: not a folder of teach projects (a link or a file); move it away")
-    folder.mkdir(exist_ok=True)
+    if make:
+        folder.mkdir(exist_ok=True)
     return folder
 
 
@@ -87,7 +88,7 @@ class Project:
     def create(cls, runs_dir: str | os.PathLike, label: str) -> Project:
         name = folder_name(label, "project")
         try:
-            (teach_dir(runs_dir) / name).mkdir()
+            (teach_dir(runs_dir, make=True) / name).mkdir()
         except FileExistsError:
             raise CnnlabError(f"a project named {name!r} exists already; open it, or choose another name") from None
         return cls(Path(runs_dir) / TEACH_DIR / name)
@@ -182,8 +183,8 @@ class Project:
 
 
 def list_projects(runs_dir: str | os.PathLike) -> list[Project]:
-    folder = Path(runs_dir) / TEACH_DIR
-    if not folder.is_dir() or folder.is_symlink():
+    folder = teach_dir(runs_dir)
+    if not folder.is_dir():
         return []
     return [Project(p) for p in sorted(folder.iterdir())
             if p.is_dir() and not p.is_symlink() and not p.name.startswith(".")]

@@ -95,6 +95,12 @@ def test_a_project_is_an_ordinary_image_folder_the_run_list_does_not_take_for_a_
     assert client.get("/api/teach").json()["projects"] == ["My-shapes"]
 
 
+def test_looking_writes_nothing(client, runs):
+    assert client.get("/api/teach").json()["projects"] == []
+    refused(client.get("/api/teach/p"), 404, "no such project")
+    assert not (runs / "teach").exists()
+
+
 def test_a_camera_frame_is_kept_in_colour_within_the_size(client, runs):
     project = make_project(client, "camera", {"me": 0})
     frame = picture((640, 480), "RGB")
@@ -165,6 +171,15 @@ def test_a_link_in_the_teach_folder_is_not_followed(client, runs, tmp_path):
     refused(client.post("/api/teach/p/classes/b/examples", content=picture()), 404, "no such class")
     assert list((outside / "a").iterdir()) == []
     assert client.get("/api/teach").json()["projects"] == ["p"]
+
+
+def test_a_teach_folder_that_is_a_link_is_refused(client, runs, tmp_path):
+    (tmp_path / "elsewhere" / "p" / "a").mkdir(parents=True)
+    (runs / "teach").symlink_to(tmp_path / "elsewhere")
+    for response in (client.get("/api/teach"), client.post("/api/teach?name=q"),
+                     client.post("/api/teach/p/classes/a/examples", content=picture())):
+        refused(response, 400, "not a folder of teach projects (a link or a file); move it away")
+    assert sorted(p.name for p in (tmp_path / "elsewhere").rglob("*")) == ["a", "p"]
 
 
 @pytest.mark.parametrize("headers", [{"Origin": "http://evil.example"}, {"Host": "evil.example:8000"},
