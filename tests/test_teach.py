@@ -279,3 +279,15 @@ def test_a_training_from_a_run_of_the_learners_takes_its_layers_and_the_freeze_c
     model = json.loads((runs / run / "model.json").read_text())
     assert model["started_from"]["run"] == "cnn"
     assert json.loads((runs / run / "recipe.json").read_text())["freeze_epochs"] == 2
+
+
+def test_an_example_never_replaces_a_file_that_took_its_name(client, runs, monkeypatch):
+    """Between the count and the write something else (the learner's file manager) may take the name: the
+    example goes to the next number, the file stays as it is."""
+    project = make_project(client, "p", {"a": 1})
+    first = (runs / "teach" / "p" / "a" / "0001.png").read_bytes()
+    monkeypatch.setattr(teach.Project, "examples", lambda self, name: [])  # as if 0001.png were not there yet
+    added = client.post(f"/api/teach/{project}/classes/a/examples", content=picture(seed=5))
+    assert added.json() == {"name": "0002.png"}
+    assert (runs / "teach" / "p" / "a" / "0001.png").read_bytes() == first
+    assert [p.name for p in (runs / "teach" / "p" / "a").iterdir() if p.name.startswith(".")] == []  # no temp file

@@ -42,7 +42,8 @@ def strokes(kind: str, rng: np.random.Generator) -> list[list[tuple[float, float
 
 
 def draw(page, kind: str, rng: np.random.Generator) -> None:
-    page.locator("#teach-pad").scroll_into_view_if_needed()  # the mouse draws where the pad is on the screen
+    # The mouse draws where the pad is on the screen: all of it in sight, none under the page's sticky header.
+    page.locator("#teach-pad").evaluate("pad => pad.scrollIntoView({block: 'center'})")
     box = page.locator("#teach-pad").bounding_box()
     scale = box["width"] / 280
     for points in strokes(kind, rng):
@@ -98,7 +99,9 @@ def test_three_drawn_shapes_trained_from_the_page_recognise_new_drawings(watched
                 expect(page.locator("#teach-bars")).to_have_attribute("data-version", version, timeout=20_000)
                 right += page.locator("#teach-bars .bar.top").get_attribute("data-label") == kind
         if os.environ.get("CNNLAB_STUDIO_SCREENSHOTS"):  # to look at it (the README's is this one)
-            page.locator("#teach").screenshot(path=Path(os.environ["CNNLAB_STUDIO_SCREENSHOTS"]) / "studio-teach.png")
+            page.set_viewport_size({"width": 1280, "height": 1000})
+            page.evaluate("window.scrollTo(0, 0)")
+            page.screenshot(path=Path(os.environ["CNNLAB_STUDIO_SCREENSHOTS"]) / "studio-teach.png")
         assert page.evaluate("document.getElementById('run').value") == run  # the studio's run is the one trained
         page.click('#tabs a[data-view="inside"]')
         expect(page.locator('.layer[data-name="conv2d"]')).to_have_count(1)  # Inside follows the live drawings

@@ -23,6 +23,7 @@ export function sketchpad(canvas, { onStroke = () => {}, onEnd = () => {} } = {}
     return [(event.clientX - box.left) * canvas.width / box.width, (event.clientY - box.top) * canvas.height / box.height];
   }
   canvas.addEventListener("pointerdown", (event) => {
+    event.preventDefault();  // a drag that draws, not one that selects the page's text
     drawing = true;
     last = point(event);
     canvas.setPointerCapture(event.pointerId);
