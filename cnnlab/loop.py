@@ -309,6 +309,7 @@ def fit(model: nn.Module, train: ImageSet, val: ImageSet, recipe: Recipe,
                     progress.console.print(f"warning: {warning}", soft_wrap=True)
             if on_epoch_end is not None:
                 on_epoch_end(state)
+    freeze(model, state.taken, frozen=False)  # every layer learns again, for whatever the caller does next
     if state.average is not None:
         model.load_state_dict(state.average.model.state_dict())
     model.eval()  # ready to predict: dropout off, BatchNorm on its running statistics

@@ -126,6 +126,15 @@ def test_model_json_records_the_start_and_the_run_list_shows_it(body, three_epoc
     assert code == 0 and f"teach (from {body.name})" in out
 
 
+def test_the_report_says_where_the_run_started(body, three_epochs, tmp_path):
+    from cnnlab.report import write_report
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(three_epochs, run_dir)
+    page = write_report(run_dir, device="cpu").read_text()
+    assert f"started from {body.name} ({body.resolve()}): conv2d, dense taken, the output layer new" in page
+
+
 def test_cli_and_api_give_the_same_run(shapes, body, three_epochs, tmp_path):
     recipe = with_overrides(get_recipe("teach"), {"batch_size": 8, "seed": 5, "device": "cpu", "epochs": 3,
                                                   "freeze_epochs": 2})
@@ -154,6 +163,14 @@ def test_teach_prepares_drawings_as_mnist_digits_without_flags(shapes, tmp_path)
     info = json.loads((run_dir / "model.json").read_text())
     assert info["preprocess"] == "digit" and info["in_shape"] == [1, 28, 28] and info["started_from"] is None
     assert json.loads((run_dir / "recipe.json").read_text())["preprocess"] == "digit"
+
+
+def test_teach_learns_drawn_shapes_from_15_examples_a_class(tmp_path):
+    """The recipe's promise (the Teach view's test draws its own, with the mouse): ≥ 80% on new drawings."""
+    folder = make_shape_folder(tmp_path / "shapes", 15, seed=7, part="train")
+    make_shape_folder(folder, 10, seed=8, part="test")
+    run = Run(train_folder(folder, "teach", runs_dir=tmp_path / "runs", verbose=False))
+    assert run.metrics["test_accuracy"] >= 0.8
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -224,6 +241,11 @@ def test_images_of_another_shape_than_the_run_takes_are_refused(shapes, body, tm
     assert not list((tmp_path / "runs").iterdir())  # refused before its first checkpoint: no folder left
 
 
+def test_resume_continues_its_own_start_and_takes_no_other(body):
+    code, out, err = run_main(["train", "--resume", str(body), "--from", str(body)])
+    assert code == 2 and out == "" and "no --from" in err and err.count("\n") == 1
+
+
 def test_a_folder_of_colour_photos_is_made_grey_as_the_run_says(body, tmp_path):
     from PIL import Image
 
@@ -259,11 +281,15 @@ def test_a_frozen_batchnorm_keeps_its_statistics():
     assert not torch.equal(after[f"{head}.weight"], before[f"{head}.weight"])
 
 
-def test_freeze_leaves_what_never_learns_alone():
+def test_freezing_leaves_what_never_learns_alone():
     model = create_model("airbench", (1, 28, 28), 3)
     fixed = {name for name, p in model.named_parameters() if not p.requires_grad}  # the whitening, the norm scales
     assert fixed
-    learning = tuple(name for name, p in model.named_parameters() if p.requires_grad and not name.startswith("head"))
-    freeze(model, learning, frozen=True)
-    freeze(model, learning, frozen=False)
+    layers = tuple(dict.fromkeys(key.rpartition(".")[0] for key in model.state_dict() if not key.startswith("head")))
+    data = ImageSet(torch.zeros(8, 1, 28, 28, dtype=torch.uint8), torch.arange(8) % 3, ("a", "b", "c"))
+    recipe = with_overrides(get_recipe("fashion-fast"), {"device": "cpu", "autocast": "off"})
+    state = start_state(model, recipe, data, "cpu", Start(layers, None))
+    assert state.taken and fixed.isdisjoint(state.taken)
+    freeze(model, state.taken, frozen=True)
+    freeze(model, state.taken, frozen=False)
     assert {name for name, p in model.named_parameters() if not p.requires_grad} == fixed
