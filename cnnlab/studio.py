@@ -1,7 +1,9 @@
 """The studio: a local web app over a folder of runs — draw or drop an image and watch the network's every layer
-work on it, click a value to see how it is made, follow a training run's curves as its epochs end.
+work on it, click a value to see how it is made, follow a training run's curves as its epochs end, teach a network
+classes of your own (the Teach view: examples, `cnnlab train teach` in a child process, tried live).
 
-A thin skin over the library (``cnnlab.inside``, ``cnnlab.prediction``, ``cnnlab.explain``, ``cnnlab.runs``):
+A thin skin over the library (``cnnlab.inside``, ``cnnlab.prediction``, ``cnnlab.explain``, ``cnnlab.runs``,
+``cnnlab.teach``):
 each path function checks its input, makes one call and returns data. The page is static files in
 ``cnnlab/web/`` (no build step, nothing from the internet). Activations travel as 8-bit grey PNGs with their
 range. ``GET /health`` and ``POST /predict`` answer as ``cnnlab serve`` does; ``/openapi.json`` documents it all.

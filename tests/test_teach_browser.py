@@ -89,6 +89,16 @@ def test_three_drawn_shapes_trained_from_the_page_recognise_new_drawings(watched
         run = page.locator("#teach-status").get_attribute("data-run")
         expect(page.locator("#teach-chart .u-legend")).to_have_count(1)  # its curves, as the Runs view draws them
 
+        looks = {"now": 0, "most": 0, "sent": 0}  # the live looks in flight: never more than one
+
+        def sent(request, change: int) -> None:
+            if "/look" in request.url:
+                looks["now"] += change
+                looks["most"] = max(looks["most"], looks["now"])
+                looks["sent"] += change > 0
+        page.on("request", lambda request: sent(request, 1))
+        for event in ("requestfinished", "requestfailed"):
+            page.on(event, lambda request: sent(request, -1))
         page.check("#teach-live")
         right = 0
         for kind in SHAPES:
@@ -107,6 +117,7 @@ def test_three_drawn_shapes_trained_from_the_page_recognise_new_drawings(watched
         expect(page.locator('.layer[data-name="conv2d"]')).to_have_count(1)  # Inside follows the live drawings
         problems = list(watched.problems)
     assert right >= 24, f"{right} of 30 new drawings recognised"
+    assert looks["most"] == 1 and looks["sent"] >= 30
     assert problems == []
     # The folder the page wrote, trained from the command line with the same recipe (and so the same seed).
     assert cli.main(["train", "teach", "--data", str(runs / "teach" / "shapes"), "--runs-dir", str(tmp_path / "cli"),

@@ -150,10 +150,11 @@ $("teach-camera").addEventListener("click", async () => {
   $("teach-camera").hidden = true;
 });
 
-let holding = false;
+let holding = false, bursts = 0;
 $("teach-snap").addEventListener("pointerdown", async () => {  // a frame now, then one every BURST ms while held
   holding = true;
-  while (holding && target) {
+  const burst = ++bursts;  // a click's burst may still be waiting when the next press begins: it ends there
+  while (holding && burst === bursts && target) {
     const sent = addExample(await frame());
     await Promise.all([sent, new Promise((resolve) => setTimeout(resolve, BURST))]);
   }
