@@ -103,16 +103,16 @@ def main() -> None:
     print("| runner | neighbours K | s/epoch, median (min–max) | every run | × its quiet median | goal ≤ "
           "1.3 (C+K)/C | × Keras's median |")
     print("| --- | ---: | ---: | --- | ---: | ---: | ---: |")
+    def ratio(value: float, to: list[float] | None) -> str:
+        return f"{value / statistics.median(to):.2f}" if to else "–"  # – : that run was not asked for
+
     for runner in runners:
         for k in counts:
             values = seconds[(runner, k)]
-            quiet = statistics.median(seconds.get((runner, 0), [float("nan")]))
-            keras_median = statistics.median(seconds[("keras", k)]) if ("keras", k) in seconds else float("nan")
             median = statistics.median(values)
             print(f"| {RUNNERS[runner][0]} | {k} | {median:.2f} ({min(values):.2f}–{max(values):.2f}) | "
-                  f"{', '.join(f'{v:.2f}' for v in values)} | {median / quiet:.2f} | {1.3 * (cores + k) / cores:.2f} | "
-                  f"{median / keras_median:.2f} |")
-
+                  f"{', '.join(f'{v:.2f}' for v in values)} | {ratio(median, seconds.get((runner, 0)))} | "
+                  f"{1.3 * (cores + k) / cores:.2f} | {ratio(median, seconds.get(('keras', k)))} |")
 
 if __name__ == "__main__":
     main()

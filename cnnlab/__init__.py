@@ -16,6 +16,10 @@ A run predicts as it was evaluated, with its normalisation, test-time augmentati
 holds that rule). ``device`` is a name ('auto', 'cpu', 'cuda:0') or a torch.device; left out, a model computes
 where it is and ``fit`` trains where the recipe says (``cnnlab.resolve_device`` reads a name).
 
+Coming from Keras, its calls work as they are: NumPy arrays, channels-last and one-hot
+(``cnnlab.fit(model, x, y, "fashion-cnn", epochs=10, validation_data=(x_val, y_val))``, ``cnnlab.evaluate(model, x, y,
+recipe)``, ``cnnlab.predict_proba(model, x)``), ``cnnlab.load_data`` as keras.datasets gives them (docs/guide.md).
+
 Your own images: ``cnnlab.inspect_image(path)``, ``cnnlab.train_folder(path)`` (``from_run=RUN``: starting from
 a network you trained),
 ``cnnlab.predict_files(cnnlab.load_run(run_dir), paths)``; and past it, as the CLI does: ``evaluate_run``,
@@ -32,14 +36,14 @@ _threads.configure()  # OpenMP's thread count, before anything imports torch (cn
 # only read files start without PyTorch.
 _HOMES = {
     "compare": ("compare_runs",),
-    "data": ("DATASETS", "ImageSet", "load_dataset", "split"),
+    "data": ("DATASETS", "ImageSet", "load_data", "load_dataset", "split"),
     "device": ("resolve_device",),
     "errors": ("CnnlabError", "UsageError"),
     "evaluation": ("evaluate_run",),
     "explain": ("explain_run",),
     "export": ("export_onnx",),
     "images": ("inspect_image", "load_folder", "prepare", "read_image"),
-    "inference": ("Inference", "evaluate", "to_input"),
+    "inference": ("Inference", "Scores", "evaluate", "to_input"),
     "models": ("MODELS", "create_model", "summarize"),
     "prediction": ("predict", "predict_files", "predict_proba"),
     "recipes": ("RECIPES", "Recipe", "get_recipe", "with_overrides"),

@@ -375,6 +375,13 @@ def build_parser() -> argparse.ArgumentParser:
     debug.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
+    for add in (_add_train, _add_run_commands, _add_folder_commands, _add_predict, _add_servers):
+        add(commands, debug)
+    return parser
+
+
+def _add_train(commands: argparse._SubParsersAction, debug: argparse.ArgumentParser) -> None:
+    """`cnnlab train`: a recipe or a folder of your own images into a run folder, or --resume one."""
     train = commands.add_parser("train", parents=[debug],
                                 help="train a recipe, or a folder of your own images, into a new run folder")
     train.add_argument("recipe", nargs="?", help="a recipe name (see `cnnlab recipes`); optional with --data")
@@ -418,6 +425,9 @@ def build_parser() -> argparse.ArgumentParser:
                                                                   "RUN_DIR/tensorboard (needs cnnlab[tensorboard])")
     train.set_defaults(func=_train)
 
+
+def _add_run_commands(commands: argparse._SubParsersAction, debug: argparse.ArgumentParser) -> None:
+    """`recipes`, and the commands that read one run folder and its test data: evaluate, explain, report."""
     recipes = commands.add_parser("recipes", parents=[debug], help="list the recipes, or show one in full")
     recipes.add_argument("name", nargs="?", help="a recipe to show field by field")
     recipes.set_defaults(func=_recipes)
@@ -440,6 +450,9 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--index", type=int, default=0, help="which test image, when no IMAGE is given (default 0)")
     run_command("report", _report, "write one self-contained HTML page about a run")
 
+
+def _add_folder_commands(commands: argparse._SubParsersAction, debug: argparse.ArgumentParser) -> None:
+    """`runs` (a folder of runs) and `inspect` (image files, lab 1)."""
     runs = commands.add_parser("runs", parents=[debug], help="list the runs in a folder, or `runs compare RUN RUN...`",
                                usage="cnnlab runs [DIR] | cnnlab runs compare RUN RUN... [--out PNG [--force]]")
     runs.add_argument("items", nargs="*", metavar="DIR | compare RUN...",
@@ -460,6 +473,9 @@ def build_parser() -> argparse.ArgumentParser:
                                                               "write it")
     inspect.set_defaults(func=_inspect)
 
+
+def _add_predict(commands: argparse._SubParsersAction, debug: argparse.ArgumentParser) -> None:
+    """`predict`: image files, or random test images, with a trained run."""
     predict = commands.add_parser("predict", parents=[debug], help="predict image files with a trained run")
     predict.add_argument("run_dir", type=Path, help="a run folder written by `cnnlab train`")
     predict.add_argument("images", nargs="*", metavar="IMAGE", help="image files; bad ones are reported and skipped")
@@ -475,6 +491,9 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--device", type=_device, default="auto", help=DEVICES)
     predict.set_defaults(func=_predict)
 
+
+def _add_servers(commands: argparse._SubParsersAction, debug: argparse.ArgumentParser) -> None:
+    """`export` (ONNX), `serve` (HTTP predictions) and `studio` (the local web app)."""
     export = commands.add_parser("export", parents=[debug], help="write a run's network as ONNX, preprocessing "
                                                                  "and softmax inside, then check it")
     export.add_argument("run_dir", type=Path, help="a run folder written by `cnnlab train`")
@@ -503,7 +522,6 @@ def build_parser() -> argparse.ArgumentParser:
     studio.add_argument("--port", type=_port, default=8000, help="port to listen on (default: 8000; 0: any free)")
     studio.add_argument("--device", type=_device, default="cpu", help="cpu (default), auto, cuda, cuda:N or mps")
     studio.set_defaults(func=_studio)
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:

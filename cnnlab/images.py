@@ -17,7 +17,7 @@ import struct
 import threading
 import warnings
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -490,8 +490,34 @@ def load_folder(root: str | os.PathLike, shape: Sequence[int | None] = (None, No
         if len(classes) < 2:
             raise CnnlabError(f"{layout['train']}: found {len(classes)} class sub-folder(s), need at least 2 "
                               "(one sub-folder of images per class)")
-    index = {name: i for i, name in enumerate(classes)}
+    files = _class_files(layout, parts, tuple(classes))
+    skip = _Skipped(strict, on_skip)
+    size = _image_shape(root, shape, preprocess, files, skip)
+    sets = {part: _read_part(layout[part], items, size, preprocess, tuple(classes), skip)
+            for part, items in files.items()}
+    return ImageFolder(root, sets.get("train"), sets.get("val"), sets.get("test"), preprocess, skip.messages)
 
+
+@dataclass
+class _Skipped:
+    """The unreadable images met while loading a folder: each reported and left out, or the load stopped (strict)."""
+    strict: bool
+    on_skip: Callable[[str], None]
+    paths: set[Path] = field(default_factory=set)
+    messages: list[str] = field(default_factory=list)
+
+    def __call__(self, path: Path, error: CnnlabError) -> None:
+        if self.strict:
+            raise CnnlabError(f"{error} (--strict stops at the first unreadable image)")
+        self.paths.add(path)
+        self.messages.append(str(error))
+        self.on_skip(f"skipped {error}")
+
+
+def _class_files(layout: dict[str, Path], parts: Sequence[str], classes: tuple[str, ...]
+                 ) -> dict[str, list[tuple[Path, int]]]:
+    """Each part's image files with their class index; a class sub-folder not among ``classes`` is an error."""
+    index = {name: i for i, name in enumerate(classes)}
     files: dict[str, list[tuple[Path, int]]] = {}
     for part in (p for p in parts if p in layout):
         files[part] = []
@@ -503,48 +529,42 @@ def load_folder(root: str | os.PathLike, shape: Sequence[int | None] = (None, No
             if not found and part == "train":
                 raise CnnlabError(f"{class_dir}: holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
             files[part] += [(path, index[class_dir.name]) for path in found]
+    return files
 
-    skipped: list[str] = []
-    unreadable: set[Path] = set()
 
-    def skip(path: Path, error: CnnlabError) -> None:
-        if strict:
-            raise CnnlabError(f"{error} (--strict stops at the first unreadable image)")
-        unreadable.add(path)
-        skipped.append(str(error))
-        on_skip(f"skipped {error}")
-
+def _image_shape(root: Path, shape: Sequence[int | None], preprocess: str,
+                 files: dict[str, list[tuple[Path, int]]], skip: _Skipped) -> tuple[int, ...]:
+    """(C, H, W): what ``shape`` fixes, the rest the most common among the training images (their headers only)."""
     if None not in shape:
-        size = tuple(int(n) for n in shape if n is not None)  # (C, H, W), all given
-    else:
-        detected: tuple[int, int, int] = (1, 28, 28)  # digit and grey-fit make the 28×28 grey images they mimic
-        if preprocess == "crop":
-            peeked = []
-            for path, _ in files.get("train") or [item for items in files.values() for item in items]:
-                try:
-                    peeked.append(_peek(path))
-                except CnnlabError as error:
-                    skip(path, error)
-            if not peeked:
-                raise CnnlabError(f"{root}: no readable images to learn the image size from")
-            detected = _detect_shape(peeked)
-        size = tuple(given if given is not None else found for given, found in zip(shape, detected))
-
-    sets: dict[str, ImageSet] = {}
-    for part, items in files.items():
-        images = torch.empty((len(items), *size), dtype=torch.uint8)  # (N, C, H, W)
-        labels: list[int] = []
-        for path, label in items:
-            if path in unreadable:
-                continue
+        return tuple(int(n) for n in shape if n is not None)
+    detected: tuple[int, int, int] = (1, 28, 28)  # digit and grey-fit make the 28×28 grey images they mimic
+    if preprocess == "crop":
+        peeked = []
+        for path, _ in files.get("train") or [item for items in files.values() for item in items]:
             try:
-                images[len(labels)] = prepare_file(path, preprocess, size)
+                peeked.append(_peek(path))
             except CnnlabError as error:
                 skip(path, error)
-                continue
-            labels.append(label)
-        if not labels:
-            raise CnnlabError(f"{layout[part]}: no readable images ({len(items)} found); a part that is there "
-                              "must hold some")
-        sets[part] = ImageSet(images[:len(labels)], torch.tensor(labels, dtype=torch.long), tuple(classes))
-    return ImageFolder(root, sets.get("train"), sets.get("val"), sets.get("test"), preprocess, skipped)
+        if not peeked:
+            raise CnnlabError(f"{root}: no readable images to learn the image size from")
+        detected = _detect_shape(peeked)
+    return tuple(given if given is not None else found for given, found in zip(shape, detected))
+
+
+def _read_part(folder: Path, items: list[tuple[Path, int]], size: tuple[int, ...], preprocess: str,
+               classes: tuple[str, ...], skip: _Skipped) -> ImageSet:
+    """One part's images, each prepared to ``size``; the unreadable left out (or the load stopped)."""
+    images = torch.empty((len(items), *size), dtype=torch.uint8)  # (N, C, H, W)
+    labels: list[int] = []
+    for path, label in items:
+        if path in skip.paths:
+            continue
+        try:
+            images[len(labels)] = prepare_file(path, preprocess, size)
+        except CnnlabError as error:
+            skip(path, error)
+            continue
+        labels.append(label)
+    if not labels:
+        raise CnnlabError(f"{folder}: no readable images ({len(items)} found); a part that is there must hold some")
+    return ImageSet(images[:len(labels)], torch.tensor(labels, dtype=torch.long), classes)

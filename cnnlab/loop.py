@@ -13,19 +13,20 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import cast
 
 import torch
 from torch import nn
 
 from . import distributed, engines, threads
 from .augment import Normalization, augment
-from .data import ImageSet
+from .data import ArrayLike, Data, ImageSet, as_image_set, split
 from .device import Device, autocast, choose_device
 from .errors import CnnlabError
 from .history import EpochResult
 from .inference import Inference, evaluate, loss_fn, to_input
-from .models import check_input
-from .recipes import Recipe
+from .models import check_classes, check_input
+from .recipes import Recipe, as_recipe, with_overrides
 from .schedule import WeightAverage, make_scheduler, param_groups
 
 
@@ -106,6 +107,11 @@ class History(list):
         from .display import history_html
 
         return history_html(self)
+
+    @property
+    def history(self) -> dict[str, list[float]]:
+        """Keras's ``history.history``: each metric's values, one per epoch (``history.history['val_accuracy']``)."""
+        return {name: [getattr(row, name) for row in self] for name in ("loss", "accuracy", "val_loss", "val_accuracy")}
 
 
 @dataclass
@@ -221,10 +227,16 @@ def freeze(model: nn.Module, parameters: tuple[str, ...], frozen: bool) -> froze
     return held
 
 
-def fit(model: nn.Module, train: ImageSet, val: ImageSet, recipe: Recipe,
+def fit(model: nn.Module, train: Data, val: Data | None, recipe: Recipe | str,
         device: Device = None, state: TrainState | None = None,
-        on_epoch_end: Callable[[TrainState], None] | None = None, verbose: bool = True) -> History:
+        on_epoch_end: Callable[[TrainState], None] | None = None, verbose: bool = True, *,
+        validation_data: Data | None = None, validation_split: float | None = None,
+        batch_size: int | None = None, epochs: int | None = None) -> History:
     """Train ``model`` on ``train`` for ``recipe.epochs``, validating on ``val`` after every epoch.
+
+    Keras's call works too: ``fit(model, x, y, recipe, batch_size=128, epochs=10, validation_data=(x_val, y_val))``
+    or ``validation_split=0.2`` (the course's split, ``cnnlab.split``), with NumPy arrays as ``fit_data`` reads
+    them. ``recipe`` may be a name; ``batch_size`` and ``epochs`` replace its fields.
 
     ``state`` resumes an earlier run; ``on_epoch_end`` sees the state after each epoch (to save it).
     ``recipe.engine`` picks how each step is computed (cnnlab.engines), never what. Returns the history, one row
@@ -240,12 +252,18 @@ def fit(model: nn.Module, train: ImageSet, val: ImageSet, recipe: Recipe,
     gradients: the same steps as one process on the whole batch. Every process validates the whole split, so
     each holds the numbers one process would print; only rank 0 prints them.
     """
+    recipe = as_recipe(recipe)
+    if batch_size is not None or epochs is not None:  # Keras's fit(batch_size=…, epochs=…)
+        recipe = with_overrides(recipe, {k: v for k, v in (("batch_size", batch_size), ("epochs", epochs))
+                                        if v is not None})
+    train, val = fit_data(model, train, val, validation_data, validation_split, recipe.split_seed)
     device = choose_device(device, otherwise=recipe.device)
     recipe = engines.for_device(recipe, device, distributed.world_size())  # 'auto' engine and precision decided
     verbose = verbose and distributed.is_main()
     place(model, recipe, device)
     for part in (train, val):  # a model built for other images fails here, in one line, not inside PyTorch
         check_input(model, part.images.shape[1:])
+    check_classes(model, train.images.shape[1:], len(train.classes))  # too few fail inside the loss, too many quietly
     state = state or start_state(model, recipe, train, device)
     train_images = train.images.to(device)  # (N, C, H, W) uint8, resident for the whole run
     train_labels = train.labels.to(device)
@@ -314,6 +332,30 @@ def fit(model: nn.Module, train: ImageSet, val: ImageSet, recipe: Recipe,
         model.load_state_dict(state.average.model.state_dict())
     model.eval()  # ready to predict: dropout off, BatchNorm on its running statistics
     return History(state.history)
+
+
+def fit_data(model: nn.Module, train: Data, val: Data | None, validation_data: Data | None = None,
+             validation_split: float | None = None, seed: int = 9) -> tuple[ImageSet, ImageSet]:
+    """``fit``'s training and validation sets, from cnnlab's ``(train, val)`` or Keras's ``(x, y)`` with
+    ``validation_data`` or ``validation_split``, each read by ``as_image_set`` for ``model``'s input shape; the
+    validation set has the training set's classes. One line for a call that says no validation, or two."""
+    in_shape = getattr(model, "in_shape", None)
+    keras = not isinstance(train, (ImageSet, tuple))  # fit(model, x, y, …): the second array is the labels
+    labels = cast("ArrayLike | None", val) if keras else None
+    train_set = as_image_set(train, labels, in_shape=in_shape, what="the training data")
+    given = [v for v in (None if keras else val, validation_data, validation_split) if v is not None]
+    if len(given) != 1:
+        raise CnnlabError(f"fit was given {'no' if not given else len(given)} validation sets: pass one, "
+                          "validation_data=(x_val, y_val) or validation_split=0.2" + ("" if keras else ", or val"))
+    if validation_split is not None:
+        return split(train_set, validation_split, seed)
+    validation = validation_data if validation_data is not None else val
+    assert validation is not None  # the one given, counted above
+    val_set = as_image_set(validation, in_shape=in_shape, classes=train_set.classes, what="the validation data")
+    if val_set.classes != train_set.classes:
+        raise CnnlabError(f"the validation data has {len(val_set.classes)} classes, the training data "
+                          f"{len(train_set.classes)}: pass data of the same classes")
+    return train_set, val_set
 
 
 def renew_norm_stats(model: nn.Module, images: torch.Tensor, recipe: Recipe, device: torch.device,

@@ -278,6 +278,16 @@ def get_recipe(name: str) -> Recipe:
                          "(cnnlab recipes lists them)") from None
 
 
+def as_recipe(recipe: Recipe | str) -> Recipe:
+    """A recipe, or the one registered under a name (``fit(model, train, val, "fashion-cnn")``)."""
+    if isinstance(recipe, str):
+        return get_recipe(recipe)
+    if not isinstance(recipe, Recipe):
+        raise UsageError(f"expected a recipe, not {type(recipe).__name__}: pass a recipe's name (cnnlab.RECIPES) "
+                         "or cnnlab.get_recipe(name), which stands for Keras's compile(...)")
+    return recipe
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Overrides
 # ---------------------------------------------------------------------------------------------------------

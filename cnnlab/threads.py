@@ -115,6 +115,8 @@ class FairShare:
     """
 
     INTERVAL = 1.0  # seconds between looks; a look costs ~50 µs, a training step milliseconds
+    FIRST_LOOK = 0.25  # seconds to the first look: beside busy neighbours the whole team stalls from the first step,
+    #                    and a lab's epoch on a small split lasts only seconds (25 ticks a CPU at 100 Hz suffice)
 
     def __init__(self, device_type: str, on_change=None) -> None:
         import torch
@@ -130,15 +132,16 @@ class FairShare:
         adaptive = bool(CHOICE.get("adaptive")) and str(self.full) == os.environ.get("OMP_NUM_THREADS")
         self._last = others_busy(self._cpus) if device_type == "cpu" and adaptive and self.full > 1 else None
         self._at = time.monotonic()
+        self._interval = self.FIRST_LOOK
 
     def tick(self) -> None:
-        if self._last is None or (now := time.monotonic()) - self._at < self.INTERVAL:
+        if self._last is None or (now := time.monotonic()) - self._at < self._interval:
             return
         sample = others_busy(self._cpus)
         if sample is None:
             return
         others = max(0.0, (sample[0] - self._last[0]) - (sample[1] - self._last[1])) / (now - self._at)
-        self._last, self._at = sample, now
+        self._last, self._at, self._interval = sample, now, self.INTERVAL
         threads = self._torch.get_num_threads()
         free = self.full - others  # CPUs the others leave us
         wanted = threads - 1 if free < threads - 0.5 else threads + 1 if free > threads + 0.75 else threads

@@ -29,7 +29,7 @@ from .history import EpochResult, history_csv
 from .images import ImageFolder, load_folder
 from .inference import Inference, evaluate
 from .loop import TrainState, fit, stall_warning, start_state
-from .models import count_params, create_model, head_name, summarize
+from .models import Summary, count_params, create_model, head_name, summarize
 from .prediction import predict
 from .recipes import FOLDER_RECIPE, Recipe, get_recipe, with_overrides
 from .runs import CHECKPOINT, ModelInfo, Run, new_run_dir
@@ -358,7 +358,7 @@ def _finish(run: Run | Path, recipe: Recipe, model: nn.Module, history: list[Epo
     inference = Inference(model, normalization, recipe.tta, recipe.autocast)  # as the run will predict
     test_metrics: Mapping[str, float | None]
     if test is not None:
-        test_metrics = evaluate(inference, test, recipe, device)
+        test_metrics = evaluate(inference, test, recipe, device)._asdict()
         console.print(f"Test loss: {test_metrics['loss']:.4f} - test accuracy: {test_metrics['accuracy']:.4f}")
     else:
         test_metrics = {"loss": None, "accuracy": None}
@@ -378,14 +378,13 @@ def _finish(run: Run | Path, recipe: Recipe, model: nn.Module, history: list[Epo
     })
 
 
-def format_summary(name: str, rows, total: int) -> Table:
+def format_summary(name: str, rows: Summary, total: int) -> Table:
     """The model summary as a rich table: layer, output shape, parameters, then the total."""
     table = Table(title=f'Model: "{name}"', title_justify="left")
-    table.add_column("Layer (type)")
-    table.add_column("Output Shape")
-    table.add_column("Param #", justify="right")
+    for header in rows.HEADER:
+        table.add_column(header, justify="right" if header == "Param #" else "left")
     for row in rows:
-        table.add_row(f"{row.name} ({row.kind})", str((None, *row.output_shape)), f"{row.params:,}")
+        table.add_row(*row.cells())
     table.caption = f"Total params: {total:,}"
     table.caption_justify = "left"
     return table

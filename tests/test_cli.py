@@ -129,6 +129,7 @@ def test_keras_clipped_loss_matches_cross_entropy_when_nothing_is_clipped():
     assert loss_fn(confident, torch.tensor([3]), recipe).item() == pytest.approx(-torch.log(torch.tensor(1e-7)).item())
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not MNIST_SAMPLE.exists(), reason="../shared/datasets/mnist-sample not present")
 def test_short_run_on_the_real_mnist_sample(runs_dir, capsys):
     code, out, _ = train(capsys, "mnist-cnn", "--data-dir", str(MNIST_SAMPLE), "--runs-dir", str(runs_dir),
@@ -165,6 +166,7 @@ def test_a_reader_that_goes_away_stops_the_command_quietly(tmp_path, command):
     assert (done.returncode, done.stderr) == (1, "")
 
 
+@pytest.mark.slow
 def test_commands_on_a_run_read_the_data_folder_it_was_trained_on(trained_runs, tmp_path, monkeypatch, capsys):
     """No --data-dir: evaluate, predict --random, explain and report find the test images where training did."""
     import cnnlab.data

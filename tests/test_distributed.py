@@ -20,6 +20,8 @@ from safetensors.torch import load_file
 from cnnlab import cli, distributed
 from helpers import KILLER, REPO, RUN_FILES, assert_same_run, history, make_idx_dataset
 
+pytestmark = pytest.mark.slow  # torchrun starts processes: `make quick` leaves them out
+
 # 124 fake images: 99 train in batches of 20, so each epoch ends with a batch of 19 that the two processes
 # split 10 + 9 (the uneven case of the loss's weighting).
 STEPS_PER_EPOCH = 5

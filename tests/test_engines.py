@@ -278,9 +278,9 @@ def test_fp16_backward_runs_on_a_scaled_loss_and_steps_on_unscaled_gradients(mon
     """fp16 gradients of a batch-mean loss underflow: fit scales the loss up for the backward pass (GradScaler's
     2**16 at first) and the gradients back down before the optimiser's step. fp16 autocast is refused off CUDA, so
     here the CPU's fp16 autocast stands in for it."""
-    from cnnlab import inference, train
+    from cnnlab import inference, loop
 
-    for module in (train, inference):  # the training step's and the validation's
+    for module in (loop, inference):  # the training step's and the validation's
         monkeypatch.setattr(module, "autocast", lambda device, precision: torch.autocast(
             "cpu", dtype=torch.float16, enabled=precision == "fp16"))
     data = tiny_split(32, seed=4)

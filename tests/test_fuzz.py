@@ -140,6 +140,7 @@ def batches(draw) -> bytes:
     return pickle.dumps(draw(st.just(batch) | JSON), protocol=draw(st.integers(0, pickle.HIGHEST_PROTOCOL)))
 
 
+@pytest.mark.slow
 @FUZZ
 @given(st.binary(max_size=400) | batches() | mutated(VALID_BATCH))
 def test_parse_cifar_batch(raw):

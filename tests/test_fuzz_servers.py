@@ -22,6 +22,8 @@ from PIL import Image
 
 from cnnlab import serve
 
+pytestmark = pytest.mark.slow  # hundreds of requests to both servers: `make quick` leaves them out
+
 FUZZ = settings(max_examples=int(os.environ.get("CNNLAB_FUZZ_EXAMPLES", "150")), deadline=None,
                 suppress_health_check=[HealthCheck.too_slow])
 METHODS = ["GET", "GET", "POST", "POST", "HEAD", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE"]

@@ -287,6 +287,7 @@ def worst_case(tmp_path_factory) -> Path:
     return folder / "worst.png"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("how", ["upload", "file"])
 def test_the_worst_accepted_image_takes_under_300_mb_and_about_a_second(worst_case, how):
     """The budget is 1 s on this project's 2-core machine when it is quiet; a busy CI machine gets twice that."""
@@ -405,6 +406,7 @@ def test_a_large_image_is_shrunk_before_it_is_prepared(mode, file_format, tmp_pa
         assert np.ptp(rgb, axis=1).max() <= 2
 
 
+@pytest.mark.slow
 def test_shrinking_keeps_what_the_network_is_given(tmp_path):
     """A large photo is prepared from its shrunk copy: the network's input barely moves (it is 32×32)."""
     ys, xs = np.mgrid[0:2400, 0:3600]
@@ -462,6 +464,7 @@ print(resident_mb() - before)
 """
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads its memory from /proc")
 def test_a_server_gives_back_the_memory_of_large_images(worst_case):
     """glibc kept each thread's freed 100 MB for that thread's next use: the studio grew by 870 MB after 24

@@ -11,6 +11,8 @@ import pytest
 
 from helpers import FASHION_SYSTEM, MNIST_SAMPLE, REPO, make_cifar_dataset, write_idx
 
+pytestmark = pytest.mark.slow  # each notebook runs in a Jupyter kernel: `make quick` leaves them out
+
 nbformat = pytest.importorskip("nbformat", reason="the notebook tests need cnnlab[test]'s nbformat")
 nbclient = pytest.importorskip("nbclient", reason="the notebook tests need cnnlab[test]'s nbclient")
 pytest.importorskip("ipykernel", reason="the notebook tests need cnnlab[test]'s ipykernel")

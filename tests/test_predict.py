@@ -89,6 +89,7 @@ def test_predict_goes_on_past_every_kind_of_bad_file(digit_run, tmp_path, capsys
     assert code == 1 and out.startswith(str(good[0])) and "not an image Pillow can read" in err
 
 
+@pytest.mark.slow
 def test_thousands_of_paths_at_once(digit_run, tmp_path, capsys):
     source = write_digits(tmp_path / "one", 1)[0].read_bytes()
     folder = tmp_path / "many"

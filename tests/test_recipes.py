@@ -102,13 +102,13 @@ def test_every_name_a_recipe_offers_has_what_does_its_work():
     """recipes.py owns the names; the modules below key their tables by them, and none is missing or extra."""
     import torch
 
-    from cnnlab import data, device, inference, models, recipes, train
+    from cnnlab import data, device, inference, loop, models, recipes
     from cnnlab.augment import tta_logits
     from cnnlab.schedule import lr_factor
 
     assert set(recipes.DATASET_NAMES) == set(data.DATASETS)
     assert set(recipes.MODEL_NAMES) == set(models.MODELS)
-    assert set(recipes.OPTIMIZERS) == set(train.OPTIMIZERS)
+    assert set(recipes.OPTIMIZERS) == set(loop.OPTIMIZERS)
     assert set(recipes.AUTOCASTS) == set(device.AUTOCASTS)
     assert set(recipes.TTA_MODES) == set(inference.TTA_PASSES)  # each mode said in words
     curves = {name: tuple(lr_factor(step, 10, name, 0.2, 0.1) for step in range(10)) for name in recipes.SCHEDULES}

@@ -64,6 +64,7 @@ def test_report_of_an_mlp_says_it_has_no_convolution(trained_runs, tmp_path, cap
     assert "has no convolution" in text and 'alt="dense_weights"' in text and 'alt="feature_maps"' not in text
 
 
+@pytest.mark.slow
 def test_report_renders_in_chromium_without_errors(cnn_report, watched, tmp_path):
     images, screenshot = render(watched, cnn_report)
     assert watched.problems == []

@@ -58,6 +58,7 @@ def two_epochs(digits, tmp_path_factory) -> Path:
     return train(*ARGS, "--epochs", "2", "--data-dir", str(digits), "--runs-dir", str(tmp_path_factory.mktemp("runs")))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig, code", [("SIGKILL", -signal.SIGKILL), ("SIGINT", 130)])
 def test_run_stopped_in_epoch_3_resumes_to_the_same_history_and_weights(sig, code, digits, uninterrupted, tmp_path):
     argv = ["train", *ARGS, "--data-dir", str(digits), "--runs-dir", str(tmp_path)]
@@ -317,6 +318,7 @@ sys.exit(cli.main({argv!r}))
 """
 
 
+@pytest.mark.slow
 def test_a_kill_just_after_the_last_checkpoint_loses_no_history_row(digits, uninterrupted, tmp_path):
     argv = ["train", *ARGS, "--data-dir", str(digits), "--runs-dir", str(tmp_path)]
     done = subprocess.run([sys.executable, "-c", KILLED_AFTER_CHECKPOINT.format(epoch=3, argv=argv)],

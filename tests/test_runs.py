@@ -160,6 +160,7 @@ def test_a_linked_evaluation_is_never_followed_out_of_the_run(runs, tmp_path):
 # ---------------------------------------------------------------------------------------------------------
 # #22.7: only regular files, of a bounded size
 # ---------------------------------------------------------------------------------------------------------
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["history.csv", "metrics.json"])
 def test_a_fifo_in_a_run_folder_neither_hangs_predict_nor_the_listing(name, runs, tmp_path):
     (runs / "mlp" / name).unlink()

@@ -113,6 +113,7 @@ def test_a_port_in_use_is_one_line(server, digit_run):
         serve.make_server(digit_run, port=port)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("host, note", [("127.0.0.1", False), ("0.0.0.0", True)])
 def test_cli_serve_answers_then_stops_on_ctrl_c(digit_run, host, note):
     process = subprocess.Popen([sys.executable, "-m", "cnnlab.cli", "serve", str(digit_run), "--port", "0",
@@ -201,6 +202,7 @@ def test_a_client_that_goes_away_leaves_no_traceback(server, capfd):
     assert "Traceback" not in capfd.readouterr().err
 
 
+@pytest.mark.slow
 def test_idle_connections_are_closed(server, monkeypatch):
     """500 idle half-open connections were held in 503 threads for good."""
     monkeypatch.setattr(serve.Handler, "timeout", 0.5)

@@ -204,6 +204,7 @@ def test_a_chunked_upload_over_the_limit_is_413(studio):
     connection.close()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("host, note", [("127.0.0.1", False), ("0.0.0.0", True)])
 def test_cli_studio_says_where_it_listens_and_stops_on_ctrl_c(runs, host, note):
     process = subprocess.Popen([sys.executable, "-m", "cnnlab.cli", "studio", str(runs / "cnn"), "--port", "0",

@@ -26,6 +26,8 @@ from helpers import REPO, drawn, make_idx_dataset, running_studio
 from test_predict import write_digits
 from test_studio import request
 
+pytestmark = pytest.mark.slow  # a real browser: `make quick` leaves them out
+
 expect = pytest.importorskip("playwright.sync_api", reason="the browser tests need pytest-playwright "
                              "(pip install -e '.[test]')").expect
 VIEWS = ("playground", "inside", "theory", "runs")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -27,6 +28,7 @@ def omp_setting(stderr: str, name: str) -> str:
     return line.split("=", 1)[1].strip().strip("'")
 
 
+@pytest.mark.slow
 def test_import_cnnlab_sets_the_thread_count_before_torch_starts_openmp(monkeypatch):
     done = fresh(["-c", "import cnnlab, os, torch; print(torch.get_num_threads(), 'OMP_WAIT_POLICY' in os.environ)"])
     assert done.returncode == 0, done.stderr
@@ -39,6 +41,7 @@ def test_import_cnnlab_sets_the_thread_count_before_torch_starts_openmp(monkeypa
     threads.configure(dict(os.environ))
 
 
+@pytest.mark.slow
 def test_the_cli_sets_them_too_and_says_so_with_verbose(tmp_path):
     # `train` imports torch, then stops at the unknown recipe: OpenMP has printed what it started with
     done = fresh(["-m", "cnnlab.cli", "train", "no-such-recipe", "--verbose", "--runs-dir", str(tmp_path)])
@@ -47,6 +50,7 @@ def test_the_cli_sets_them_too_and_says_so_with_verbose(tmp_path):
     assert done.stdout.startswith(f"CPU threads: {threads.usable_cpus()} (the CPUs this process may use")
 
 
+@pytest.mark.slow
 def test_the_users_own_variables_are_left_as_they_are():
     done = fresh(["-c", "import cnnlab, torch; print(torch.get_num_threads())"], OMP_NUM_THREADS="1",
                  OMP_WAIT_POLICY="ACTIVE")
@@ -84,32 +88,58 @@ def test_a_cgroup_quota_caps_the_thread_count(tmp_path, monkeypatch, files, quot
     assert threads.usable_cpus() == 1
 
 
-def test_training_gives_way_while_other_programs_use_the_cpus_and_takes_them_back(monkeypatch):
+@dataclass
+class FakeMachine:
+    """A clock and /proc/stat's counts that a test moves by hand: (all processes' CPU-seconds on our CPUs, ours)."""
+    full: int
+    clock: float = 0.0
+    used: list[float] = field(default_factory=lambda: [0.0, 0.0])
+    looks: list[float] = field(default_factory=list)  # when FairShare read the counts
+
+    def others_busy(self, cpus, proc_stat=Path("/proc/stat")) -> tuple[float, float]:
+        self.looks.append(self.clock)
+        return self.used[0], self.used[1]
+
+    def run(self, seconds: float, busy: float) -> None:
+        """``seconds`` pass; the others use ``busy`` CPUs and this process the rest."""
+        self.clock += seconds
+        self.used[0] += seconds * self.full
+        self.used[1] += seconds * (self.full - busy)
+
+
+@pytest.fixture
+def machine(monkeypatch) -> FakeMachine:
     full = torch.get_num_threads()
     if full < 2:
         pytest.skip("one CPU: nothing to give way with")
     monkeypatch.setitem(threads.CHOICE, "adaptive", True)
     monkeypatch.setenv("OMP_NUM_THREADS", str(full))
-    clock = [0.0]
-    monkeypatch.setattr(threads.time, "monotonic", lambda: clock[0])
-    # (all processes' CPU-seconds, ours): each second the others use `busy` CPUs and we use the rest
-    used = [0.0, 0.0]
+    fake = FakeMachine(full)
+    monkeypatch.setattr(threads.time, "monotonic", lambda: fake.clock)
+    monkeypatch.setattr(threads, "others_busy", fake.others_busy)
+    return fake
 
-    def others_busy(cpus, proc_stat=Path("/proc/stat")):
-        return used[0], used[1]
 
-    monkeypatch.setattr(threads, "others_busy", others_busy)
-    changes: list[int] = []
+def test_training_gives_way_while_other_programs_use_the_cpus_and_takes_them_back(machine):
+    full, changes = machine.full, []
     with threads.FairShare("cpu", on_change=changes.append) as share:
         for busy in [0.0, 0.2, full, full, 0.6 * full, 0.1, 0.1]:
-            clock[0] += 1.0
-            used[0] += full
-            used[1] += full - busy
+            machine.run(1.0, busy)
             share.tick()
         assert changes == list(range(full - 1, 0, -1))[:len(changes)] and changes  # gave way, one at a time
         assert torch.get_num_threads() == full  # and took them back once the others stopped
         assert share.fewest < full
     assert torch.get_num_threads() == full
+
+
+def test_the_first_look_comes_within_a_quarter_second_then_once_a_second(machine):
+    with threads.FairShare("cpu") as share:
+        for step in range(12):  # steps 1/8 s apart, the others using every CPU
+            machine.run(0.125, machine.full)
+            share.tick()
+            if step == 1:  # 0.25 s in
+                assert torch.get_num_threads() == machine.full - 1  # gave way at the first look, not a second in
+    assert machine.looks == [0.0, 0.25, 1.25]
 
 
 def test_no_giving_way_on_a_gpu_or_when_the_user_set_the_count(monkeypatch):

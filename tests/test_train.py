@@ -117,6 +117,7 @@ print("torch._dynamo" in sys.modules, sys.modules.get("triton") is not None)
 """
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="Triton is not installed: nothing to keep out")
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU can run Triton's kernels")
 def test_training_without_a_gpu_leaves_triton_out():

@@ -101,6 +101,7 @@ def test_without_freezing_every_layer_learns_from_the_start(shapes, body, tmp_pa
     assert not any(torch.equal(weights(run_dir)[key], weights(body)[key]) for key in TAKEN)
 
 
+@pytest.mark.slow  # child processes
 @pytest.mark.parametrize("epoch", [2, 3])  # stopped in a frozen epoch, and in the first that learns
 def test_a_run_stopped_and_resumed_matches_the_uninterrupted_one(epoch, shapes, body, three_epochs, tmp_path):
     argv = ["train", *TEACH, "--data", str(shapes), "--from", str(body), "--epochs", "3", "--set",
@@ -165,6 +166,7 @@ def test_teach_prepares_drawings_as_mnist_digits_without_flags(shapes, tmp_path)
     assert json.loads((run_dir / "recipe.json").read_text())["preprocess"] == "digit"
 
 
+@pytest.mark.slow  # 40 epochs: the recipe as shipped
 def test_teach_learns_drawn_shapes_from_15_examples_a_class(tmp_path):
     """The recipe's promise (the Teach view's test draws its own, with the mouse): ≥ 80% on new drawings."""
     folder = make_shape_folder(tmp_path / "shapes", 15, seed=7, part="train")
