@@ -231,6 +231,7 @@ def wait_for(check, client, project: str = "p", seconds: float = 120.0):
     raise AssertionError(f"waited {seconds} s in vain: {client.get(f'/api/teach/{project}').json()}")
 
 
+@pytest.mark.slow  # child processes that train
 def test_a_training_from_the_page_is_refused_twice_stops_resumably_and_resumes(runs, monkeypatch):
     """The command line's own `cnnlab train`: one at a time per project, no example changed meanwhile, stopped
     with SIGINT into a run that resumes to the end; an ordinary run folder at last."""
@@ -266,6 +267,7 @@ def test_a_training_from_the_page_is_refused_twice_stops_resumably_and_resumes(r
     assert environment["data_dir"] == str((runs / "teach" / "p").resolve())
 
 
+@pytest.mark.slow  # a child process that trains
 def test_a_training_from_a_run_of_the_learners_takes_its_layers_and_the_freeze_chosen(client, runs):
     project = make_project(client, "p", {"a": 4, "b": 4})
     started = client.post(f"/api/teach/{project}/train", params={"from_run": "cnn", "freeze_epochs": 2}).json()

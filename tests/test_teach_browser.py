@@ -16,6 +16,7 @@ from helpers import BROWSER_ARGS, CHROMIUM, history, running_studio
 
 expect = pytest.importorskip("playwright.sync_api", reason="the browser tests need pytest-playwright "
                              "(pip install -e '.[test]')").expect
+pytestmark = pytest.mark.slow  # a real browser, and a training: `make quick` leaves them out
 SHAPES = ("circle", "line", "cross")
 FAKE_CAMERA = ["--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"]
 
