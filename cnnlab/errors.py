@@ -12,6 +12,10 @@ class UsageError(CnnlabError):
     """A bad command-line value or recipe field: the CLI exits with code 2, like argparse."""
 
 
+class NotFound(CnnlabError):
+    """What was named (a project, a class, an example) is not there: the studio answers 404."""
+
+
 def warn(message: str) -> None:
     """One line on stderr for what is worth knowing but does not stop the command."""
     print(f"cnnlab: warning: {message}", file=sys.stderr)

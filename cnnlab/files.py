@@ -28,11 +28,12 @@ def _umask() -> int:
 _FILE_MODE = 0o666 & ~_umask()  # what open() would give; mkstemp's own 0600 would hide runs from other users
 
 
-def atomic_write(path: Path, data: bytes | str) -> None:
+def atomic_write(path: Path, data: bytes | str, replace: bool = True) -> None:
     """Write ``path`` so that a crash mid-write leaves the previous file whole.
 
     The temporary file, ``.NAME.PID.XXXXXXXX.tmp`` beside it, names the writing process, so that
-    ``remove_stale_temp`` can tell the leftovers of a killed write from a write still going on."""
+    ``remove_stale_temp`` can tell the leftovers of a killed write from a write still going on. ``replace=False``:
+    an existing ``path`` is never replaced (FileExistsError), even by a writer that raced this one to it."""
     path = Path(path)
     payload = data.encode() if isinstance(data, str) else data
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp")
@@ -42,7 +43,11 @@ def atomic_write(path: Path, data: bytes | str) -> None:
             f.write(payload)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
+        if replace:
+            os.replace(tmp, path)
+        else:
+            os.link(tmp, path)  # a hard link, unlike a rename, fails where the name is taken
+            os.unlink(tmp)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

@@ -1,7 +1,9 @@
 """The studio: a local web app over a folder of runs — draw or drop an image and watch the network's every layer
-work on it, click a value to see how it is made, follow a training run's curves as its epochs end.
+work on it, click a value to see how it is made, follow a training run's curves as its epochs end, teach a network
+classes of your own (the Teach view: examples, `cnnlab train teach` in a child process, tried live).
 
-A thin skin over the library (``cnnlab.inside``, ``cnnlab.prediction``, ``cnnlab.explain``, ``cnnlab.runs``):
+A thin skin over the library (``cnnlab.inside``, ``cnnlab.prediction``, ``cnnlab.explain``, ``cnnlab.runs``,
+``cnnlab.teach``):
 each path function checks its input, makes one call and returns data. The page is static files in
 ``cnnlab/web/`` (no build step, nothing from the internet). Activations travel as 8-bit grey PNGs with their
 range. ``GET /health`` and ``POST /predict`` answer as ``cnnlab serve`` does; ``/openapi.json`` documents it all.
@@ -13,6 +15,7 @@ requests); bound elsewhere it asks for a token, as Jupyter does.
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import os
 import random
@@ -34,8 +37,9 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
-from .errors import CnnlabError
+from .errors import CnnlabError, NotFound
 from .serve import DEFAULT_TOP, MAX_BODY, is_loopback, predictions, prepare_upload  # as `cnnlab serve`
+from .teach import MAX_EXAMPLE_BYTES, Trainings
 
 WEB = Path(__file__).with_name("web")
 CACHED_RUNS = 4  # loaded models kept in memory, the most recently used
@@ -106,7 +110,15 @@ class Runs:
 
 async def read_body(request: Request) -> bytes:
     """The request's body, refused with 413 once it passes MAX_BODY (whether or not it said its length)."""
-    limit = request.app.state.max_body
+    return await read_limited(request, request.app.state.max_body)
+
+
+async def read_example(request: Request) -> bytes:
+    """An example's body for the Teach view: at most MAX_EXAMPLE_BYTES."""
+    return await read_limited(request, min(MAX_EXAMPLE_BYTES, request.app.state.max_body))
+
+
+async def read_limited(request: Request, limit: int) -> bytes:
     length = request.headers.get("content-length", "")
     if length.isascii() and length.isdigit() and (len(length) > 15 or int(length) > limit):
         size = f"{int(length):,} bytes" if len(length) <= 15 else "over a petabyte"
@@ -160,15 +172,23 @@ def create_app(runs_dir: str | os.PathLike, device: str = "cpu", default_run: st
     if not runs_dir.is_dir():
         raise CnnlabError(f"{runs_dir}: no such folder; `cnnlab train` writes runs under ./runs (or --runs-dir)")
     runs = Runs(runs_dir, resolve_device(device))
+    trainings = Trainings(runs_dir)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI):
+        yield
+        trainings.stop_all()  # the studio is closing: the trainings it started stop too, resumable
+
     app = FastAPI(title="cnnlab studio", version="1", docs_url=None, redoc_url=None,  # their pages load from a CDN
-                  responses={"4XX": {"model": Refusal, "description": "Refused: one line saying why"}})
+                  responses={"4XX": {"model": Refusal, "description": "Refused: one line saying why"}},
+                  lifespan=lifespan)
     app.state.max_body = max_body
     app.state.token = None if is_loopback(host) else secrets.token_urlsafe(24)
     add_middleware(app)
     add_error_handlers(app)
     app.mount("/static", StaticFiles(directory=WEB), name="static")
     for router in (page_routes(), served_routes(runs, default_run), run_routes(runs, default_run),
-                   inside_routes(runs), value_routes(runs)):
+                   inside_routes(runs), value_routes(runs), teach_routes(runs, trainings)):
         app.include_router(router)
     return app
 
@@ -256,7 +276,7 @@ def add_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(CnnlabError)
     async def cnnlab_error(request: Request, error: CnnlabError) -> JSONResponse:
-        return JSONResponse({"error": str(error)}, 400)
+        return JSONResponse({"error": str(error)}, 404 if isinstance(error, NotFound) else 400)
 
     @app.exception_handler(Exception)  # the traceback still goes to the terminal, where it can be reported
     async def fault(request: Request, error: Exception) -> JSONResponse:
@@ -439,6 +459,109 @@ def value_routes(runs: Runs) -> APIRouter:
         uploaded = upload(runs, name, body, test)
         return runs.compute(name, lambda run: explain_cell(run, image_of(runs, run, uploaded, test, False)[0], layer,
                                                            channel, row, col))
+
+    return router
+
+
+# --- the Teach view: classes, examples, training ----------------------------------------------------------
+EXAMPLE_BODY = {"requestBody": {"required": True, "description": f"an image file, at most {MAX_EXAMPLE_BYTES:,} bytes",
+                                "content": {"image/*": {"schema": IMAGE}}}}
+
+
+def teach_routes(runs: Runs, trainings: Trainings) -> APIRouter:
+    """Teach projects under RUNS/teach (cnnlab.teach): names on disk made by the server, examples bounded, a
+    project's examples unchanged while it trains, and training as the command line's own `cnnlab train`."""
+    from .runs import CHECKPOINT, Run
+    from .teach import (
+        MAX_CLASSES,
+        MAX_EXAMPLES,
+        TEACH_RECIPE,
+        Project,
+        list_projects,
+        project_runs,
+        resume_command,
+        train_command,
+    )
+
+    router = APIRouter(prefix="/api/teach")
+
+    def editable(name: str) -> Project:
+        project = Project.open(runs.root, name)
+        if trainings.running(project):
+            raise CnnlabError(f"{project.name} is training: stop it, or let it finish, before changing its examples")
+        return project
+
+    @router.get("")
+    def projects() -> dict:
+        return {"projects": [project.name for project in list_projects(runs.root)], "recipe": TEACH_RECIPE,
+                "limits": {"classes": MAX_CLASSES, "examples": MAX_EXAMPLES, "bytes": MAX_EXAMPLE_BYTES}}
+
+    @router.post("")
+    def create(name: str) -> dict:
+        return one(Project.create(runs.root, name).name)
+
+    @router.get("/{project}")
+    def one(project: str) -> dict:
+        """The project's classes and examples, its runs (``resumable``: stopped part-way), its last training."""
+        opened = Project.open(runs.root, project)
+        trained = project_runs(opened, runs.root)
+        resumable = [run.run_dir.name for run in trained if not run.finished and run.has(CHECKPOINT)]
+        return {**opened.describe(), "runs": [run.run_dir.name for run in trained if run.finished],
+                "resumable": resumable[-1] if resumable else None, "training": trainings.status(opened),
+                "command": f"cnnlab train {TEACH_RECIPE} --data {opened.root} --runs-dir {runs.root}"}
+
+    @router.post("/{project}/classes")
+    def add_class(project: str, name: str) -> dict:
+        return {"name": editable(project).add_class(name)}
+
+    @router.delete("/{project}/classes/{name}")
+    def remove_class(project: str, name: str) -> dict:
+        editable(project).remove_class(name)
+        return {"removed": name}
+
+    @router.post("/{project}/classes/{name}/examples", openapi_extra=EXAMPLE_BODY)
+    def add_example(project: str, name: str, body: bytes = Depends(read_example)) -> dict:
+        return {"name": editable(project).add_example(name, body)}
+
+    @router.get("/{project}/classes/{name}/examples/{example}", response_class=FileResponse)
+    def example(project: str, name: str, example: str) -> FileResponse:
+        return FileResponse(Project.open(runs.root, project).example(name, example), media_type="image/png")
+
+    @router.delete("/{project}/classes/{name}/examples/{example}")
+    def remove_example(project: str, name: str, example: str) -> dict:
+        editable(project).remove_example(name, example)
+        return {"removed": example}
+
+    @router.post("/{project}/train")
+    def train(project: str, from_run: str | None = None, freeze_epochs: int = 0) -> dict:
+        """Start ``cnnlab train`` on the project (``from_run``: a finished run of the folder to start from)."""
+        opened = Project.open(runs.root, project)
+        opened.check_trainable()
+        start = None
+        if from_run:
+            start = Run(runs.folder(from_run)).check()
+            if not start.finished:
+                raise CnnlabError(f"{from_run} has not finished training; start from a finished run")
+        if not 0 <= freeze_epochs <= 1000:
+            raise CnnlabError(f"freeze_epochs={freeze_epochs}: expected a number of epochs, 0 or more")
+        trainings.start(opened, train_command(opened, runs.root, start.run_dir if start else None,
+                                                   freeze_epochs))
+        return one(project)
+
+    @router.post("/{project}/stop")
+    def stop(project: str) -> dict:
+        trainings.stop(Project.open(runs.root, project))
+        return {"stopping": project}
+
+    @router.post("/{project}/resume")
+    def resume(project: str) -> dict:
+        """Continue the project's run that was stopped part-way, from its last finished epoch."""
+        opened = Project.open(runs.root, project)
+        run = one(project)["resumable"]
+        if run is None:
+            raise CnnlabError(f"{opened.name} has no run stopped part-way to resume; train it")
+        trainings.start(opened, resume_command(runs.root / run), run=run)
+        return one(project)
 
     return router
 

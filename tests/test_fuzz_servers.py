@@ -63,6 +63,9 @@ PATHS = st.sampled_from(["/", "/health", "/predict", "/openapi.json", "/api/runs
                          "/static/..%2f..%2fstudio.py", "/api/runs/digit/evaluation"]) | \
     st.builds(lambda name, end: f"/api/runs/{name}{end}", NAMES,
               st.sampled_from(["", "/look", "/value", "/attribution", "/predict", "/evaluation", "/x"])) | \
+    st.builds(lambda name, end: f"/api/teach/{name}{end}", NAMES,  # the Teach view's projects
+              st.sampled_from(["", "/classes", "/classes/a", "/classes/a/examples", "/classes/a/examples/0001.png",
+                               "/train", "/stop", "/resume"])) | \
     st.lists(SEGMENT, max_size=4).map(lambda parts: "/" + "/".join(parts))
 VALUES = st.sampled_from(["", "0", "1", "-1", "3", "10", "99999999999999999999", "1e3", "x", "true", "null", "conv2d",
                           "dense", "digit", "%ff", "٣"]) | st.integers(-2**70, 2**70).map(str) | st.text(max_size=8)

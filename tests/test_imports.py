@@ -65,7 +65,7 @@ def test_the_package_has_no_import_circle():
 # (three random predictions); `inference` sits with the training loop it shares the engines with.
 LAYERS = (
     ("apps", {"cli", "serve", "studio"}),
-    ("workflow", {"train"}),
+    ("workflow", {"train", "teach"}),
     ("analysis", {"compare", "evaluation", "explain", "export", "inside", "prediction", "report"}),
     ("runs", {"runs", "checkpoint", "transfer"}),
     ("training", {"loop", "engines", "distributed", "inference"}),

@@ -4,15 +4,15 @@ export const bus = new EventTarget();
 export const state = { run: null, info: null, input: null, look: null, failed: null, runs: null };
 export const TIMEOUT = 30000;  // ms: a look on a busy machine takes a second at most; 30 s means the studio is stuck
 
-// The JSON answer of GET ``path`` (POST with ``body``): the HTTP status is checked before the body is read as
-// JSON, an error's own one line is thrown as it is, and a request that hangs is given up after ``timeout`` ms.
-export async function api(path, body, { timeout = TIMEOUT } = {}) {
+// The JSON answer of GET ``path`` (POST with ``body``; or ``method``): the HTTP status is checked before the body is
+// read as JSON, an error's own one line is thrown as it is, and a request that hangs is given up after ``timeout`` ms.
+export async function api(path, body, { timeout = TIMEOUT, method = body === undefined ? "GET" : "POST" } = {}) {
   const where = path.split("?")[0];
   const abort = new AbortController();
   const timer = setTimeout(() => abort.abort(), timeout);
   let response, text;
   try {
-    response = await fetch(path, body === undefined ? { signal: abort.signal } : { method: "POST", body, signal: abort.signal });
+    response = await fetch(path, { method, body, signal: abort.signal });
     text = await response.text();  // the body too within the time limit
   } catch (error) {
     throw new Error(abort.signal.aborted

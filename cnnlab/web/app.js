@@ -5,10 +5,12 @@ import "./playground.js";
 import "./inside.js";
 import "./theory.js";
 import "./runs.js";
+import "./views/teach.js";
 
 const picker = document.getElementById("run");
-const VIEWS = ["playground", "inside", "theory", "runs"];
-const POLL = { runs: 1000, other: 3000 };  // ms between looks at the run list: the Runs view follows training closely
+const VIEWS = ["playground", "inside", "theory", "runs", "teach"];
+const POLL = { follow: 1000, other: 3000 };  // ms between looks at the run list: Runs and Teach follow training closely
+const FOLLOWING = ["runs", "teach"];
 
 function showView() {
   const view = VIEWS.includes(location.hash.slice(1)) ? location.hash.slice(1) : "playground";
@@ -19,7 +21,7 @@ function showView() {
     if (name === view) tab.setAttribute("aria-current", "page"); else tab.removeAttribute("aria-current");
   }
   bus.dispatchEvent(new Event("view"));
-  if (view === "runs" && document.body.dataset.ready) poll();  // now, not at the next tick
+  if (FOLLOWING.includes(view) && document.body.dataset.ready) poll();  // now, not at the next tick
 }
 
 // The image the previous run looked at, as the next run should get it: the same upload or drawing; the same
@@ -73,7 +75,8 @@ async function showRuns(answer) {
     }
   }
   if (!names.length) {
-    say("No finished run here yet: train one with `cnnlab train`; the Runs tab follows training.", "none");
+    say("No finished run here yet: train one with `cnnlab train` or in the Teach tab; the Runs tab follows training.",
+      "none");
     return;
   }
   say("", "none");
@@ -100,7 +103,8 @@ async function poll() {
 
 async function polling() {
   await poll();
-  setTimeout(polling, document.getElementById("runs").hidden ? POLL.other : POLL.runs);
+  const following = FOLLOWING.some((view) => !document.getElementById(view).hidden);
+  setTimeout(polling, following ? POLL.follow : POLL.other);
 }
 
 async function start() {
@@ -109,6 +113,10 @@ async function start() {
   document.body.dataset.ready = "true";  // for the tests: the run list is read and the run, if any, loaded
 }
 
+// Another view opens a run (the Teach view, the run it trained): detail.done() once it is open.
+bus.addEventListener("choose", (event) => {
+  chooseRun(event.detail.name).then(event.detail.done, (error) => { say(error.message, "run"); event.detail.done(); });
+});
 picker.addEventListener("change", () => {
   chooseRun(picker.value).catch((error) => { say(error.message, "run"); picker.value = state.run || ""; });
 });

@@ -2,68 +2,35 @@
 // and the image exactly as the network received it, with saliency or occlusion over it.
 import { bus, el, expectLook, imageRequest, look, say, state } from "./api.js";
 import { decode, overlay } from "./heat.js";
+import { sketchpad } from "./pad.js";
 
-const pad = document.getElementById("pad");
-const pen = pad.getContext("2d");
 const DEBOUNCE = 150;  // ms between looks while drawing
-let drawing = false, last = null, timer = null, drawn = false;
+let timer = null;
+const pad = sketchpad(document.getElementById("pad"), {
+  onStroke: () => { if (!timer) timer = setTimeout(sendPad, DEBOUNCE); }, onEnd: sendPad });
 
-function clearPad() {
-  pen.fillStyle = "#fff";
-  pen.fillRect(0, 0, pad.width, pad.height);
-  drawn = false;
-}
-
-function sendPad() {
+async function sendPad() {
   clearTimeout(timer);
   timer = null;
-  if (!drawn) return;
+  if (!pad.drawn) return;
   expectLook();  // now: toBlob answers later
-  pad.toBlob((blob) => look({ blob }), "image/png");
-}
-
-function point(event) {
-  const box = pad.getBoundingClientRect();
-  return [(event.clientX - box.left) * pad.width / box.width, (event.clientY - box.top) * pad.height / box.height];
-}
-
-pad.addEventListener("pointerdown", (event) => {
-  drawing = true;
-  last = point(event);
-  pad.setPointerCapture(event.pointerId);
-});
-pad.addEventListener("pointermove", (event) => {
-  if (!drawing) return;
-  const here = point(event);
-  pen.strokeStyle = "#000";
-  pen.lineWidth = 22;
-  pen.lineCap = pen.lineJoin = "round";
-  pen.beginPath();
-  pen.moveTo(...last);
-  pen.lineTo(...here);
-  pen.stroke();
-  last = here;
-  drawn = true;
-  if (!timer) timer = setTimeout(sendPad, DEBOUNCE);
-});
-for (const type of ["pointerup", "pointercancel"]) {
-  pad.addEventListener(type, () => { if (drawing) { drawing = false; sendPad(); } });
+  look({ blob: await pad.blob() });
 }
 
 const drop = document.getElementById("drop");
 const file = document.getElementById("file");
-file.addEventListener("change", () => { if (file.files[0]) { clearPad(); look({ blob: file.files[0] }); } file.value = ""; });
+file.addEventListener("change", () => { if (file.files[0]) { pad.clear(); look({ blob: file.files[0] }); } file.value = ""; });
 drop.addEventListener("dragover", (event) => { event.preventDefault(); drop.classList.add("over"); });
 drop.addEventListener("dragleave", () => drop.classList.remove("over"));
 drop.addEventListener("drop", (event) => {
   event.preventDefault();
   drop.classList.remove("over");
   const dropped = event.dataTransfer.files[0];
-  if (dropped) { clearPad(); look({ blob: dropped }); }
+  if (dropped) { pad.clear(); look({ blob: dropped }); }
 });
-document.getElementById("random").addEventListener("click", () => { clearPad(); look({ pick: true }); });
+document.getElementById("random").addEventListener("click", () => { pad.clear(); look({ pick: true }); });
 document.getElementById("clear").addEventListener("click", () => {
-  clearPad();
+  pad.clear();
   state.input = state.look = state.failed = null;
   say("", "look");
   bus.dispatchEvent(new Event("look"));
@@ -107,14 +74,18 @@ document.getElementById("overlay-kind").addEventListener("change", showOverlay);
 
 const IN_PLACE = 20;  // up to this many classes, every class has its own place: bars that never move while drawing
 
-// The answer: with up to 20 classes every class in its own place (the top one marked), so that the bars grow
-// and shrink as a drawing changes instead of changing places; beyond that the 10 most probable, in order.
 function showBars() {
-  const bars = document.getElementById("bars");
+  drawBars(document.getElementById("bars"), state.failed
+    ? "No answer: this image could not be read (the message above says why). Draw, drop or pick another."
+    : "Draw, drop or pick an image.");
+}
+
+// The answer in ``bars`` (``hint`` where there is none): with up to 20 classes every class in its own place (the
+// top one marked), so that the bars grow and shrink as a drawing changes instead of changing places; beyond that
+// the 10 most probable, in order. The Teach view's answer is drawn so too.
+export function drawBars(bars, hint) {
   if (!state.look) {
-    bars.replaceChildren(el("p", { class: "hint", text: state.failed
-      ? "No answer: this image could not be read (the message above says why). Draw, drop or pick another."
-      : "Draw, drop or pick an image." }));
+    bars.replaceChildren(el("p", { class: "hint", text: hint }));
     return;
   }
   const predictions = state.look.predictions;
@@ -132,4 +103,3 @@ bus.addEventListener("run", () => {  // the drawing stays: the next run looks at
   document.getElementById("draw-box").hidden = state.info.preprocess !== "digit";
   document.getElementById("clear").hidden = state.info.preprocess !== "digit";
 });
-clearPad();

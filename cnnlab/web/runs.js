@@ -33,7 +33,7 @@ function table(runs, damaged) {
   document.getElementById("runs-table").replaceChildren(head, ...rows, ...broken);
 }
 
-function chart(id, metric, runs) {
+export function chart(id, metric, runs) {  // the Teach view draws its training's curve so too
   const box = document.getElementById(id);
   const epochs = Math.max(1, ...runs.map((r) => r.history.length));
   const x = Array.from({ length: epochs }, (_, i) => i + 1);
