@@ -186,8 +186,8 @@ def test_diverging_loss_stops_at_its_step(tmp_path):
     train, _ = data.load_dataset("mnist", make_idx_dataset(tmp_path / "mnist", n_train=40))
     recipe = with_overrides(get_recipe("mnist-mlp"), {"lr": 1e30, "batch_size": 10, "epochs": 1})
     torch.manual_seed(0)
-    with pytest.raises(CnnlabError, match=r"the loss became (nan|inf) in epoch 1 at step [2-4]/4; .*--lr"):
-        fit(create_model("mlp", (1, 28, 28), 10), train, train, recipe, "cpu", verbose=False)
+    with pytest.raises(CnnlabError, match=r"the loss became (nan|inf) in epoch 1 at step [2-4]/4; .*the recipe's lr"):
+        fit(create_model("mlp", (1, 28, 28), 10), train, train, recipe, "cpu", verbose=False)  # Python: the field
 
 
 @pytest.mark.parametrize("lr", ["1e9", None])
