@@ -38,7 +38,7 @@ _threads.configure()  # OpenMP's thread count, before anything imports torch (cn
 # only read files start without PyTorch.
 _HOMES = {
     "compare": ("compare_runs",),
-    "data": ("DATASETS", "ImageSet", "load_data", "load_dataset", "split"),
+    "data": ("DATASETS", "ImageSet", "load_data", "load_dataset", "split", "to_categorical"),
     "device": ("resolve_device",),
     "errors": ("CnnlabError", "UsageError"),
     "course": ("compare_with_course",),

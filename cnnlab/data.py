@@ -315,6 +315,16 @@ def _class_numbers(labels: ArrayLike) -> tuple[torch.Tensor, int]:
     return torch.from_numpy(array.astype(np.int64)), int(array.max()) + 1 if len(array) else 0
 
 
+def to_categorical(labels: ArrayLike, num_classes: int | None = None) -> np.ndarray:
+    """One-hot rows (N, num_classes) of float32, as ``keras.utils.to_categorical`` makes them (step 5 of the labs);
+    cnnlab's own functions take class numbers as they are, so this is only for code ported from Keras."""
+    numbers_, implied = _class_numbers(labels)
+    classes = implied if num_classes is None else num_classes
+    if len(numbers_) and (numbers_.min() < 0 or numbers_.max() >= classes):
+        raise CnnlabError(f"labels run from {int(numbers_.min())} to {int(numbers_.max())}; "
+                          f"num_classes={classes} must exceed the largest")
+    return np.eye(classes, dtype=np.float32)[numbers_.numpy()]
+
 @overload
 def split(data: ImageSet, val_fraction: float = 0.2, seed: int = 9) -> tuple[ImageSet, ImageSet]:
     ...
@@ -326,16 +336,34 @@ def split(data: tuple[ArrayLike, ArrayLike] | ArrayLike, val_fraction: float = 0
     ...
 
 
-def split(data: Data, val_fraction: float = 0.2, seed: int = 9) -> tuple[Any, Any]:
+@overload
+def split(data: ArrayLike, val_fraction: ArrayLike, seed: int = 9, *, test_size: float | None = None,
+          random_state: int | None = None) -> tuple[Any, Any, Any, Any]:
+    ...
+
+
+def split(data: Data, val_fraction: Any = 0.2, seed: int = 9, *, test_size: float | None = None,
+          random_state: int | None = None) -> tuple[Any, ...]:
     """(train, validation) exactly as scikit-learn's ``train_test_split(test_size=val_fraction, random_state=seed)``.
 
     That is ``RandomState(seed).permutation(n)``: the first ceil(fraction·n) indices are validation, the rest
     training, both in permutation order. The same kind comes out as went in — ImageSets, ``(images, labels)``
-    tuples of arrays, or arrays — so the course can split first, then reshape and divide by 255.
+    tuples of arrays, or arrays — so the course can split first, then reshape and divide by 255. The course's
+    own line works as it is: ``x_train, x_val, y_train, y_val = split(x, y, test_size=0.2, random_state=9)``
+    (scikit-learn's order; ``test_size`` and ``random_state`` default to the course's 0.2 and 9).
     """
+    if isinstance(val_fraction, (np.ndarray, torch.Tensor, list)):  # split(x, y, …): scikit-learn's call
+        pair: Any = (data, val_fraction)
+        (x_train, y_train), (x_val, y_val) = split(pair, 0.2 if test_size is None else test_size,
+                                                   seed if random_state is None else random_state)
+        return x_train, x_val, y_train, y_val
+    if test_size is not None or random_state is not None:
+        raise CnnlabError("test_size and random_state go with scikit-learn's call, split(x, y, test_size=0.2, "
+                          "random_state=9); with one data argument pass split(data, val_fraction=0.2, seed=9)")
     if isinstance(val_fraction, bool) or not isinstance(val_fraction, numbers.Real):
         raise CnnlabError(f"split's second argument is the validation fraction, not {_describe(val_fraction)}: "
                           "pass images and labels as one tuple, split((images, labels), val_fraction=0.2, seed=9)")
+    val_fraction = float(val_fraction)
     if not 0.0 < val_fraction < 1.0:
         raise CnnlabError(f"validation fraction {val_fraction} must lie strictly between 0 and 1")
     parts = data if isinstance(data, tuple) else (data,)

@@ -111,9 +111,12 @@ def test_split_gives_back_the_kind_it_was_given_by_the_course_rule():
     assert np.array_equal(x_val, val.images[:, 0].numpy()) and y_train.tolist() == train.labels.tolist()
     x_train_alone, _ = cnnlab.split(images, 0.2, 9)
     assert np.array_equal(x_train_alone, x_train)
-    message = one_line(lambda: cnnlab.split(images, labels))  # sklearn's train_test_split(x, y)
-    assert message.startswith("split's second argument is the validation fraction, not ndarray int64 of shape (50,)")
-    assert message.endswith("split((images, labels), val_fraction=0.2, seed=9)")
+    x_tr, x_v, y_tr, y_v = cnnlab.split(images, labels, test_size=0.2, random_state=9)  # sklearn's own line
+    assert np.array_equal(x_tr, x_train) and np.array_equal(x_v, x_val) and np.array_equal(y_v, y_val)
+    assert [len(part) for part in cnnlab.split(images, labels)] == [40, 10, 40, 10]  # the course's 0.2 and 9
+    assert one_line(lambda: cnnlab.split(images, 0.2, test_size=0.3)).startswith("test_size and random_state go with")
+    message = one_line(lambda: cnnlab.split(images, "0.2"))
+    assert message.startswith("split's second argument is the validation fraction, not str")
     assert one_line(lambda: cnnlab.split((images, labels[:49]))) == \
         "split was given 50 and 49 items: pass one label per image"
 
@@ -245,3 +248,10 @@ def test_evaluate_returns_keras_loss_and_accuracy_that_read_as_before(capsys):
     assert capsys.readouterr().out == ""  # quiet, as the course calls it (verbose=0)
     cnnlab.evaluate(model, images, labels, RECIPE, verbose=True)
     assert capsys.readouterr().out.endswith(f"- loss: {loss:.4f} - accuracy: {accuracy:.4f}\n")
+
+
+def test_to_categorical_is_kerass_and_checks_its_count():
+    assert cnnlab.to_categorical(np.array([2, 0]), 3).tolist() == [[0, 0, 1], [1, 0, 0]]
+    assert cnnlab.to_categorical([1, 0]).dtype == np.float32
+    assert one_line(lambda: cnnlab.to_categorical(np.array([0, 5]), 3)) == \
+        "labels run from 0 to 5; num_classes=3 must exceed the largest"
