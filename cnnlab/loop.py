@@ -221,20 +221,22 @@ def fit(model: nn.Module, train: ImageSet, val: ImageSet, recipe: Recipe,
         shard, share = distributed.shard(batch)  # this process's images of the batch (all of them in one process)
         images = augment(train_images[shard], recipe.flip, recipe.translate, state.augment)  # as-is when off
         labels = train_labels[shard]
-        with autocast(device, recipe.autocast):
+        with autocast(device, recipe.autocast, graphed=recipe.engine == "graph"):
             logits = forward(to_input(images, state.normalization))
         loss = loss_fn(logits, labels, recipe)
         state.optimizer.zero_grad(set_to_none=True)
         state.scaler.scale(loss * share).backward()  # DDP averages the processes' gradients: the whole batch's mean
         state.scaler.step(state.optimizer)  # skipped, and the scale lowered, if fp16 overflowed
         state.scaler.update()
-        state.scheduler.step()
         if state.average is not None:
-            state.average.update(model)
+            state.average.update(model)  # on the device, with the decay of this step
         loss_sum.add_(loss.detach() * len(shard))  # Keras's running mean weighs each batch by its size
         correct.add_((logits.argmax(dim=1) == labels).sum())
 
-    step_fn = engines.cuda_graphed(train_step, batch_size, device) if recipe.engine == "graph" else train_step
+    # One step for every engine; the graph engine replays it, reading the learning rate and the random draws from
+    # device tensors that move on between replays.
+    step_fn = (engines.cuda_graphed(train_step, batch_size, device, state.optimizer, (state.augment,))
+               if recipe.engine == "graph" else train_step)
     warning = stall_warning(state.history, recipe, len(train.classes))  # printed once: at the first stalled epoch
     with _progress(verbose) as progress, engines.settings(device, recipe.engine), \
             threads.FairShare(device.type, on_change=_giving_way(progress.console, verbose)) as share:
@@ -247,6 +249,7 @@ def fit(model: nn.Module, train: ImageSet, val: ImageSet, recipe: Recipe,
             correct.zero_()
             for step in range(steps):
                 step_fn(order[bounds[step]:bounds[step + 1]])
+                state.scheduler.step()  # the next step's rate, on the host: outside any captured step
                 share.tick()  # fewer threads while other programs use the CPUs (a look once a second)
                 if (step + 1) % check_every == 0 or step + 1 == steps:
                     _stop_if_diverged(loss_sum.item(), epoch, step + 1, steps, check_every)
