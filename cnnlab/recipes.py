@@ -170,8 +170,6 @@ def validate(recipe: Recipe) -> Recipe:
     if recipe.engine == "graph" and recipe.autocast == "fp16":
         raise bad("engine", "CUDA graphs cannot replay fp16's loss scaling: use --set autocast=bf16 (native on "
                             "these GPUs, no scaling needed) or engine=fast")
-    if recipe.engine == "graph" and (what := graph_blocker(recipe)):
-        raise bad("engine", f"CUDA graphs replay a fixed step, not {what}: use engine=fast (or auto)")
     return recipe
 
 
