@@ -201,7 +201,20 @@ def pick_engine(device: torch.device, recipe: Recipe, processes: int = 1) -> str
     (4× the fast engine on lab 4, issue #18), the fast engine elsewhere."""
     if recipe.engine != "auto":
         return recipe.engine
-    return "graph" if device.type == "cuda" and processes == 1 and not graph_blocker(recipe) else "fast"
+    return "graph" if device.type == "cuda" and not why_not_graphed(recipe, processes) else "fast"
+
+
+def why_not_graphed(recipe: Recipe, processes: int = 1) -> str | None:
+    """Why CUDA graphs cannot serve this run, or None: a recipe whose step they cannot replay; a run in several
+    processes, whose gradients DDP averages with calls that a graph of one process's step cannot hold; or a
+    PyTorch without ``CUDAGraph.register_generator_state``, whose replays would repeat one batch's flips and shifts."""
+    if what := graph_blocker(recipe):
+        return f"CUDA graphs cannot replay this recipe's {what} yet"
+    if processes > 1:
+        return f"CUDA graphs replay one process's step, not DDP's across {processes} processes"
+    if (recipe.flip or recipe.translate) and not hasattr(torch.cuda.CUDAGraph, "register_generator_state"):
+        return f"PyTorch {torch.__version__} cannot give a CUDA graph fresh random flips and shifts"
+    return None
 
 
 def for_device(recipe: Recipe, device: torch.device, processes: int = 1) -> Recipe:
@@ -211,15 +224,10 @@ def for_device(recipe: Recipe, device: torch.device, processes: int = 1) -> Reci
 
 
 def engine_note(device: torch.device, recipe: Recipe, processes: int = 1) -> str | None:
-    """A line for the user when CUDA graphs would be faster on ``device`` but cannot serve this run: a recipe
-    (resolved by ``for_device``) whose step they cannot replay, or a run in several processes, whose gradients
-    DDP averages with calls that a graph of one process's step cannot hold."""
-    if device.type != "cuda" or recipe.engine != "fast":
-        return None
-    if what := graph_blocker(recipe):
-        return f"CUDA graphs cannot replay this recipe's {what} yet, so the fast engine runs"
-    if processes > 1:
-        return f"CUDA graphs replay one process's step, not DDP's across {processes} processes, so the fast engine runs"
+    """A line for the user when CUDA graphs would be faster on ``device`` but cannot serve this run (a recipe
+    resolved by ``for_device``)."""
+    if device.type == "cuda" and recipe.engine == "fast" and (why := why_not_graphed(recipe, processes)):
+        return f"{why}, so the fast engine runs"
     return None
 
 
@@ -346,6 +354,9 @@ def cuda_graphed(step: Callable[[torch.Tensor], None], batch_size: int, device: 
         if graph is None:
             graph = torch.cuda.CUDAGraph()
             for generator in generators:  # each replay then moves the generator on, as an eager step would
+                if not hasattr(graph, "register_generator_state"):
+                    raise CnnlabError(f"PyTorch {torch.__version__} cannot give a CUDA graph fresh random flips and "
+                                      "shifts: use --set engine=fast (or auto)")
                 graph.register_generator_state(generator)
             with rates.swapped_in(), torch.cuda.graph(graph):  # records the step on static_batch without running it
                 step(static_batch)

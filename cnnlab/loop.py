@@ -235,7 +235,8 @@ def fit(model: nn.Module, train: ImageSet, val: ImageSet, recipe: Recipe,
 
     # One step for every engine; the graph engine replays it, reading the learning rate and the random draws from
     # device tensors that move on between replays.
-    step_fn = (engines.cuda_graphed(train_step, batch_size, device, state.optimizer, (state.augment,))
+    drawing = (state.augment,) if recipe.flip or recipe.translate else ()
+    step_fn = (engines.cuda_graphed(train_step, batch_size, device, state.optimizer, drawing)
                if recipe.engine == "graph" else train_step)
     warning = stall_warning(state.history, recipe, len(train.classes))  # printed once: at the first stalled epoch
     with _progress(verbose) as progress, engines.settings(device, recipe.engine), \

@@ -260,6 +260,16 @@ def test_engine_auto_picks_cuda_graphs_for_every_shipped_recipe_on_one_cuda_devi
         with_overrides(lab, {"engine": "graph", "autocast": "fp16"})
 
 
+def test_a_pytorch_that_cannot_register_generators_with_a_graph_runs_augmented_recipes_fast(monkeypatch):
+    cuda = torch.device("cuda")  # only named
+    monkeypatch.setattr(torch.cuda, "CUDAGraph", type("GraphWithoutGenerators", (), {}))
+    augmented = engines.for_device(get_recipe("fashion-fast"), cuda)
+    assert augmented.engine == "fast"
+    assert "cannot give a CUDA graph fresh random flips and shifts, so the fast engine runs" in \
+        engines.engine_note(cuda, augmented)
+    assert engines.pick_engine(cuda, get_recipe("fashion-cnn")) == "graph"  # nothing to draw
+
+
 def graph_logic_recipe(**changes):
     """fashion-fast shrunk, with everything a replayed step must read afresh: the triangle schedule, BatchNorm's
     own learning rate, EMA, flips, shifts, label smoothing, bf16 where the CPU has it."""
