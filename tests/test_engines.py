@@ -280,7 +280,7 @@ def graph_logic_recipe(**changes):
 def test_graph_step_logic_matches_the_fast_engine_on_the_cpu_to_the_last_digit(monkeypatch):
     """What the CUDA graph captures — the one training step, the learning rate lent as a device tensor filled from
     the schedule, the weight average's decay and the augmentation's draws made on the device — run uncaptured on
-    the CPU gives the fast engine's history and weights bit for bit (the CPU kernels read a float64 rate exactly)."""
+    the CPU gives the fast engine's history and weights bit for bit."""
     import functools
 
     monkeypatch.setattr(engines, "cuda_graphed", functools.partial(engines.cuda_graphed, capture=False))
