@@ -322,21 +322,31 @@ def _stop_if_diverged(loss: float, epoch: int, step: int = 0, steps: int = 0, ev
 
 
 def stall_warning(history: list[EpochResult], recipe: Recipe, classes: int) -> str | None:
-    """What to say about the first epoch of ``history`` that ended at chance accuracy with the loss at the
-    clipped cross-entropy's ceiling, or None: the weights have blown up, yet Keras's clipping keeps the loss
-    finite, so ``_stop_if_diverged`` never fires and the run would end as if nothing happened."""
-    if not recipe.loss_clip:  # unclipped, such a loss turns infinite and stops training instead
-        return None
-    ceiling = -math.log(recipe.loss_clip)  # the most one image can cost: -log(ε), 16.12 for Keras's 1e-7
+    """What to say about the first epoch of ``history`` where training has visibly broken down, or None.
+
+    Two shapes: an epoch that ended at chance accuracy with the loss at the clipped cross-entropy's ceiling (the
+    weights have blown up, yet Keras's clipping keeps the loss finite, so ``_stop_if_diverged`` never fires); and,
+    clipped or not, validation accuracy fallen back to chance after an earlier epoch had clearly learned (airbench's
+    rate on a small data set: mnist-fast on 7,196 digits, issue #18), where label smoothing keeps the loss finite
+    and modest. Either way the run would end as if nothing happened."""
+    at_chance = 1.5 / classes  # up to half again what guessing scores
+    learned = None  # the first epoch that clearly learned: twice that, on validation
     for result in history:
-        # A blown-up network is sure of one class and wrong on every other image, each at the ceiling; half of
-        # that allows for the epoch's first steps, taken before the weights blew up. A network that is merely
-        # untrained sits at log(classes), 2.3 for ten, far below.
-        at_chance = result.accuracy <= 1.5 / classes
-        if at_chance and result.loss >= 0.5 * (1 - result.accuracy) * ceiling:
-            return (f"epoch {result.epoch} ended at chance accuracy ({result.accuracy:.4f}, {classes} classes) with "
-                    f"the loss at its clipping ceiling ({result.loss:.2f} of {ceiling:.2f}): the learning rate "
-                    f"--lr {recipe.resolved().lr:g} is likely far too large")
+        if recipe.loss_clip:
+            ceiling = -math.log(recipe.loss_clip)  # the most one image can cost: -log(ε), 16.12 for Keras's 1e-7
+            # A blown-up network is sure of one class and wrong on every other image, each at the ceiling; half of
+            # that allows for the epoch's first steps, taken before the weights blew up. A network that is merely
+            # untrained sits at log(classes), 2.3 for ten, far below.
+            if result.accuracy <= at_chance and result.loss >= 0.5 * (1 - result.accuracy) * ceiling:
+                return (f"epoch {result.epoch} ended at chance accuracy ({result.accuracy:.4f}, {classes} classes) "
+                        f"with the loss at its clipping ceiling ({result.loss:.2f} of {ceiling:.2f}): the learning "
+                        f"rate --lr {recipe.resolved().lr:g} is likely far too large")
+        if learned is not None and result.val_accuracy <= at_chance:
+            return (f"epoch {result.epoch} fell back to chance validation accuracy ({result.val_accuracy:.4f}, "
+                    f"{classes} classes) after epoch {learned.epoch} reached {learned.val_accuracy:.4f}: the "
+                    f"learning rate --lr {recipe.resolved().lr:g} is likely too large for this data")
+        if learned is None and result.val_accuracy >= 2 * at_chance:
+            learned = result
     return None
 
 
