@@ -44,11 +44,18 @@ check: setup
 	$(BIN)/ruff check cnnlab bench tests
 	$(BIN)/mypy
 
-# JupyterLab on .venv's Python (its python3 kernel) with labs/ open; cnnlab[lab] installed on first use.
+# JupyterLab on .venv's Python (its python3 kernel); cnnlab[lab] installed on first use. It works in $(LAB_DIR)/
+# (git-ignored), never on the tracked notebooks: each lab is copied there once, so a learner's edits and outputs
+# are kept and everything a lab writes (runs, images) stays there; docs/course.md goes beside for the labs' link.
 # As root (a container, this project's machines) Jupyter wants --allow-root.
+LAB_DIR := lab-work
 lab: setup
 	$(BIN)/python -c "import jupyterlab, ipywidgets" 2>/dev/null || $(BIN)/python -m pip install -q -e '.[lab]'
-	$(BIN)/jupyter lab --notebook-dir=labs $$([ "$$(id -u)" = 0 ] && echo --allow-root) $(LAB_ARGS)
+	mkdir -p $(LAB_DIR)/labs $(LAB_DIR)/docs
+	for notebook in labs/*.ipynb; do [ -e $(LAB_DIR)/$$notebook ] || cp $$notebook $(LAB_DIR)/$$notebook; done
+	cp docs/course.md $(LAB_DIR)/docs/course.md
+	$(BIN)/jupyter lab --notebook-dir=$(LAB_DIR) --ServerApp.default_url=/lab/tree/labs \
+	  $$([ "$$(id -u)" = 0 ] && echo --allow-root) $(LAB_ARGS)
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -16,12 +16,19 @@ A run predicts as it was evaluated, with its normalisation, test-time augmentati
 holds that rule). ``device`` is a name ('auto', 'cpu', 'cuda:0') or a torch.device; left out, a model computes
 where it is and ``fit`` trains where the recipe says (``cnnlab.resolve_device`` reads a name).
 
-Your own images: ``cnnlab.inspect_image(path)``, ``cnnlab.train_folder(path)``,
+Coming from Keras, its calls work as they are: NumPy arrays, channels-last and one-hot
+(``cnnlab.fit(model, x, y, "fashion-cnn", epochs=10, validation_data=(x_val, y_val))``, ``cnnlab.evaluate(model, x, y,
+recipe)``, ``cnnlab.predict_proba(model, x)``), ``cnnlab.load_data`` as keras.datasets gives them (docs/guide.md).
+
+Your own images: ``cnnlab.inspect_image(path)``, ``cnnlab.train_folder(path)`` (``from_run=RUN``: starting from
+a network you trained),
 ``cnnlab.predict_files(cnnlab.load_run(run_dir), paths)``; and past it, as the CLI does: ``evaluate_run``,
 ``explain_run``, ``write_report``, ``list_runs``, ``compare_runs``, ``export_onnx``, ``make_server``, each taking
 a run folder or its ``cnnlab.Run``.
 """
 __version__ = "0.1.0"
+
+import sys as _sys
 
 from . import threads as _threads
 
@@ -31,14 +38,15 @@ _threads.configure()  # OpenMP's thread count, before anything imports torch (cn
 # only read files start without PyTorch.
 _HOMES = {
     "compare": ("compare_runs",),
-    "data": ("DATASETS", "ImageSet", "load_dataset", "split"),
+    "data": ("DATASETS", "ImageSet", "load_data", "load_dataset", "split"),
     "device": ("resolve_device",),
     "errors": ("CnnlabError", "UsageError"),
-    "evaluation": ("evaluate_run",),
+    "course": ("compare_with_course",),
+    "evaluation": ("analyse", "evaluate_run"),
     "explain": ("explain_run",),
     "export": ("export_onnx",),
     "images": ("inspect_image", "load_folder", "prepare", "read_image"),
-    "inference": ("Inference", "evaluate", "to_input"),
+    "inference": ("Inference", "Scores", "evaluate", "to_input"),
     "models": ("MODELS", "create_model", "summarize"),
     "prediction": ("predict", "predict_files", "predict_proba"),
     "recipes": ("RECIPES", "Recipe", "get_recipe", "with_overrides"),
@@ -64,3 +72,9 @@ def __getattr__(name: str):
 
 def __dir__() -> list[str]:
     return sorted(set(globals()) | set(__all__))
+
+
+if "IPython" in _sys.modules:  # inside IPython or Jupyter: a CnnlabError as one line (cnnlab.notebook)
+    from . import notebook as _notebook
+
+    _notebook.install()

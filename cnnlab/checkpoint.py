@@ -20,7 +20,7 @@ import torch
 
 from . import distributed
 from .data import ImageSet
-from .errors import CnnlabError, UsageError
+from .errors import CnnlabError, UsageError, hint
 from .files import atomic_write, check_regular
 from .history import EpochResult, check_history
 from .loop import TrainState
@@ -99,7 +99,11 @@ def load_checkpoint(path: Path, state: TrainState, device: torch.device, data: s
         raise CnnlabError(f"{path}: malformed schedule or average counters; {DAMAGED}")
     check_tensors(path, own, rngs, DAMAGED)
     scaler = _scaler_state(path, meta.get("scaler", {}), state.scaler.state_dict())
-    optimizer = _optimizer_state(path, parts["optimizer"], meta["param_groups"], state.optimizer, DAMAGED)
+    names = {id(parameter): name for name, parameter in state.model.named_parameters()}
+    order = [parameter for group in state.optimizer.param_groups for parameter in group["params"]]
+    # Taken layers still frozen, or frozen until lately, may have no optimiser state yet
+    frozen = frozenset(index for index, parameter in enumerate(order) if names.get(id(parameter)) in state.taken)
+    optimizer = _optimizer_state(path, parts["optimizer"], meta["param_groups"], state.optimizer, DAMAGED, frozen)
     history = _history(path, meta["history"], DAMAGED)
 
     state.model.load_state_dict(parts["model"])
@@ -147,8 +151,9 @@ def _read(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
 def _check_origin(path: Path, meta: dict[str, Any], data: str) -> int:
     """Refuse a checkpoint of other data or of another number of processes; the number of processes."""
     if meta["data"] != data:
-        raise CnnlabError(f"{path.parent} was trained on other data than was found now; pass the --data-dir "
-                          "it was trained with (its environment.json records it)")
+        raise CnnlabError(f"{path.parent} was trained on other data than was found now; pass the "
+                          f"{hint(cli='--data-dir', python='data_dir')} it was trained with (its environment.json "
+                          "records it)")
     processes = meta.get("world_size", 1)
     if type(processes) is not int or processes < 1:
         raise CnnlabError(f"{path}: malformed world_size; {DAMAGED}")
@@ -190,8 +195,10 @@ def _scaler_state(path: Path, scaler: Any, fresh: dict[str, Any]) -> dict[str, A
 
 
 def _optimizer_state(path: Path, tensors: dict[str, torch.Tensor], groups: Any, optimizer: torch.optim.Optimizer,
-                     damaged: str) -> dict[str, Any]:
-    """The optimiser's state dict from the checkpoint, checked against ``optimizer`` (built afresh)."""
+                     damaged: str, frozen: frozenset[int] = frozenset()) -> dict[str, Any]:
+    """The optimiser's state dict from the checkpoint, checked against ``optimizer`` (built afresh). The
+    parameters numbered in ``frozen`` (layers taken from another run, held still at first) may have no state:
+    an optimiser keeps none for a parameter it has not moved yet."""
     def settings(group: Any) -> Any:  # all but the learning rate, which a schedule may have moved
         return {key: value for key, value in group.items() if key != "lr"} if isinstance(group, dict) else group
 
@@ -211,7 +218,7 @@ def _optimizer_state(path: Path, tensors: dict[str, torch.Tensor], groups: Any, 
             raise CnnlabError(f"{path}: optimiser tensor {key!r} does not fit a parameter of shape {tuple(shape)} "
                               f"or is not finite; {damaged}")
         state.setdefault(int(index), {})[name] = tensor
-    if state and (len(state) != len(params) or len({frozenset(entries) for entries in state.values()}) != 1):
+    if state and (set(range(len(params))) - set(state) - frozen or len({frozenset(e) for e in state.values()}) != 1):
         raise CnnlabError(f"{path}: the optimiser's state covers only some parameters; {damaged}")
     return {"state": state, "param_groups": groups}
 

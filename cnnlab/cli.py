@@ -38,9 +38,9 @@ def _train(args: argparse.Namespace) -> int:
             raise UsageError(f"--set {item!r}: expected FIELD=VALUE, e.g. --set label_smoothing=0.1")
         overrides[field.strip().replace("-", "_")] = value
     if args.resume:
-        if args.recipe or args.data or set(overrides) - {"epochs"}:
-            raise UsageError("--resume continues the run's own recipe and data: give no recipe name, no --data "
-                             "and, of the recipe's fields, only --epochs (to train further)")
+        if args.recipe or args.data or args.from_run or set(overrides) - {"epochs"}:
+            raise UsageError("--resume continues the run's own recipe and data: give no recipe name, no --data, "
+                             "no --from and, of the recipe's fields, only --epochs (to train further)")
         return _show_run(resume_run(args.resume, epochs=args.epochs, data_dir=args.data_dir, verbose=not args.quiet))
     if args.data is None:
         if args.recipe is None:
@@ -56,10 +56,10 @@ def _train(args: argparse.Namespace) -> int:
     recipe = with_overrides(get_recipe(args.recipe) if args.recipe else FOLDER_RECIPE, overrides)
     if args.data is not None:
         return _show_run(train_folder(args.data, recipe, size=args.size, channels=args.channels,
-                                      preprocess=args.preprocess or "crop", strict=args.strict,
-                                      runs_dir=args.runs_dir, verbose=not args.quiet, tensorboard=args.tensorboard))
+                                      preprocess=args.preprocess, strict=args.strict, runs_dir=args.runs_dir,
+                                      verbose=not args.quiet, tensorboard=args.tensorboard, from_run=args.from_run))
     return _show_run(train_recipe(recipe, data_dir=args.data_dir, runs_dir=args.runs_dir, verbose=not args.quiet,
-                                  tensorboard=args.tensorboard))
+                                  tensorboard=args.tensorboard, from_run=args.from_run))
 
 
 def _show_run(run_dir: Path) -> int:
@@ -393,9 +393,14 @@ def _add_train(commands: argparse._SubParsersAction, debug: argparse.ArgumentPar
     train.add_argument("--channels", type=int, choices=(1, 3), help="with --data: 1 grey, 3 colour "
                                                                    "(default: grey if every image is)")
     train.add_argument("--preprocess",
-                       help="with --data: digit (MNIST-style), grey-fit (Fashion-MNIST-style) or crop (default)")
+                       help="with --data: digit (MNIST-style), grey-fit (Fashion-MNIST-style) or crop (default: the "
+                            "recipe's, else crop)")
     train.add_argument("--strict", action="store_true", help="with --data: stop at an unreadable image "
                                                              "instead of skipping it")
+    train.add_argument("--from", dest="from_run", type=Path, metavar="RUN_DIR",
+                       help="start from a run you trained: its layers but the output layer, which is made new for "
+                            "the classes (its network, image shape and preprocessing too); --set freeze_epochs=N "
+                            "keeps them still for N epochs")
     train.add_argument("--resume", type=Path, metavar="RUN_DIR",
                        help="continue an interrupted run from its last checkpoint (with --epochs: train further)")
     train.add_argument("--epochs", help="passes over the training split")

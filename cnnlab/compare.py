@@ -26,7 +26,9 @@ def format_runs(runs: list[Run]) -> Table:
     table = Table("run", "recipe", "data", "epochs", "best val acc", "test acc", "time", "device", "date",
                   box=box.SIMPLE_HEAD, show_edge=False)
     for r in runs:
-        table.add_row(r.run_dir.name, r.recipe.name, r.recipe.dataset, f"{len(r.history)}/{r.recipe.epochs}",
+        start = r.started_from  # a run started from another's trained layers names it
+        recipe = r.recipe.name + (f" (from {start['run']})" if start else "")
+        table.add_row(r.run_dir.name, recipe, r.recipe.dataset, f"{len(r.history)}/{r.recipe.epochs}",
                       _score(r.best_val_accuracy), _score(r.test_accuracy), f"{r.seconds:.1f}s",
                       r.environment.get("device", "?"), r.created[:16].replace("T", " ") or "?")
     return table

@@ -10,6 +10,7 @@ import gzip
 import hashlib
 import http.client
 import math
+import numbers
 import os
 import pickle
 import struct
@@ -21,11 +22,12 @@ import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, overload
 
 import numpy as np
 import torch
 
-from .errors import CnnlabError
+from .errors import CnnlabError, hint
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -130,6 +132,9 @@ def get_spec(name: str) -> DatasetSpec:
 # ---------------------------------------------------------------------------------------------------------
 # In-memory form
 # ---------------------------------------------------------------------------------------------------------
+ArrayLike = np.ndarray | torch.Tensor  # images or labels, as a Keras user or a PyTorch user holds them
+
+
 @dataclass
 class ImageSet:
     """Images as uint8 (N, C, H, W) with int64 labels (N,), and the names of the classes.
@@ -143,7 +148,7 @@ class ImageSet:
     classes: tuple[str, ...]
 
     def __post_init__(self) -> None:
-        self.classes = tuple(self.classes)
+        self.classes = class_names(self.classes)
         if not isinstance(self.images, torch.Tensor) or self.images.dtype != torch.uint8 or self.images.ndim != 4:
             raise CnnlabError(f"ImageSet images must be a uint8 tensor (N, C, H, W), not {_describe(self.images)}; "
                               "build one from NumPy arrays with ImageSet.from_arrays(images, labels, classes)")
@@ -161,39 +166,19 @@ class ImageSet:
                               f"(0–{len(self.classes) - 1}); pass every class name, in label order")
 
     @classmethod
-    def from_arrays(cls, images: np.ndarray, labels: np.ndarray,
-                    classes: Sequence[str] | None = None) -> ImageSet:
-        """An ImageSet from the arrays a Keras user has, as ``keras.datasets`` gives them.
+    def from_arrays(cls, images: ArrayLike, labels: ArrayLike,
+                    classes: Sequence[str] | int | None = None) -> ImageSet:
+        """An ImageSet from the arrays a Keras user has, as ``keras.datasets`` gives them (``as_image_set``'s rule
+        without a model to read the layout from).
 
         ``images``: (N, H, W) grey, or channels-last (N, H, W, C) with C = 1 or 3 — Keras's layout; an array
         whose last axis is not 1 or 3 is refused rather than guessed at (channels-first data is already
         cnnlab's layout: ``ImageSet(torch.from_numpy(images), …)``). uint8 0–255 as is; floats must lie in
         [0, 1] (the course's ``/ 255``) and are scaled back to uint8. ``labels``: class numbers, (N,) or
-        (N, 1) as CIFAR-10 gives them, or one-hot (N, K). ``classes``: the names in label order; by default
-        "0", "1", … up to the largest label (or the one-hot width).
+        (N, 1) as CIFAR-10 gives them, or one-hot (N, K). ``classes``: the names in label order, or their
+        count; by default "0", "1", … up to the largest label (or the one-hot width).
         """
-        images, labels = np.asarray(images), np.asarray(labels)
-        if images.ndim == 3:
-            images = images[..., None]  # (N, H, W) → (N, H, W, 1)
-        if images.ndim != 4 or images.shape[-1] not in (1, 3):
-            hint = (" looks channels-first: pass images.transpose(0, 2, 3, 1), or ImageSet(torch.from_numpy(images), "
-                    "labels, classes) as it is" if images.ndim == 4 and images.shape[1] in (1, 3) else "")
-            raise CnnlabError(f"images of shape {images.shape}{hint}; from_arrays takes (N, H, W) or "
-                              "channels-last (N, H, W, C) with C = 1 or 3")
-        images = np.ascontiguousarray(_to_uint8(images).transpose(0, 3, 1, 2))  # (N, C, H, W)
-        if labels.ndim == 2 and labels.shape[1] > 1:  # one-hot, as keras.utils.to_categorical makes them
-            if not (np.isin(labels, (0, 1)).all() and (labels.sum(axis=1) == 1).all()):
-                raise CnnlabError(f"labels of shape {labels.shape} are not one-hot (each row one 1, the rest 0); "
-                                  "pass class numbers (N,) or one-hot rows")
-            width, labels = labels.shape[1], labels.argmax(axis=1)
-        else:
-            labels = labels.reshape(-1) if labels.ndim == 2 else labels  # (N, 1) → (N,)
-            if labels.ndim != 1 or labels.dtype.kind not in "iu":
-                raise CnnlabError(f"labels of shape {labels.shape} and dtype {labels.dtype}; pass integer class "
-                                  "numbers (N,) or one-hot rows (N, K)")
-            width = int(labels.max()) + 1 if len(labels) else 0
-        classes = tuple(classes) if classes is not None else tuple(str(k) for k in range(width))
-        return cls(torch.from_numpy(images), torch.from_numpy(labels.astype(np.int64)), classes)
+        return as_image_set(np.asarray(images), labels, classes=classes)
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -224,20 +209,152 @@ def _to_uint8(images: np.ndarray) -> np.ndarray:
                       "(divide by 255)")
 
 
-def split(dataset: ImageSet, val_fraction: float = 0.2, seed: int = 9) -> tuple[ImageSet, ImageSet]:
+# ---------------------------------------------------------------------------------------------------------
+# What a Keras user passes: arrays, (images, labels) tuples, channels-last or flat images, one-hot labels
+# ---------------------------------------------------------------------------------------------------------
+Data = ImageSet | tuple[ArrayLike, ArrayLike] | ArrayLike  # what fit, evaluate and split take as data
+
+
+def class_names(classes: Sequence[str] | int) -> tuple[str, ...]:
+    """Class names in label order; a count K names them "0" … "K-1", as Keras numbers its classes."""
+    if isinstance(classes, numbers.Integral) and not isinstance(classes, bool):
+        if classes < 1:
+            raise CnnlabError(f"classes={classes}: pass the number of classes (1 or more) or their names")
+        return tuple(str(k) for k in range(int(classes)))
+    return tuple(classes)  # type: ignore[arg-type]  # an Integral that is not an int: mypy cannot narrow it
+
+
+def as_images(images: Data, in_shape: Sequence[int] | None = None) -> torch.Tensor:
+    """``images`` as a batch (N, C, H, W), values untouched (the input rule, cnnlab.inference, reads them); of an
+    ImageSet or an (images, labels) tuple, its images.
+
+    cnnlab's layout passes as it is; Keras's is converted where the model's ``in_shape`` (C, H, W) makes it
+    unambiguous: channels-last (N, H, W, C), grey (N, H, W), and for one channel flat rows (N, H·W). Without
+    ``in_shape`` an array must be (N, H, W) or channels-last with C = 1 or 3 (``ImageSet.from_arrays``'s rule).
+    Other arrays are a one-line CnnlabError naming the shape to pass; other tensors are left to the checks that
+    follow (``check_images``, ``check_input``), which name both shapes.
+    """
+    if isinstance(images, ImageSet):
+        return images.images
+    if isinstance(images, tuple):  # Keras's (x, y): predicting needs only x
+        images = images[0]
+    if isinstance(images, torch.Tensor) and (in_shape is None or images.shape[1:] == tuple(in_shape)):
+        return images
+    tensor = images if isinstance(images, torch.Tensor) else torch.from_numpy(_numeric(np.asarray(images), "images"))
+    shape, given = tuple(tensor.shape[1:]), tuple(tensor.shape)
+    if in_shape is not None:
+        channels, height, width = in_shape
+        if (shape == (channels, height, width) or given == (channels, height, width)
+                or (tensor.ndim == 4 and shape != (height, width, channels))):
+            return tensor  # cnnlab's layout; or one image, or other images, that check_images or check_input name
+        if shape == (height, width, channels):  # Keras's channels-last
+            return tensor.permute(0, 3, 1, 2)
+        if channels == 1 and shape == (height, width):
+            return tensor[:, None]
+        if channels == 1 and shape == (height * width,):  # the course's reshape(-1, 784), for lab 2's network
+            return tensor.reshape(-1, 1, height, width)
+        flat = " (a flat row does not say its channel order)" if shape == (channels * height * width,) else ""
+        raise CnnlabError(f"images of shape {given} do not fit the model's {channels}×{height}×{width} input{flat}: "
+                          f"pass (N, {height}, {width}, {channels}) as Keras does, or "
+                          f"(N, {channels}, {height}, {width})")
+    if tensor.ndim == 3:
+        tensor = tensor[..., None]  # (N, H, W) → (N, H, W, 1)
+    if tensor.ndim != 4 or tensor.shape[-1] not in (1, 3):
+        hint = (" looks channels-first: pass images.transpose(0, 2, 3, 1), or ImageSet(torch.from_numpy(images), "
+                "labels, classes) as it is" if tensor.ndim == 4 and tensor.shape[1] in (1, 3) else "")
+        raise CnnlabError(f"images of shape {given}{hint}; pass (N, H, W) or channels-last (N, H, W, C) with "
+                          "C = 1 or 3")
+    return tensor.permute(0, 3, 1, 2)
+
+
+def as_image_set(data: Data, labels: ArrayLike | None = None, *, in_shape: Sequence[int] | None = None,
+                 classes: Sequence[str] | int | None = None, what: str = "data") -> ImageSet:
+    """The one door for labelled data in Keras's terms, for ``fit``, ``evaluate`` and ``ImageSet.from_arrays``.
+
+    ``data``: an ImageSet as it is; images with ``labels``; or an ``(images, labels)`` tuple, Keras's
+    ``validation_data``. Images as ``as_images`` lays them out (``in_shape``: the model's), uint8 0–255 as they
+    are and floats in [0, 1] — the course's ``/ 255`` — rounded back to uint8. Labels: class numbers (N,) or
+    (N, 1), or one-hot rows (N, K). ``classes``: names or a count; by default the one-hot width or the largest
+    label + 1. ``what`` names the data in the one-line errors.
+    """
+    if isinstance(data, ImageSet):
+        if labels is not None:
+            raise CnnlabError(f"{what} is an ImageSet, which holds its labels: pass it without labels")
+        return data
+    if isinstance(data, tuple) and labels is None:
+        if len(data) != 2:
+            raise CnnlabError(f"{what} is a tuple of {len(data)} items: pass (images, labels)")
+        data, labels = data
+    if labels is None:
+        raise CnnlabError(f"{what} has images but no labels: pass images and labels, or (images, labels)")
+    images = as_images(data, in_shape)
+    if images.dtype != torch.uint8:
+        images = torch.from_numpy(_to_uint8(images.numpy(force=True)))
+    label_numbers, width = _class_numbers(labels)
+    return ImageSet(images.contiguous(), label_numbers, class_names(width if classes is None else classes))
+
+
+def _numeric(array: np.ndarray, what: str) -> np.ndarray:
+    if array.dtype.kind not in "biuf":
+        raise CnnlabError(f"{what} of dtype {array.dtype} and shape {array.shape}: pass an array of numbers")
+    return array
+
+
+def _class_numbers(labels: ArrayLike) -> tuple[torch.Tensor, int]:
+    """int64 class numbers (N,) and the classes they imply: one-hot rows (N, K), numbers (N,) or (N, 1)."""
+    array = labels.numpy(force=True) if isinstance(labels, torch.Tensor) else _numeric(np.asarray(labels), "labels")
+    if array.ndim == 2 and array.shape[1] > 1:  # one-hot, as keras.utils.to_categorical makes them
+        if not (np.isin(array, (0, 1)).all() and (array.sum(axis=1) == 1).all()):
+            raise CnnlabError(f"labels of shape {array.shape} are not one-hot (each row one 1, the rest 0); "
+                              "pass class numbers (N,) or one-hot rows")
+        return torch.from_numpy(array.argmax(axis=1).astype(np.int64)), array.shape[1]
+    array = array.reshape(-1) if array.ndim == 2 else array  # (N, 1) → (N,)
+    if array.ndim != 1 or array.dtype.kind not in "iu":
+        raise CnnlabError(f"labels of shape {array.shape} and dtype {array.dtype}; pass integer class "
+                          "numbers (N,) or one-hot rows (N, K)")
+    return torch.from_numpy(array.astype(np.int64)), int(array.max()) + 1 if len(array) else 0
+
+
+@overload
+def split(data: ImageSet, val_fraction: float = 0.2, seed: int = 9) -> tuple[ImageSet, ImageSet]:
+    ...
+
+
+@overload
+def split(data: tuple[ArrayLike, ArrayLike] | ArrayLike, val_fraction: float = 0.2,
+          seed: int = 9) -> tuple[Any, Any]:
+    ...
+
+
+def split(data: Data, val_fraction: float = 0.2, seed: int = 9) -> tuple[Any, Any]:
     """(train, validation) exactly as scikit-learn's ``train_test_split(test_size=val_fraction, random_state=seed)``.
 
     That is ``RandomState(seed).permutation(n)``: the first ceil(fraction·n) indices are validation, the rest
-    training, both in permutation order.
+    training, both in permutation order. The same kind comes out as went in — ImageSets, ``(images, labels)``
+    tuples of arrays, or arrays — so the course can split first, then reshape and divide by 255.
     """
+    if isinstance(val_fraction, bool) or not isinstance(val_fraction, numbers.Real):
+        raise CnnlabError(f"split's second argument is the validation fraction, not {_describe(val_fraction)}: "
+                          "pass images and labels as one tuple, split((images, labels), val_fraction=0.2, seed=9)")
     if not 0.0 < val_fraction < 1.0:
         raise CnnlabError(f"validation fraction {val_fraction} must lie strictly between 0 and 1")
-    n = len(dataset)
+    parts = data if isinstance(data, tuple) else (data,)
+    n = len(parts[0])
+    if any(len(part) != n for part in parts):
+        raise CnnlabError(f"split was given {' and '.join(str(len(part)) for part in parts)} items: pass one label "
+                          "per image")
     n_val = math.ceil(val_fraction * n)
     if n_val >= n:
         raise CnnlabError(f"validation fraction {val_fraction} leaves no training images out of {n}")
     permutation = np.random.RandomState(seed).permutation(n)
-    return dataset.subset(permutation[n_val:]), dataset.subset(permutation[:n_val])
+    train, val = permutation[n_val:], permutation[:n_val]
+    if isinstance(data, ImageSet):
+        return data.subset(train), data.subset(val)
+    take = [(part[torch.from_numpy(train)], part[torch.from_numpy(val)]) if isinstance(part, torch.Tensor)
+            else (np.asarray(part)[train], np.asarray(part)[val]) for part in parts]
+    if not isinstance(data, tuple):
+        return take[0]
+    return tuple(t for t, _ in take), tuple(v for _, v in take)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -291,7 +408,8 @@ def locate(spec: DatasetSpec, data_dir: str | os.PathLike | None = None,
 def _missing_message(spec: DatasetSpec, target: Path, reason: str) -> str:
     names = [spec.archive.name] if spec.archive else [f.name for f in spec.train_files + spec.test_files]
     return (f"{spec.title} not found and not downloaded ({reason}): put {', '.join(names)} in {target} "
-            f"(or pass --data-dir FOLDER); they come from {spec.mirrors[0]}")
+            f"(or {hint(cli='pass --data-dir FOLDER', python='pass data_dir=FOLDER')}); they come from "
+            f"{spec.mirrors[0]}")
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -538,6 +656,18 @@ def load_dataset(name: str, data_dir: str | os.PathLike | None = None,
     train = _parse_part(spec, [paths[f.name] for f in spec.train_files])
     test = _parse_part(spec, [paths[f.name] for f in spec.test_files])
     return train, test
+
+
+def load_data(name: str, data_dir: str | os.PathLike | None = None, download: bool = True
+              ) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    """keras.datasets' ``load_data()``: ``(x_train, y_train), (x_test, y_test)`` as NumPy arrays — uint8 images
+    as Keras lays them out, (N, 28, 28) grey or (N, 32, 32, 3) colour, and class numbers (N,)."""
+    def keras_arrays(part: ImageSet) -> tuple[np.ndarray, np.ndarray]:
+        images = part.images.permute(0, 2, 3, 1).numpy()  # (N, H, W, C)
+        return images[..., 0] if images.shape[-1] == 1 else images, part.labels.numpy()
+
+    train, test = load_dataset(name, data_dir, download)
+    return keras_arrays(train), keras_arrays(test)
 
 
 def load_test_images(name: str, data_dir: str | os.PathLike | None = None, download: bool = True) -> ImageSet:

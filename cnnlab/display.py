@@ -8,6 +8,15 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 
+def plain_console(**options: Any):
+    """A rich Console, but in Jupyter one that writes plain text as a script's print does: rich's own Jupyter
+    output is HTML whose plain-text copy carries ANSI codes (and, for a progress bar, an emptied widget)."""
+    from rich.console import Console
+
+    console = Console(**options)
+    return Console(**options, force_jupyter=False, force_terminal=False) if console.is_jupyter else console
+
+
 def escape(value: Any) -> str:
     return html.escape(str(value))
 

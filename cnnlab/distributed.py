@@ -105,6 +105,9 @@ def _check(recipe: Recipe, device: torch.device, processes: int) -> None:
         raise UsageError(f"under torchrun each process takes cuda:LOCAL_RANK: pass --device cuda, not {device}")
     if recipe.engine == "graph":
         raise UsageError("engine 'graph' replays one process's step: under torchrun use --set engine=fast")
+    if recipe.freeze_epochs:  # DDP waits for every parameter's gradient in each backward pass: a frozen one never comes
+        raise UsageError(f"--set freeze_epochs={recipe.freeze_epochs} cannot run under torchrun: leave it at 0, or "
+                         "train in one process")
     if recipe.sync_batchnorm and device.type != "cuda":
         raise UsageError("sync_batchnorm needs CUDA (PyTorch's SyncBatchNorm has no CPU kernel): leave it off, "
                          "and each process normalises its own shard")

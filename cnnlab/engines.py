@@ -319,10 +319,11 @@ def cuda_graphed(step: Callable[[torch.Tensor], None], batch_size: int, device: 
     ``capture=False`` runs, for every later full batch, the very code the capture would record, uncaptured, on
     any device: how the tests check the graph path's logic on a CPU against the fast engine.
     """
-    from .errors import CnnlabError
+    from .errors import CnnlabError, hint
 
     if capture and device.type != "cuda":
-        raise CnnlabError(f"engine 'graph' needs a CUDA device, not {device}; use --set engine=fast")
+        raise CnnlabError(f"engine 'graph' needs a CUDA device, not {device}; use "
+                          f"{hint(cli='--set engine=fast', python='engine=fast in the recipe')}")
     graph: torch.cuda.CUDAGraph | None = None
     static_batch = torch.empty(batch_size, dtype=torch.long, device=device)
     side = torch.cuda.Stream(device) if capture else None

@@ -25,6 +25,8 @@ from .runs import EVALUATION, Run, load_run, load_test_set
 if TYPE_CHECKING:
     from rich.table import Table
 
+    from .recipes import Recipe
+
 FOLDER = EVALUATION  # inside the run folder
 
 
@@ -57,8 +59,9 @@ class Evaluation:
     scores: list[ClassScore]
     confused: list[tuple[int, int, int]]  # (true, predicted, count), most frequent first
     mistakes: list[Mistake]  # most confident first
+    test: ImageSet | None = None  # the images evaluated, when at hand: Jupyter then shows the worst mistakes
 
-    def _repr_html_(self) -> str:  # Jupyter: the test metrics, per-class scores, most confused pairs, the matrix
+    def _repr_html_(self) -> str:  # Jupyter: test metrics, per-class scores, most confused, the matrix, mistakes
         from .display import escape, figure_tag, table
 
         scores = [(s.name, f"{s.precision:.4f}", f"{s.recall:.4f}", f"{s.f1:.4f}", s.support) for s in self.scores]
@@ -67,7 +70,9 @@ class Evaluation:
                 f"weighted F1 {self.weighted_f1:.4f}</p>"
                 + table(("class", "precision", "recall", "F1", "support"), scores)
                 + (f"<p>Most confused (true → predicted):</p><ul>{confused}</ul>" if confused else "")
-                + figure_tag(plot_confusion(self.confusion, self.classes), "confusion matrix"))
+                + figure_tag(plot_confusion(self.confusion, self.classes), "confusion matrix")
+                + (figure_tag(plot_mistakes(self.mistakes, self.test), "the worst mistakes")
+                   if self.test is not None else ""))
 
     @property
     def macro_f1(self) -> float:
@@ -111,20 +116,23 @@ def worst_mistakes(probabilities: torch.Tensor, labels: torch.Tensor, count: int
     return [Mistake(i, int(labels[i]), int(predicted[i]), float(confidence[i])) for i in order.tolist()]
 
 
-def analyse(run: Run, test: ImageSet, device: Device = None) -> Evaluation:
-    """Everything `cnnlab evaluate` reports, for ``run``'s model on ``test``, on ``device`` (None: where it is)."""
+def analyse(run: Run | torch.nn.Module, test: ImageSet, device: Device = None, recipe: Recipe | None = None
+            ) -> Evaluation:
+    """Everything `cnnlab evaluate` reports, for ``run``'s model on ``test``, on ``device`` (None: where it is).
+
+    ``run``: a run, or a network still in memory (a lab's) with the ``recipe`` it was trained with."""
     from .inference import evaluate
     from .prediction import predict_proba
 
-    if tuple(test.classes) != tuple(run.info.classes):
+    if isinstance(run, Run) and tuple(test.classes) != tuple(run.info.classes):
         raise CnnlabError(f"{run.run_dir}: trained on classes {', '.join(run.info.classes)} but the test data has "
                           f"{', '.join(test.classes)}; evaluate it on the data it was trained for")
-    metrics = evaluate(run, test, run.recipe, device)  # the tutorial's numbers, as training printed them
+    metrics = evaluate(run, test, recipe, device)  # the tutorial's numbers, as training printed them
     probabilities = predict_proba(run, test.images, device)
     confusion = confusion_matrix(test.labels, probabilities.argmax(dim=1), len(test.classes))
     return Evaluation(test.classes, metrics["loss"], metrics["accuracy"], confusion,
                       class_scores(confusion, test.classes), most_confused(confusion),
-                      worst_mistakes(probabilities, test.labels))
+                      worst_mistakes(probabilities, test.labels), test)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -222,9 +230,10 @@ def plot_confusion(confusion: torch.Tensor, classes: Sequence[str], path: Path |
     return finish_figure(figure, path)
 
 
-def plot_mistakes(mistakes: list[Mistake], test: ImageSet, path: Path, columns: int = 8) -> None:
-    """The worst mistakes as a gallery: image, true class, predicted class and its probability."""
-    from .plots import plt, save_figure, show_image
+def plot_mistakes(mistakes: list[Mistake], test: ImageSet, path: Path | None = None, columns: int = 8):
+    """The worst mistakes as a gallery: image, true class, predicted class and its probability; the figure,
+    written to ``path`` when one is given."""
+    from .plots import finish_figure, plt, show_image
 
     rows = max(1, -(-len(mistakes) // columns))
     figure, axes = plt.subplots(rows, columns, figsize=(1.6 * columns, 2.3 * rows), squeeze=False,
@@ -239,7 +248,7 @@ def plot_mistakes(mistakes: list[Mistake], test: ImageSet, path: Path, columns: 
     if not mistakes:
         axes[0, 0].text(0, 0.5, "No mistakes on the test set.", fontsize=11)
     figure.suptitle("Worst mistakes: wrong predictions the model was surest of", fontsize=10)
-    save_figure(figure, path)
+    return finish_figure(figure, path)
 
 
 def format_scores(evaluation: Evaluation) -> Table:

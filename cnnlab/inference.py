@@ -12,22 +12,22 @@ network is computed as it is (no normalisation, test-time augmentation or mixed 
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any, Protocol, Union
+from typing import Any, NamedTuple, Protocol, Union, cast
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from . import engines
 from .augment import Normalization, tta_logits
+from .data import ArrayLike, Data, as_image_set
 from .device import Device, autocast, borrowed, model_device
 from .errors import CnnlabError
 from .models import check_input, trace
-
-if TYPE_CHECKING:
-    from .data import ImageSet
-    from .recipes import Recipe
+from .recipes import Recipe, as_recipe
 
 # What each test-time augmentation averages (cnnlab.augment.tta_logits), in words for the studio and explain.
 TTA_PASSES = {
@@ -197,21 +197,50 @@ def loss_fn(logits: torch.Tensor, labels: torch.Tensor, recipe: Recipe) -> torch
     return -(targets * log_probs).sum(dim=1).mean()
 
 
+class Scores(NamedTuple):
+    """What ``evaluate`` returns, as Keras's does: ``loss, accuracy = score``, ``score[0]``, ``score[1]``; and by
+    name, ``score["loss"]``, as cnnlab's dict was read. Shown to 4 digits; the fields keep every digit."""
+
+    loss: float
+    accuracy: float
+
+    def __getitem__(self, key: Any) -> Any:  # a name as well as a position
+        if isinstance(key, str):
+            if key not in self._fields:
+                raise KeyError(key)
+            return getattr(self, key)
+        return tuple.__getitem__(self, key)
+
+    def keys(self) -> tuple[str, ...]:  # so dict(score) and **score give {"loss": …, "accuracy": …}
+        return self._fields
+
+    def __repr__(self) -> str:
+        return f"Scores(loss={self.loss:.4f}, accuracy={self.accuracy:.4f})"
+
+
 @torch.inference_mode()
-def evaluate(model: Source, dataset: ImageSet, recipe: Recipe | None = None, device: Device = None,
-             batch_size: int | None = None) -> dict[str, float]:
+def evaluate(model: Source, data: Data, recipe: Recipe | str | ArrayLike | None = None, device: Device = None,
+             batch_size: int | None = None, *, verbose: bool = False) -> Scores:
     """Loss and accuracy over a whole set in eval mode (dropout off), in large batches, with the recipe's loss,
     test-time augmentation, precision and engine (default: the run's own recipe, for a run).
 
     ``model``: a network, a run (its normalisation too) or an Inference; it computes on ``device`` (None: where
-    it is) and goes back where and as it was.
+    it is) and goes back where and as it was. ``data``: an ImageSet or Keras's arrays (``as_image_set``);
+    Keras's ``evaluate(x, y)`` is ``evaluate(model, x, y, recipe)``, where the labels move the recipe one place
+    on and the model computes where it is. ``recipe``: a Recipe or its name.
+    ``verbose``: print Keras's closing line (the course passes ``verbose=0``; the result shows itself anyway).
     """
+    if isinstance(recipe, (np.ndarray, torch.Tensor)):  # Keras's order, evaluate(model, x, y, recipe): y came third
+        data, recipe, device = (cast(ArrayLike, data), recipe), cast("Recipe | str | None", device), None
     if recipe is None:
         recipe = getattr(model, "recipe", None)
         if recipe is None:
             raise CnnlabError("evaluate needs the recipe the network was trained with: evaluate(model, data, recipe)")
+    recipe = as_recipe(recipe)
     inference = Inference.of(model, recipe)
+    dataset = as_image_set(data, in_shape=getattr(inference.model, "in_shape", None), what="evaluate's data")
     check_input(inference.model, dataset.images.shape[1:])
+    started = time.perf_counter()
     with borrowed(inference.model, device) as device:
         batch_size = batch_size or engines.eval_batch_size(device)
         loss_sum = torch.zeros((), device=device)
@@ -223,4 +252,9 @@ def evaluate(model: Source, dataset: ImageSet, recipe: Recipe | None = None, dev
             logits = inference.logits(inputs)
             loss_sum += loss_fn(logits, labels, recipe) * len(labels)
             correct += (logits.argmax(dim=1) == labels).sum()
-    return {"loss": loss_sum.item() / len(dataset), "accuracy": correct.item() / len(dataset)}
+    scores = Scores(loss_sum.item() / len(dataset), correct.item() / len(dataset))
+    if verbose:  # Keras's line, as fit prints each epoch's
+        steps = math.ceil(len(dataset) / batch_size)
+        print(f"{steps}/{steps} - {time.perf_counter() - started:.1f}s - loss: {scores.loss:.4f} - "
+              f"accuracy: {scores.accuracy:.4f}")
+    return scores

@@ -13,19 +13,20 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import cast
 
 import torch
 from torch import nn
 
 from . import distributed, engines, threads
 from .augment import Normalization, augment
-from .data import ImageSet
+from .data import ArrayLike, Data, ImageSet, as_image_set, split
 from .device import Device, autocast, choose_device
 from .errors import CnnlabError
 from .history import EpochResult
 from .inference import Inference, evaluate, loss_fn, to_input
-from .models import check_input
-from .recipes import Recipe
+from .models import check_classes, check_input
+from .recipes import Recipe, as_recipe, with_overrides
 from .schedule import WeightAverage, make_scheduler, param_groups
 
 
@@ -107,6 +108,11 @@ class History(list):
 
         return history_html(self)
 
+    @property
+    def history(self) -> dict[str, list[float]]:
+        """Keras's ``history.history``: each metric's values, one per epoch (``history.history['val_accuracy']``)."""
+        return {name: [getattr(row, name) for row in self] for name in ("loss", "accuracy", "val_loss", "val_accuracy")}
+
 
 @dataclass
 class TrainState:
@@ -121,6 +127,7 @@ class TrainState:
     normalization: Normalization | None = None  # the training split's statistics, when the recipe normalises
     average: WeightAverage | None = None  # the weights that are validated, when the recipe averages them
     history: list[EpochResult] = field(default_factory=list)
+    taken: tuple[str, ...] = ()  # parameters taken from another run that learn: frozen for recipe.freeze_epochs
 
     @property
     def epoch(self) -> int:  # epochs completed
@@ -150,9 +157,20 @@ def batch_bounds(n: int, batch_size: int, processes: int = 1) -> list[int]:
     return bounds
 
 
-def start_state(model: nn.Module, recipe: Recipe, train: ImageSet, device: torch.device | str = "cpu") -> TrainState:
+@dataclass(frozen=True)
+class Start:
+    """A run that starts from another's trained layers (``cnnlab train --from RUN``): the layers taken, which
+    ``recipe.freeze_epochs`` freezes at first, and RUN's input normalisation, which its layers were trained on."""
+
+    layers: tuple[str, ...]  # module names, as model.named_modules() gives them
+    normalization: Normalization | None
+
+
+def start_state(model: nn.Module, recipe: Recipe, train: ImageSet, device: torch.device | str = "cpu",
+                start: Start | None = None) -> TrainState:
     """A fresh run's state; a model that sets itself up from data (airbench's whitening) does so here, after
-    deterministic kernels are switched on if the recipe asks.
+    deterministic kernels are switched on if the recipe asks. ``start``: the model holds layers taken from
+    another run (cnnlab.transfer), which keep their weights and the input normalisation they were trained on.
 
     Under torchrun every process builds the same weights; each then draws its own augmentation and dropout,
     from ``recipe.seed`` plus its rank (rank 0 draws what one process would).
@@ -162,11 +180,14 @@ def start_state(model: nn.Module, recipe: Recipe, train: ImageSet, device: torch
     if recipe.deterministic:  # before the first cuBLAS product (the whitening's, below), which fixes its workspace
         use_deterministic_algorithms()
     place(model, recipe, device)
-    normalization = Normalization.of(train.images) if recipe.normalize else None
-    init_from_data = getattr(model, "init_from_data", None)
-    if init_from_data is not None:  # from the first 5,000 training images, as airbench does
-        init_from_data(to_input(train.images[:5000].to(device), normalization))
-    optimizer = make_optimizer(recipe, model)
+    if start is not None:
+        normalization = start.normalization
+    else:
+        normalization = Normalization.of(train.images) if recipe.normalize else None
+        init_from_data = getattr(model, "init_from_data", None)
+        if init_from_data is not None:  # from the first 5,000 training images, as airbench does
+            init_from_data(to_input(train.images[:5000].to(device), normalization))
+    optimizer = make_optimizer(recipe, model)  # before any freezing: every parameter that learns is in it
     total_steps = recipe.epochs * (len(batch_bounds(len(train), recipe.batch_size, distributed.world_size())) - 1)
     rank = distributed.rank()  # 0 in one process
     if rank:  # after the weights, which must be the same in every process
@@ -178,13 +199,44 @@ def start_state(model: nn.Module, recipe: Recipe, train: ImageSet, device: torch
         # fp16 has 5 exponent bits: a batch-mean loss's small gradients underflow to zero unless the loss is scaled
         # up for the backward pass (and the gradients back down before the step). A no-op for bf16 and fp32.
         scaler=torch.amp.GradScaler(device.type, enabled=recipe.autocast == "fp16"), normalization=normalization,
-        average=WeightAverage(model, recipe.ema) if recipe.ema else None)
+        average=WeightAverage(model, recipe.ema) if recipe.ema else None,
+        taken=_learning_parameters(model, start.layers) if start is not None else ())
 
 
-def fit(model: nn.Module, train: ImageSet, val: ImageSet, recipe: Recipe,
+def _learning_parameters(model: nn.Module, layers: tuple[str, ...]) -> tuple[str, ...]:
+    """The parameters of ``layers`` that learn as the model is built (airbench's whitening and norm scales never do)."""
+    return tuple(f"{layer}.{name}" for layer in layers
+                 for name, parameter in model.get_submodule(layer).named_parameters() if parameter.requires_grad)
+
+
+def freeze(model: nn.Module, parameters: tuple[str, ...], frozen: bool) -> frozenset[str]:
+    """Stop (or restart) ``parameters`` learning, after ``model.train()``: a frozen parameter gets no gradient,
+    so no optimiser moves it (nor decays it, nor keeps moments for it), and a BatchNorm whose parameters are all
+    frozen normalises by its running statistics and leaves them alone, as Keras's frozen BatchNormalization
+    does. The names of those BatchNorms."""
+    if not parameters:
+        return frozenset()
+    owned = dict(model.named_parameters())
+    for name in parameters:
+        owned[name].requires_grad_(not frozen)
+    held = frozenset(name for name, module in model.named_modules() if frozen
+                     and isinstance(module, nn.modules.batchnorm._BatchNorm) and list(module.parameters())
+                     and not any(p.requires_grad for p in module.parameters()))
+    for name in held:
+        model.get_submodule(name).eval()
+    return held
+
+
+def fit(model: nn.Module, train: Data, val: Data | None, recipe: Recipe | str,
         device: Device = None, state: TrainState | None = None,
-        on_epoch_end: Callable[[TrainState], None] | None = None, verbose: bool = True) -> History:
+        on_epoch_end: Callable[[TrainState], None] | None = None, verbose: bool = True, *,
+        validation_data: Data | None = None, validation_split: float | None = None,
+        batch_size: int | None = None, epochs: int | None = None) -> History:
     """Train ``model`` on ``train`` for ``recipe.epochs``, validating on ``val`` after every epoch.
+
+    Keras's call works too: ``fit(model, x, y, recipe, batch_size=128, epochs=10, validation_data=(x_val, y_val))``
+    or ``validation_split=0.2`` (the course's split, ``cnnlab.split``), with NumPy arrays as ``fit_data`` reads
+    them. ``recipe`` may be a name; ``batch_size`` and ``epochs`` replace its fields.
 
     ``state`` resumes an earlier run; ``on_epoch_end`` sees the state after each epoch (to save it).
     ``recipe.engine`` picks how each step is computed (cnnlab.engines), never what. Returns the history, one row
@@ -200,12 +252,18 @@ def fit(model: nn.Module, train: ImageSet, val: ImageSet, recipe: Recipe,
     gradients: the same steps as one process on the whole batch. Every process validates the whole split, so
     each holds the numbers one process would print; only rank 0 prints them.
     """
+    recipe = as_recipe(recipe)
+    if batch_size is not None or epochs is not None:  # Keras's fit(batch_size=…, epochs=…)
+        recipe = with_overrides(recipe, {k: v for k, v in (("batch_size", batch_size), ("epochs", epochs))
+                                        if v is not None})
+    train, val = fit_data(model, train, val, validation_data, validation_split, recipe.split_seed)
     device = choose_device(device, otherwise=recipe.device)
     recipe = engines.for_device(recipe, device, distributed.world_size())  # 'auto' engine and precision decided
     verbose = verbose and distributed.is_main()
     place(model, recipe, device)
     for part in (train, val):  # a model built for other images fails here, in one line, not inside PyTorch
         check_input(model, part.images.shape[1:])
+    check_classes(model, train.images.shape[1:], len(train.classes))  # too few fail inside the loss, too many quietly
     state = state or start_state(model, recipe, train, device)
     train_images = train.images.to(device)  # (N, C, H, W) uint8, resident for the whole run
     train_labels = train.labels.to(device)
@@ -245,6 +303,7 @@ def fit(model: nn.Module, train: ImageSet, val: ImageSet, recipe: Recipe,
             started = time.perf_counter()
             task = progress.add_task(f"Epoch {epoch}/{recipe.epochs}", total=steps)
             model.train()
+            held = freeze(model, state.taken, frozen=epoch <= recipe.freeze_epochs)  # by the epoch alone: resumes alike
             order = torch.randperm(n, generator=state.shuffle).to(device)  # reshuffled every epoch
             loss_sum.zero_()
             correct.zero_()
@@ -259,7 +318,7 @@ def fit(model: nn.Module, train: ImageSet, val: ImageSet, recipe: Recipe,
 
             if recipe.norm_stats:
                 renew_norm_stats(state.evaluated_model, train_images[:recipe.norm_stats], recipe, device,
-                                 state.normalization)
+                                 state.normalization, keep=held)
             validation = evaluate(Inference(state.evaluated_model, state.normalization), val, recipe, device)
             _stop_if_diverged(validation["loss"], epoch)
             result = EpochResult(epoch, loss_sum.item() / n, correct.item() / n,
@@ -272,22 +331,51 @@ def fit(model: nn.Module, train: ImageSet, val: ImageSet, recipe: Recipe,
                     progress.console.print(f"warning: {warning}", soft_wrap=True)
             if on_epoch_end is not None:
                 on_epoch_end(state)
+    freeze(model, state.taken, frozen=False)  # every layer learns again, for whatever the caller does next
     if state.average is not None:
         model.load_state_dict(state.average.model.state_dict())
     model.eval()  # ready to predict: dropout off, BatchNorm on its running statistics
     return History(state.history)
 
 
+def fit_data(model: nn.Module, train: Data, val: Data | None, validation_data: Data | None = None,
+             validation_split: float | None = None, seed: int = 9) -> tuple[ImageSet, ImageSet]:
+    """``fit``'s training and validation sets, from cnnlab's ``(train, val)`` or Keras's ``(x, y)`` with
+    ``validation_data`` or ``validation_split``, each read by ``as_image_set`` for ``model``'s input shape; the
+    validation set has the training set's classes. One line for a call that says no validation, or two."""
+    in_shape = getattr(model, "in_shape", None)
+    keras = not isinstance(train, (ImageSet, tuple))  # fit(model, x, y, …): the second array is the labels
+    labels = cast("ArrayLike | None", val) if keras else None
+    train_set = as_image_set(train, labels, in_shape=in_shape, what="the training data")
+    given = [v for v in (None if keras else val, validation_data, validation_split) if v is not None]
+    if len(given) != 1:
+        raise CnnlabError(f"fit was given {'no' if not given else len(given)} validation sets: pass one, "
+                          "validation_data=(x_val, y_val) or validation_split=0.2" + ("" if keras else ", or val"))
+    if validation_split is not None:
+        return split(train_set, validation_split, seed)
+    validation = validation_data if validation_data is not None else val
+    assert validation is not None  # the one given, counted above
+    val_set = as_image_set(validation, in_shape=in_shape, classes=train_set.classes, what="the validation data")
+    if val_set.classes != train_set.classes:
+        raise CnnlabError(f"the validation data has {len(val_set.classes)} classes, the training data "
+                          f"{len(train_set.classes)}: pass data of the same classes")
+    return train_set, val_set
+
+
 def renew_norm_stats(model: nn.Module, images: torch.Tensor, recipe: Recipe, device: torch.device,
-                     normalization: Normalization | None) -> None:
+                     normalization: Normalization | None, keep: frozenset[str] = frozenset()) -> None:
     """BatchNorm's running statistics replaced by those of ``images`` (uint8, un-augmented, as evaluation sees
-    them) under the current weights: a plain average over batches, in train mode, without gradients."""
-    norms = [module for module in model.modules() if isinstance(module, nn.modules.batchnorm._BatchNorm)]
+    them) under the current weights: a plain average over batches, in train mode, without gradients. The
+    BatchNorms named in ``keep`` (frozen ones) keep theirs."""
+    norms = [module for name, module in model.named_modules()
+             if isinstance(module, nn.modules.batchnorm._BatchNorm) and name not in keep]
     momenta = [norm.momentum for norm in norms]
     for norm in norms:
         norm.reset_running_stats()
         norm.momentum = None  # None: a cumulative average over the batches below
     model.train()
+    for name in keep:
+        model.get_submodule(name).eval()
     forward = engines.forward_fn(model, device, recipe.engine)
     with torch.no_grad(), autocast(device, recipe.autocast):
         for start in range(0, len(images), recipe.batch_size):

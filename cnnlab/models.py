@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 import numbers
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -210,18 +210,44 @@ MODELS: dict[str, Callable[[Shape, int], nn.Module]] = {
 }
 
 
-def create_model(name: str, in_shape: Shape, num_classes: int) -> nn.Module:
-    """Build a registered network for images of ``in_shape`` (C, H, W) and ``num_classes`` classes."""
+def input_shape(shape: Sequence[int]) -> Shape:
+    """``shape`` as cnnlab's (channels, height, width). Keras's channels-last ``input_shape`` — two equal sides,
+    then 1 or 3 channels, as (28, 28, 1) — cannot be meant otherwise and is turned round; anything else that is
+    not three positive integers is a one-line CnnlabError naming the shape to pass."""
+    given = tuple(shape) if isinstance(shape, (tuple, list, torch.Size)) else ()
+    if not given or not all(isinstance(side, numbers.Integral) and not isinstance(side, bool) and int(side) > 0
+                            for side in given):
+        raise CnnlabError(f"in_shape {shape!r}: expected (channels, height, width), e.g. (1, 28, 28)")
+    sides = tuple(map(int, given))
+    if len(sides) == 3:
+        height, width, channels = sides
+        if channels in (1, 3) and height == width and height not in (1, 3):  # (1, 28, 28) read either way is itself
+            return channels, height, width
+        return sides[0], sides[1], sides[2]
+    side = math.isqrt(sides[0]) if len(sides) == 1 else 0
+    suggestion = (1, *sides) if len(sides) == 2 else (1, side, side) if side * side == sides[0] else (1, 28, 28)
+    raise CnnlabError(f"in_shape {given}: input_shape is (channels, height, width) in cnnlab: pass {suggestion}")
+
+
+def create_model(name: str, in_shape: Sequence[int], num_classes: int) -> nn.Module:
+    """Build a registered network for images of ``in_shape`` (C, H, W) and ``num_classes`` classes; Keras's
+    channels-last (28, 28, 1) is read as (1, 28, 28) (``input_shape``)."""
     try:
         builder = MODELS[name]
     except KeyError:
         raise CnnlabError(f"unknown model {name!r}: choose one of {', '.join(MODELS)}") from None
-    # The ignore: tuple() types its result tuple[int, ...]; it only turns a caller's list into a tuple.
-    model = builder(tuple(in_shape), num_classes)  # type: ignore[arg-type]
-    # What check_input compares the data with: not a weight, not saved. The ignore: torch types a module's
-    # attributes as Tensor | Module (its __getattr__), though any value may be set as a plain attribute.
-    model.in_shape = tuple(in_shape)  # type: ignore[assignment]
+    shape = input_shape(in_shape)
+    model = builder(shape, num_classes)
+    # What check_input and summarize read: a plain attribute, so not a weight, not in the state_dict, and kept
+    # by load_state_dict. The ignore: torch types a module's attributes as Tensor | Module (its __getattr__),
+    # though any value may be set as a plain attribute.
+    model.in_shape = shape  # type: ignore[assignment]
     return model
+
+
+def head_name(model: nn.Module) -> str:
+    """The name of the output layer, the last Linear: what a run started from another's makes new for its classes."""
+    return [name for name, module in model.named_modules() if isinstance(module, nn.Linear)][-1]
 
 
 def _shape_text(shape: Sequence[int]) -> str:
@@ -236,23 +262,50 @@ def check_input(model: nn.Module, image_shape: Sequence[int]) -> None:
     """
     image_shape = tuple(image_shape)
     expected = getattr(model, "in_shape", None)
+    if len(image_shape) != 3:  # a (1, H, W) blank would pass as one unbatched image: say what is missing instead
+        add = f": images[:, None] is (N, 1, {image_shape[0]}, {image_shape[1]})" if len(image_shape) == 2 else ""
+        raise CnnlabError(f"images of {_shape_text(image_shape)} have no channel axis; pass (N, C, H, W){add}")
     if expected is not None:
-        if tuple(expected) != image_shape:
-            raise CnnlabError(f"model expects {_shape_text(expected)} images, the data has {_shape_text(image_shape)}; "
-                              f"build it with create_model(name, {image_shape}, classes) or pass data of its shape")
-        return
+        if tuple(expected) == image_shape:
+            return
+        channels, height, width = expected
+        fix = ("the data is channels-last: images.permute(0, 3, 1, 2) is (N, C, H, W)"
+               if image_shape == (height, width, channels) else
+               f"build it with create_model(name, {image_shape}, classes) or pass data of its shape")
+        raise CnnlabError(f"model expects {_shape_text(expected)} images, the data has {_shape_text(image_shape)}; "
+                          f"{fix}")
+    _blank_output(model, image_shape)
+
+
+def _blank_output(model: nn.Module, image_shape: Sequence[int]) -> torch.Tensor:
+    """The model's output for one blank image, in eval mode without gradients (nothing in the model changes);
+    a shape it cannot take is a one-line CnnlabError."""
     parameter = next(model.parameters(), None)
     was_training = model.training
     try:
         model.eval()
         with torch.no_grad():
-            model(torch.zeros((1, *image_shape), device=parameter.device if parameter is not None else "cpu"))
+            return model(torch.zeros((1, *image_shape), device=parameter.device if parameter is not None else "cpu"))
     except RuntimeError as error:
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise CnnlabError(f"the model cannot take the data's {_shape_text(image_shape)} images ({reason}); "
                           "pass images of the shape it was built for") from None
     finally:
         model.train(was_training)
+
+
+def check_classes(model: nn.Module, image_shape: Sequence[int], classes: int) -> None:
+    """A one-line CnnlabError unless ``model`` gives one output per class: too few fail deep inside the loss, too
+    many train without a word. A network from ``create_model`` is read, not run (its last Linear is its head, and
+    stays last when replaced in place), so what the network sees is only the data; any other is tried on one blank
+    image."""
+    heads = [module.out_features for module in model.modules() if isinstance(module, nn.Linear)]
+    known = getattr(model, "in_shape", None) is not None and heads
+    outputs = heads[-1] if known else _blank_output(model, image_shape).shape[-1]
+    if outputs != classes:
+        shape = getattr(model, "in_shape", tuple(image_shape))
+        raise CnnlabError(f"the model has {outputs} outputs but the data has {classes} classes; build it with "
+                          f"create_model(name, {shape}, {classes})")
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -264,6 +317,10 @@ class LayerRow:
     kind: str
     output_shape: tuple[int, ...]  # without the batch axis
     params: int
+
+    def cells(self) -> tuple[str, str, str]:
+        """Keras's three columns: layer (type), output shape, parameters."""
+        return f"{self.name} ({self.kind})", str((None, *self.output_shape)), f"{self.params:,}"
 
 
 def trace(model: nn.Module, images: torch.Tensor) -> list[tuple[str, nn.Module, torch.Tensor]]:
@@ -293,29 +350,47 @@ def trace(model: nn.Module, images: torch.Tensor) -> list[tuple[str, nn.Module, 
 
 
 class Summary(list):
-    """``summarize``'s rows (a list of LayerRow), shown in Jupyter as Keras's summary table."""
+    """``summarize``'s rows (a list of LayerRow) with the model's parameter counts: Keras's summary table when
+    printed, and as HTML in Jupyter."""
+
+    HEADER = ("Layer (type)", "Output Shape", "Param #")
+
+    def __init__(self, rows: Iterable[LayerRow], total: int, trainable: int):
+        super().__init__(rows)
+        self.total, self.trainable = total, trainable
+
+    def counts(self) -> list[str]:
+        return [f"Total params: {self.total:,}", f"Trainable params: {self.trainable:,}",
+                f"Non-trainable params: {self.total - self.trainable:,}"]
+
+    def __str__(self) -> str:
+        cells = [self.HEADER, *(row.cells() for row in self)]
+        widths = [max(len(row[i]) for row in cells) + 3 for i in range(3)]
+        lines = [" " + "".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in cells]
+        rule = "_" * (sum(widths) + 1)
+        return "\n".join([rule, lines[0], "=" * len(rule), *lines[1:], "=" * len(rule), *self.counts(), rule])
 
     def _repr_html_(self) -> str:
         from .display import table
 
-        rows = [(f"{row.name} ({row.kind})", str((None, *row.output_shape)), f"{row.params:,}") for row in self]
-        return (table(("Layer (type)", "Output Shape", "Param #"), rows)
-                + f"<p>Total params: {sum(row.params for row in self):,}</p>")
+        return table(self.HEADER, [row.cells() for row in self]) + f"<p>{'<br>'.join(self.counts())}</p>"
 
 
-def summarize(model: nn.Module, in_shape: Shape) -> Summary:
-    """One row per leaf layer, found by running one blank image of ``in_shape`` (C, H, W) through the model; a
-    shape it cannot take is a one-line CnnlabError."""
-    shape = tuple(in_shape) if isinstance(in_shape, (tuple, list, torch.Size)) else ()
-    if len(shape) != 3 or not all(isinstance(side, numbers.Integral) and not isinstance(side, bool) and side > 0
-                                  for side in shape):
-        raise CnnlabError(f"in_shape {in_shape!r}: expected (channels, height, width), e.g. (1, 28, 28)")
-    shape = tuple(map(int, shape))
+def summarize(model: nn.Module, in_shape: Sequence[int] | None = None) -> Summary:
+    """One row per leaf layer, found by running one blank image of ``in_shape`` (C, H, W; Keras's (H, W, C) as
+    ``input_shape`` reads it) through the model; left out, the shape the model was built for (``create_model``).
+    A shape it cannot take is a one-line CnnlabError."""
+    if in_shape is None:
+        in_shape = getattr(model, "in_shape", None)
+        if in_shape is None:
+            raise CnnlabError("summarize needs the input shape of a model not built by create_model: "
+                              "summarize(model, (1, 28, 28))")
+    shape = input_shape(in_shape)
     check_input(model, shape)
     blank = torch.zeros((1, *shape), device=next(model.parameters()).device)
-    return Summary(LayerRow(name, type(module).__name__, tuple(output.shape[1:]),
-                            sum(p.numel() for p in module.parameters()))
-                   for name, module, output in trace(model, blank))
+    rows = [LayerRow(name, type(module).__name__, tuple(output.shape[1:]), sum(p.numel() for p in module.parameters()))
+            for name, module, output in trace(model, blank)]
+    return Summary(rows, count_params(model), sum(p.numel() for p in model.parameters() if p.requires_grad))
 
 
 def count_params(model: nn.Module) -> int:

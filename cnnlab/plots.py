@@ -17,6 +17,7 @@ import torch  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
+from .data import class_names  # noqa: E402
 from .files import SOFTWARE, atomic_write  # noqa: E402
 from .history import EpochResult  # noqa: E402
 
@@ -63,11 +64,11 @@ def _label_text(label: int, classes: Sequence[str]) -> str:
     return f"[{label}]" + (f" {name}" if name and name != str(label) else "")
 
 
-def plot_sample(image: torch.Tensor, label: int, classes: Sequence[str], path: Path | None = None) -> Figure:
-    """One training image, as the tutorial shows before training."""
+def plot_sample(image: torch.Tensor, label: int, classes: Sequence[str] | int, path: Path | None = None) -> Figure:
+    """One training image, as the tutorial shows before training; ``classes``: the names, or their count."""
     figure, axis = plt.subplots(figsize=(3, 3))
     show_image(axis, image)
-    axis.set_title(f"Training sample: {_label_text(label, classes)}")
+    axis.set_title(f"Training sample: {_label_text(label, class_names(classes))}")
     return finish_figure(figure, path)
 
 
@@ -93,8 +94,10 @@ def plot_curves(history: Sequence[EpochResult], metric: str, path: Path | None =
 
 
 def plot_predictions(images: torch.Tensor, labels: Sequence[int], predicted: Sequence[int],
-                     classes: Sequence[str], path: Path | None = None) -> Figure:
-    """Each image titled as the tutorial titles it: ``Label value = [7]  Predicted value = [7]``."""
+                     classes: Sequence[str] | int, path: Path | None = None) -> Figure:
+    """Each image titled as the tutorial titles it: ``Label value = [7]  Predicted value = [7]``; ``classes``: the
+    names, or their count."""
+    classes = class_names(classes)
     named = any(name != str(i) for i, name in enumerate(classes))
     figure, axes = plt.subplots(1, len(images), figsize=(4.2 * len(images), 4.4), squeeze=False)
     for axis, image, label, guess in zip(axes[0], images, labels, predicted):

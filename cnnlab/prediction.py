@@ -9,11 +9,12 @@ import itertools
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, overload
 
+import numpy as np
 import torch
 
-from .data import ImageSet
+from .data import Data, ImageSet, as_images
 from .device import Device
 from .errors import CnnlabError
 from .inference import Inference, Source
@@ -22,21 +23,55 @@ if TYPE_CHECKING:
     from .runs import Run
 
 
-def predict_proba(model: Source, images: torch.Tensor, device: Device = None,
+@overload
+def predict_proba(model: Source, images: np.ndarray | tuple[np.ndarray, Any], device: Device = None,
+                  batch_size: int | None = None) -> np.ndarray:
+    ...
+
+
+@overload
+def predict_proba(model: Source, images: torch.Tensor | ImageSet | tuple[torch.Tensor, Any], device: Device = None,
                   batch_size: int | None = None) -> torch.Tensor:
-    """Softmax probabilities (N, classes) on the CPU for images (N, C, H, W): uint8 0–255, or floats in [0, 1].
+    ...
+
+
+def predict_proba(model: Source, images: Data, device: Device = None,
+                  batch_size: int | None = None) -> torch.Tensor | np.ndarray:
+    """Softmax probabilities (N, classes) on the CPU for images (N, C, H, W): uint8 0–255, or floats in [0, 1] —
+    what Keras's ``model.predict`` returns, and as Keras, a NumPy array for NumPy images. Keras's arrays are laid
+    out as ``as_images`` says (channels-last, grey, flat rows); an ImageSet or an (images, labels) tuple gives its
+    images.
 
     ``model``: a network (computed as it is), a run (with its normalisation, test-time augmentation and
     precision) or an Inference. It computes on ``device`` (None: where it is) in eval mode, and is left where and
     as it was.
     """
-    return Inference.of(model).proba(images, device, batch_size)
+    return _probabilities(model, images, device, batch_size)
 
 
-def predict(model: Source, images: torch.Tensor, device: Device = None,
+@overload
+def predict(model: Source, images: np.ndarray | tuple[np.ndarray, Any], device: Device = None,
+            batch_size: int | None = None) -> np.ndarray:
+    ...
+
+
+@overload
+def predict(model: Source, images: torch.Tensor | ImageSet | tuple[torch.Tensor, Any], device: Device = None,
             batch_size: int | None = None) -> torch.Tensor:
-    """The most probable class (N,) for each image, as ``predict_proba`` finds it."""
-    return predict_proba(model, images, device, batch_size).argmax(dim=1)
+    ...
+
+
+def predict(model: Source, images: Data, device: Device = None,
+            batch_size: int | None = None) -> torch.Tensor | np.ndarray:
+    """The most probable class (N,) for each image, as ``predict_proba`` finds it (NumPy for NumPy images)."""
+    return _probabilities(model, images, device, batch_size).argmax(1)
+
+
+def _probabilities(model: Source, images: Data, device: Device, batch_size: int | None) -> torch.Tensor | np.ndarray:
+    inference = Inference.of(model)
+    probabilities = inference.proba(as_images(images, getattr(inference.model, "in_shape", None)), device, batch_size)
+    given = images[0] if isinstance(images, tuple) else images
+    return probabilities if isinstance(given, (torch.Tensor, ImageSet)) else probabilities.numpy()
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -39,6 +39,15 @@ def _figure(run: Run, name: str, alt: str) -> str:
     return png_tag(data, alt)
 
 
+def _started_from(run: Run) -> str:
+    """Where the network started, for a run trained from another's layers (`cnnlab train --from RUN`)."""
+    start = run.started_from
+    if start is None:
+        return ""
+    return (f"<br>started from {escape(start['run'])} ({escape(start['path'])}): "
+            f"{escape(', '.join(start['layers']))} taken, the output layer new")
+
+
 def _card(label: str, value: str) -> str:
     return f'<div class="card"><b>{escape(value)}</b>{escape(label)}</div>'
 
@@ -125,7 +134,7 @@ def _page(run: Run, evaluation: Evaluation, tested: int, explanation: Explanatio
 <h1>{name}</h1>
 <p class="muted">{escape(recipe.description or recipe.name)}<br>
 {escape(run.info.dataset)} · model {escape(run.info.model)} · trained on {escape(trained_on)}
-{('· ' + escape(when)) if when else ''}</p>
+{('· ' + escape(when)) if when else ''}{_started_from(run)}</p>
 
 {body}
 <p class="muted">Written by cnnlab from {escape(run.run_dir)}.</p>

@@ -23,7 +23,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import CnnlabError, UsageError, warn
+from .errors import CnnlabError, UsageError, hint, warn
 from .files import (
     DAMAGED,
     MAX_READ,
@@ -36,7 +36,7 @@ from .files import (
     write_json,
 )
 from .history import EpochResult, read_history, write_history
-from .recipes import MODEL_NAMES, Recipe, recipe_from_dict
+from .recipes import MODEL_NAMES, PREPROCESS_NAMES, Recipe, recipe_from_dict
 
 if TYPE_CHECKING:
     import torch
@@ -52,7 +52,6 @@ FIGURES = ("sample.png", "accuracy.png", "loss.png", "predictions.png")  # the t
 EVALUATION = "evaluation"  # cnnlab evaluate's folder inside the run (cnnlab.evaluation)
 FILES = ("recipe.json", "model.json", "environment.json", "history.csv", "metrics.json", WEIGHTS, CHECKPOINT,
          *FIGURES, "report.html")
-PREPROCESS_NAMES = ("digit", "grey-fit", "crop")  # cnnlab.images.PREPROCESS, named here for the run list
 MAX_WEIGHTS = 2**34  # bytes, 16 GiB: far past any network cnnlab builds; safetensors maps the file, never reads it all
 
 
@@ -115,6 +114,9 @@ class ModelInfo:
     normalization: Normalization | None = None  # the training split's per-channel statistics, when normalised
     format: str = RUN_FORMAT
     preprocess: str = ""  # how an image file becomes the input: a key of cnnlab.images.PREPROCESS; "": the data set's
+    # {"run": name, "path": folder, "layers": [module names]}: the run whose trained layers this one started from
+    # (`cnnlab train --from RUN`; cnnlab.transfer); None: it started from fresh weights
+    started_from: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         from .images import default_preprocess
@@ -125,15 +127,15 @@ class ModelInfo:
     def from_dict(cls, data: Any, source: Path) -> ModelInfo:
         from .augment import Normalization
 
-        model, in_shape, classes, dataset, preprocess, stats = _model_fields(data, source)
+        model, in_shape, classes, dataset, preprocess, stats, started_from = _model_fields(data, source)
         return cls(model, in_shape, classes, dataset, normalization=None if stats is None else Normalization(*stats),
-                   preprocess=preprocess)
+                   preprocess=preprocess, started_from=started_from)
 
 
 def _model_fields(data: Any, source: Path) -> tuple:
     """model.json's fields, checked without PyTorch (the run list checks them too): model, in_shape, classes,
-    dataset, preprocess, and the normalisation's (mean, std) or None — finite, one of each per channel, every
-    std above 0 (a std of 0 or NaN would turn every prediction into NaN)."""
+    dataset, preprocess, the normalisation's (mean, std) or None — finite, one of each per channel, every
+    std above 0 (a std of 0 or NaN would turn every prediction into NaN) — and started_from or None."""
     if not isinstance(data, dict) or data.get("format") != RUN_FORMAT:
         raise CnnlabError(f"{source}: not a {RUN_FORMAT!r} file; was it written by another version of cnnlab?")
     model, in_shape, classes, dataset = (data.get(k) for k in ("model", "in_shape", "classes", "dataset"))
@@ -160,7 +162,13 @@ def _model_fields(data: Any, source: Path) -> tuple:
         if not all(math.isfinite(v) for v in mean) or not all(math.isfinite(v) and v > 0 for v in std):
             raise CnnlabError(f"{source}: normalization mean {list(mean)}, std {list(std)}: each must be a finite "
                               f"number, each std above 0; {DAMAGED}")
-    return model, tuple(in_shape), tuple(classes), dataset, preprocess, stats
+    started_from = data.get("started_from")
+    if started_from is not None and not (
+            isinstance(started_from, dict) and isinstance(started_from.get("run"), str)
+            and isinstance(started_from.get("path"), str) and isinstance(started_from.get("layers"), list)
+            and all(isinstance(layer, str) for layer in started_from["layers"])):
+        raise CnnlabError(f"{source}: malformed started_from (the run it started from); {DAMAGED}")
+    return model, tuple(in_shape), tuple(classes), dataset, preprocess, stats, started_from
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -282,6 +290,13 @@ class Run:
         return {**metrics, "confusion": confusion}
 
     # --- what the run list shows -----------------------------------------------------------------------------
+    @property
+    def started_from(self) -> dict[str, Any] | None:
+        """The run whose trained layers this one started from, as model.json records it (ModelInfo.started_from)."""
+        if not self.has("model.json"):
+            return None
+        return _model_fields(self._model_json, self.path("model.json"))[-1]
+
     @property
     def finished(self) -> bool:
         return bool(self.metrics)
@@ -420,7 +435,7 @@ def new_run_dir(runs_dir: str | os.PathLike, name: str) -> Path:
         check_writable(run_dir)
     except OSError as error:
         raise CnnlabError(f"cannot write runs under {runs_dir} ({error.strerror or error}); "
-                          "choose another folder with --runs-dir") from None
+                          f"choose another folder with {hint(cli='--runs-dir', python='runs_dir=...')}") from None
     return run_dir
 
 
@@ -443,7 +458,8 @@ def scan_runs(runs_dir: str | os.PathLike = "runs") -> tuple[list[Run], list[tup
     CSV files read, never their weights), and the damaged ones with what is wrong."""
     runs_dir = Path(runs_dir)
     if not runs_dir.is_dir():
-        raise CnnlabError(f"{runs_dir}: no such folder; `cnnlab train` writes runs under ./runs (or --runs-dir)")
+        raise CnnlabError(f"{runs_dir}: no such folder; training writes runs under ./runs (or "
+                          f"{hint(cli='--runs-dir', python='runs_dir=...')})")
     runs, damaged = [], []
     for name in sorted(os.listdir(runs_dir)):
         folder = run_folder(runs_dir, name)
@@ -496,8 +512,8 @@ def _load_model(run: Run) -> nn.Module:
         model = create_model(info.model, info.in_shape, len(info.classes))
     _check_input_shape(model, info, run.run_dir)
     if not run.has(WEIGHTS) and run.has(CHECKPOINT):
-        raise CnnlabError(f"{run.run_dir}: training has not finished; continue it with "
-                          f"`cnnlab train --resume {run.run_dir}`")
+        raise CnnlabError(f"{run.run_dir}: training has not finished; continue it with " + hint(
+            cli=f"`cnnlab train --resume {run.run_dir}`", python=f"cnnlab.resume_run({str(run.run_dir)!r})"))
     model = load_weights(run.path(WEIGHTS), model, run.run_dir)
     model.eval()
     if math.prod(info.in_shape) > MAX_INPUT_VALUES:  # after the weights, whose shapes name most such damage
@@ -529,6 +545,10 @@ def _check_input_shape(model: nn.Module, info: ModelInfo, run_dir: Path) -> None
                           f"{info.in_shape} ({error}); {DAMAGED}") from None
 
 
+def _pass_data_dir() -> str:  # the studio cuts its own advice at "; pass "
+    return hint(cli="pass --data-dir FOLDER", python="pass data_dir=FOLDER")
+
+
 def load_test_set(run: Run | str | os.PathLike, data_dir: str | os.PathLike | None = None) -> ImageSet:
     """The test images of a run's data set, from ``data_dir`` or else where the run was trained (``Run.data_dir``;
     cnnlab's own lookup when a data set's run recorded none); for a folder run, its test/ part."""
@@ -541,13 +561,13 @@ def load_test_set(run: Run | str | os.PathLike, data_dir: str | os.PathLike | No
         if data_dir is None and recorded is not None:
             if not recorded.is_dir():
                 raise CnnlabError(f"{run.run_dir} was trained on data in {recorded}, which is gone; "
-                                  "pass --data-dir FOLDER where the data set is now")
+                                  f"{_pass_data_dir()} where the data set is now")
             data_dir = recorded
         return load_test_images(info.dataset, data_dir)
     root = Path(data_dir) if data_dir is not None else recorded
     if root is None or not root.is_dir():
         raise CnnlabError(f"{run.run_dir} was trained on the images in {root or 'a folder it does not record'}"
-                          f"{', which is gone' if root else ''}; pass --data-dir FOLDER where they are now")
+                          f"{', which is gone' if root else ''}; {_pass_data_dir()} where they are now")
     test = load_folder(root, info.in_shape, info.preprocess, classes=info.classes, parts=("test",)).test
     if test is None:
         raise CnnlabError(f"{root}: has no test/ folder, so this run has no test set; put images in "

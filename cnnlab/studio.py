@@ -96,7 +96,7 @@ class Runs:
             try:  # where the run was trained from; one at a time: MNIST's is 7.8 MB
                 self._tests = {key: load_test_set(run)}
             except CnnlabError as error:  # its advice is `cnnlab evaluate`'s --data-dir, which the studio does not take
-                gone, advice, _ = str(error).partition("; pass --data-dir")
+                gone, advice, _ = str(error).partition("; pass ")  # --data-dir, or data_dir= (errors.hint)
                 if not advice:
                     raise
                 raise CnnlabError(f"{gone}: put the data back there to pick its test images in the studio, "

@@ -23,36 +23,43 @@ from .augment import Normalization
 from .checkpoint import data_fingerprint, load_checkpoint, save_checkpoint
 from .data import ImageSet, load_dataset, split
 from .device import precision_note, resolve_device
-from .errors import CnnlabError, UsageError
+from .display import plain_console
+from .errors import CnnlabError, UsageError, hint
 from .files import check_writable, locked
 from .history import EpochResult, history_csv
 from .images import ImageFolder, load_folder
 from .inference import Inference, evaluate
 from .loop import TrainState, fit, stall_warning, start_state
-from .models import count_params, create_model, summarize
+from .models import Summary, count_params, create_model, head_name, summarize
 from .prediction import predict
 from .recipes import FOLDER_RECIPE, Recipe, get_recipe, with_overrides
 from .runs import CHECKPOINT, ModelInfo, Run, new_run_dir
+from .transfer import adopt, check_shape, record, resumed_start, source_run, take_layers
 
 
 # ---------------------------------------------------------------------------------------------------------
 # A recipe, start to finish: the tutorial's steps 1–11 into one run folder
 # ---------------------------------------------------------------------------------------------------------
 def train_recipe(recipe: Recipe, data_dir: str | os.PathLike | None = None, runs_dir: str | os.PathLike = "runs",
-                 verbose: bool = True, folder: ImageFolder | None = None, tensorboard: bool = False) -> Path:
+                 verbose: bool = True, folder: ImageFolder | None = None, tensorboard: bool = False,
+                 from_run: Run | str | os.PathLike | None = None) -> Path:
     """Load and split the data, build the model, fit, evaluate on the test set, save everything; the run folder.
 
     ``folder`` (from ``cnnlab.images.load_folder``; ``train_folder`` loads it for you) replaces the recipe's
     data set: its own val/ replaces the split, and without a test/ there is no test evaluation. ``tensorboard``
-    also logs each epoch under ``RUN_DIR/tensorboard/``. Under torchrun every process trains the run, rank 0
-    writes it (cnnlab.distributed). A training refused before its first checkpoint leaves no folder behind.
+    also logs each epoch under ``RUN_DIR/tensorboard/``. ``from_run`` (a finished run folder) starts the
+    network from that run's trained layers, all but the head (cnnlab.transfer); its model and normalisation
+    replace the recipe's. Under torchrun every process trains the run, rank 0 writes it (cnnlab.distributed).
+    A training refused before its first checkpoint leaves no folder behind.
     """
-    recipe = recipe.resolved()
-    device = resolve_device(recipe.device)
-    recipe = engines.for_device(recipe, device, distributed.world_size())  # 'auto' decided; recipe.json records it
     if (recipe.dataset == "folder") != (folder is not None):
         raise CnnlabError(f"recipe {recipe.name!r} trains on {recipe.dataset!r}; a folder of your own images "
                           "goes with --data FOLDER (and dataset 'folder')")
+    source = source_run(from_run) if from_run is not None else None
+    recipe, note = adopt(recipe, source) if source is not None else (recipe, None)
+    recipe = recipe.resolved()
+    device = resolve_device(recipe.device)
+    recipe = engines.for_device(recipe, device, distributed.world_size())  # 'auto' decided; recipe.json records it
     if folder is not None:
         _check_classes(folder)
     with distributed.process_group(recipe, device) as device:
@@ -62,26 +69,40 @@ def train_recipe(recipe: Recipe, data_dir: str | os.PathLike | None = None, runs
         run = Run(run_dir)
         with _lock(run.run_dir), _removed_unless_resumable(run):
             return _train_into(run, recipe, device, data_dir, verbose, resume=False, folder=folder,
-                               tensorboard=tensorboard)
+                               tensorboard=tensorboard, source=source, note=note)
 
 
 def train_folder(folder: str | os.PathLike, recipe: Recipe | str | None = None, *,
-                 size: int | Sequence[int] | None = None, channels: int | None = None, preprocess: str = "crop",
+                 size: int | Sequence[int] | None = None, channels: int | None = None, preprocess: str | None = None,
                  strict: bool = False, runs_dir: str | os.PathLike = "runs", verbose: bool = True,
-                 tensorboard: bool = False) -> Path:
+                 tensorboard: bool = False, from_run: Run | str | os.PathLike | None = None) -> Path:
     """Train on your own images, as ``cnnlab train --data FOLDER`` does; the run folder.
 
     ``folder`` holds one sub-folder of images per class, optionally inside train/, val/ and test/. ``recipe``
     (default: ``FOLDER_RECIPE``, a CNN with dropout and Adam) gets dataset 'folder'. ``size`` (N, or (height,
     width)) and ``channels`` (1 or 3) fix the images' shape, else the most common in the folder; ``preprocess``
-    is 'crop', 'digit' or 'grey-fit' (``cnnlab.images.PREPROCESS``); ``strict`` stops at an unreadable image
-    instead of skipping it.
+    is 'crop', 'digit' or 'grey-fit' (``cnnlab.images.PREPROCESS``; default: the recipe's, else 'crop');
+    ``strict`` stops at an unreadable image instead of skipping it. ``from_run`` (a finished run folder or
+    ``Run``) starts from that run's trained layers, all but the head, which is made new for the folder's
+    classes; the images are then made as that run's were (its shape and preprocessing).
     """
     recipe = get_recipe(recipe) if isinstance(recipe, str) else FOLDER_RECIPE if recipe is None else recipe
-    recipe = with_overrides(recipe, {"dataset": "folder"})
     height, width = (size, size) if isinstance(size, int) else tuple(size) if size is not None else (None, None)
-    images = load_folder(folder, (channels, height, width), preprocess, strict=strict)
-    return train_recipe(recipe, runs_dir=runs_dir, verbose=verbose, folder=images, tensorboard=tensorboard)
+    shape: tuple[int | None, ...] = (channels, height, width)
+    source = source_run(from_run) if from_run is not None else None
+    if source is not None:  # the images are made as RUN's were: its layers know no other input
+        flags = hint(cli="leave out --size, --channels and --preprocess", python="leave out size, channels and "
+                                                                                   "preprocess")
+        check_shape(source, shape, f"{flags} (the images are made as the run's were)")
+        if preprocess not in (None, source.info.preprocess):
+            raise CnnlabError(f"{hint(cli='--from', python='from_run')} {source.run_dir}: its images were prepared "
+                              f"by {source.info.preprocess!r}, not {preprocess!r}; {flags}")
+        shape, preprocess = source.info.in_shape, source.info.preprocess
+    preprocess = preprocess or recipe.preprocess or "crop"
+    recipe = with_overrides(recipe, {"dataset": "folder", "preprocess": preprocess})
+    images = load_folder(folder, shape, preprocess, strict=strict)
+    return train_recipe(recipe, runs_dir=runs_dir, verbose=verbose, folder=images, tensorboard=tensorboard,
+                        from_run=source)
 
 
 def resume_run(run: Run | str | os.PathLike, epochs: int | str | None = None,
@@ -119,8 +140,8 @@ def resume_run(run: Run | str | os.PathLike, epochs: int | str | None = None,
 def _recorded_folder(run: Run, data_dir: str | os.PathLike | None) -> Path:
     root = Path(data_dir) if data_dir is not None else run.data_dir
     if root is None:
-        raise CnnlabError(f"{run.run_dir} does not record the folder of images it was trained on; pass "
-                          "--data-dir FOLDER")
+        raise CnnlabError(f"{run.run_dir} does not record the folder of images it was trained on; "
+                          + hint(cli="pass --data-dir FOLDER", python="pass data_dir=FOLDER"))
     return root
 
 
@@ -155,31 +176,45 @@ def _check_classes(folder: ImageFolder) -> None:
 # Into one run folder: the data, the model and its state (fresh or from the checkpoint), then fit and finish
 # ---------------------------------------------------------------------------------------------------------
 def _train_into(run: Run, recipe: Recipe, device: torch.device, data_dir: str | os.PathLike | None,
-                verbose: bool, resume: bool, folder: ImageFolder | None = None, tensorboard: bool = False) -> Path:
+                verbose: bool, resume: bool, folder: ImageFolder | None = None, tensorboard: bool = False,
+                source: Run | None = None, note: str | None = None) -> Path:
     main = distributed.is_main()  # the process that prints and writes; the others train beside it
-    console = Console(quiet=not (verbose and main), highlight=False, soft_wrap=True)
+    console = plain_console(quiet=not (verbose and main), highlight=False, soft_wrap=True)
     train, val, test = _load_data(recipe, data_dir, folder, device, console)
 
-    torch.manual_seed(recipe.seed)  # the initial weights, then dropout
     channels, height, width = train.images.shape[1:]
     in_shape = (channels, height, width)
+    if source is not None:
+        check_shape(source, in_shape, "start from a run trained on images of the data's shape")
+    torch.manual_seed(recipe.seed)  # the initial weights, then dropout
     model = create_model(recipe.model, in_shape, len(train.classes))
+    start = take_layers(model, source) if source is not None else \
+        resumed_start(run.info, model, str(run.path("model.json"))) if resume else None
     if not resume:
         console.print(format_summary(recipe.model, summarize(model, in_shape), count_params(model)))
-    state = start_state(model, recipe, train, device)  # on the device first: a checkpoint's moments load beside it
+        if start is not None and source is not None:
+            console.print(f"Started from {source.run_dir}: {', '.join(start.layers)} taken, "
+                          f"{head_name(model)} new for {len(train.classes)} classes"
+                          + (f", frozen for {recipe.freeze_epochs} epoch{'s' * (recipe.freeze_epochs > 1)}"
+                             if recipe.freeze_epochs else ""))
+        if note:
+            console.print(f"note: {note}")
+    # On the device first: a checkpoint's moments load beside it
+    state = start_state(model, recipe, train, device, start)
     data = data_fingerprint(train, val)
     if resume:
         if not _resume_state(run, recipe, state, device, data, console):
             return run.run_dir  # nothing to train, and the files agree with the checkpoint again
     else:
         info = ModelInfo(recipe.model, in_shape, train.classes, recipe.dataset,
-                         normalization=state.normalization, preprocess=folder.preprocess if folder else "")
+                         normalization=state.normalization, preprocess=folder.preprocess if folder else "",
+                         started_from=record(source, start) if source is not None and start is not None else None)
         _begin(run, recipe, info, state, device, data, folder.root if folder else data_dir, train)
     if main:
         free, needed = shutil.disk_usage(run.run_dir).free, 2 * run.path(CHECKPOINT).stat().st_size  # next, weights
         if free < needed:
             raise CnnlabError(f"{run.run_dir}: {free / 1e6:.0f} MB free, the run needs about {needed / 1e6:.0f} MB "
-                              "more; free some space or choose another --runs-dir")
+                              f"more; free some space or choose another {hint(cli='--runs-dir', python='runs_dir')}")
     board = tensorboard_writer(run.path("tensorboard")) if tensorboard and main else None
     _fit_and_finish(run, recipe, model, (train, val, test), state, device, data, console, verbose, board)
     return run.run_dir
@@ -217,7 +252,7 @@ def _begin(run: Run, recipe: Recipe, info: ModelInfo, state: TrainState, device:
         save_checkpoint(run.path(CHECKPOINT), state, device, data)  # every process hands rank 0 its generators
     except OSError as error:
         raise CnnlabError(f"cannot write in {run.run_dir} ({error.strerror or error}); "
-                          "free some space or choose another --runs-dir") from None
+                          f"free some space or choose another {hint(cli='--runs-dir', python='runs_dir')}") from None
 
 
 def _resume_state(run: Run, recipe: Recipe, state: TrainState, device: torch.device, data: str,
@@ -285,7 +320,8 @@ def _fit_and_finish(run: Run, recipe: Recipe, model: nn.Module, sets: tuple[Imag
         if board is not None:
             log_epoch(board, state.history[-1])
 
-    resume_hint = f"continue with `cnnlab train --resume {run.run_dir}`" + (
+    resume_hint = "continue with " + hint(cli=f"`cnnlab train --resume {run.run_dir}`",
+                                          python=f"cnnlab.resume_run({str(run.run_dir)!r})") + (
         f" under torchrun, {distributed.world_size()} processes in all" if distributed.world_size() > 1 else "")
     try:
         history = fit(model, train, val, recipe, device, state=state, on_epoch_end=save, verbose=verbose)
@@ -325,7 +361,7 @@ def _finish(run: Run | Path, recipe: Recipe, model: nn.Module, history: list[Epo
     inference = Inference(model, normalization, recipe.tta, recipe.autocast)  # as the run will predict
     test_metrics: Mapping[str, float | None]
     if test is not None:
-        test_metrics = evaluate(inference, test, recipe, device)
+        test_metrics = evaluate(inference, test, recipe, device)._asdict()
         console.print(f"Test loss: {test_metrics['loss']:.4f} - test accuracy: {test_metrics['accuracy']:.4f}")
     else:
         test_metrics = {"loss": None, "accuracy": None}
@@ -345,14 +381,13 @@ def _finish(run: Run | Path, recipe: Recipe, model: nn.Module, history: list[Epo
     })
 
 
-def format_summary(name: str, rows, total: int) -> Table:
+def format_summary(name: str, rows: Summary, total: int) -> Table:
     """The model summary as a rich table: layer, output shape, parameters, then the total."""
     table = Table(title=f'Model: "{name}"', title_justify="left")
-    table.add_column("Layer (type)")
-    table.add_column("Output Shape")
-    table.add_column("Param #", justify="right")
+    for header in rows.HEADER:
+        table.add_column(header, justify="right" if header == "Param #" else "left")
     for row in rows:
-        table.add_row(f"{row.name} ({row.kind})", str((None, *row.output_shape)), f"{row.params:,}")
+        table.add_row(*row.cells())
     table.caption = f"Total params: {total:,}"
     table.caption_justify = "left"
     return table

@@ -76,6 +76,58 @@ def make_cifar_dataset(folder: Path, n_per_batch: int = 40, seed: int = 0) -> Pa
     return folder
 
 
+# ---------------------------------------------------------------------------------------------------------
+# Shapes drawn as a learner draws them with the mouse (the Teach view, tests/test_transfer.py, bench/transfer.py)
+# ---------------------------------------------------------------------------------------------------------
+SHAPES = ("circle", "cross", "line")
+
+
+def draw_shape(kind: str, rng: np.random.Generator, size: int = 280):
+    """A black ``kind`` (one of SHAPES) on a white ``size``×``size`` canvas, as drawn by hand: a random place,
+    size and angle, a stroke 8–22 pixels wide (per stroke), and a path that wobbles. A PIL image, mode L."""
+    from PIL import Image, ImageDraw
+
+    image = Image.new("L", (size, size), 255)
+    draw = ImageDraw.Draw(image)
+    radius = rng.uniform(0.18, 0.4) * size
+    centre = rng.uniform(radius + 12, size - radius - 12, 2)
+    angle = rng.uniform(0, np.pi)
+
+    def stroke(points: np.ndarray) -> None:
+        along = np.linspace(0, 1, len(points))  # wobble: a smooth random offset along the path, 2–3% of the canvas
+        wobble = np.stack([np.interp(along, np.linspace(0, 1, 5), rng.normal(0, 0.025 * size, 5)) for _ in "xy"], 1)
+        turn = np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+        path = points @ turn.T + centre + wobble
+        width = int(rng.integers(8, 23))
+        draw.line([tuple(point) for point in path], fill=0, width=width, joint="curve")
+        for end in (path[0], path[-1]):  # round pen ends
+            draw.ellipse([*(end - width / 2), *(end + width / 2)], fill=0)
+
+    if kind == "circle":  # an ellipse, closed with a little overlap, started anywhere
+        turn = np.linspace(0, 2 * np.pi * rng.uniform(1.0, 1.12), 60) + rng.uniform(0, 2 * np.pi)
+        stroke(np.stack([np.cos(turn), rng.uniform(0.75, 1.0) * np.sin(turn)], 1) * radius)
+    elif kind == "line":
+        stroke(np.stack([np.linspace(-1, 1, 30), np.zeros(30)], 1) * radius)
+    elif kind == "cross":  # two strokes at roughly a right angle, their crossing off the middle by a little
+        for skew in (0.0, np.pi / 2 + rng.uniform(-0.3, 0.3)):
+            line = np.stack([np.linspace(-1, 1, 30), np.zeros(30)], 1) * radius * rng.uniform(0.8, 1.0)
+            line += rng.uniform(-0.15, 0.15, 2) * radius
+            stroke(line @ np.array([[np.cos(skew), -np.sin(skew)], [np.sin(skew), np.cos(skew)]]).T)
+    else:
+        raise ValueError(f"unknown shape {kind!r}: one of {SHAPES}")
+    return image
+
+
+def make_shape_folder(folder: Path, per_class: int, seed: int, part: str = "") -> Path:
+    """``folder/[part/]CLASS/NNN.png``: ``per_class`` drawings of each of SHAPES, drawn from ``seed``."""
+    rng = np.random.default_rng(seed)
+    for kind in SHAPES:
+        (folder / part / kind).mkdir(parents=True, exist_ok=True)
+        for index in range(per_class):
+            draw_shape(kind, rng).save(folder / part / kind / f"{index:03d}.png")
+    return folder
+
+
 RUN_FILES = {"recipe.json", "model.json", "environment.json", "history.csv", "metrics.json", "weights.safetensors",
              "sample.png", "accuracy.png", "loss.png", "predictions.png"}  # what a finished run folder holds
 

@@ -121,6 +121,7 @@ def test_a_batch_that_does_not_split_over_the_processes_is_refused_in_one_line(c
     (["--batch-size", "15"], "--batch-size 15 does not split over 2 processes"),
     (["--set", "sync_batchnorm=true"], "sync_batchnorm needs CUDA"),
     (["--device", "cuda:1"], "each process takes cuda:LOCAL_RANK"),
+    (["--set", "freeze_epochs=2"], "freeze_epochs=2 cannot run under torchrun"),
 ])
 def test_what_several_processes_cannot_train_is_refused_before_they_meet(rank, args, message, clothes, tmp_path,
                                                                          monkeypatch, capsys):

@@ -109,7 +109,7 @@ def test_offline_with_no_files_says_what_to_do(monkeypatch, only_the_cache):
         data.load_dataset("mnist")
     message = str(caught.value)
     assert "\n" not in message
-    assert "train-images-idx3-ubyte.gz" in message and "--data-dir" in message
+    assert "train-images-idx3-ubyte.gz" in message and "pass data_dir=FOLDER" in message  # Python's terms
     assert str(data.cache_root() / "mnist") in message
 
 

@@ -234,9 +234,9 @@ def test_fused_kernels_are_asked_for_only_where_that_pytorch_has_them():
 
 
 def test_engine_is_checked_and_graph_needs_cuda():
-    with pytest.raises(UsageError, match="--engine 'turbo': choose one of auto, fast, plain, graph"):
+    with pytest.raises(UsageError, match="engine='turbo': choose one of auto, fast, plain, graph"):
         with_overrides(get_recipe("mnist-mlp"), {"engine": "turbo"})
-    with pytest.raises(UsageError, match="CUDA graphs need --device cuda"):
+    with pytest.raises(UsageError, match="CUDA graphs need device cuda"):
         with_overrides(get_recipe("mnist-mlp"), {"engine": "graph", "device": "cpu"})
     with pytest.raises(CnnlabError, match="needs a CUDA device"):  # device 'auto' on a machine without one
         engines.cuda_graphed(lambda batch: None, 8, CPU, torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1))
@@ -394,5 +394,5 @@ def test_fp16_trains_on_cuda_with_the_fast_engine(optimizer):
 
 
 def test_fp16_is_refused_with_cuda_graphs():
-    with pytest.raises(UsageError, match="CUDA graphs cannot replay fp16's loss scaling: use --set autocast=bf16"):
+    with pytest.raises(UsageError, match="CUDA graphs cannot replay fp16's loss scaling: use autocast=bf16"):
         with_overrides(get_recipe("fashion-fast"), {"engine": "graph", "device": "cuda", "autocast": "fp16"})

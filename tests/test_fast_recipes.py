@@ -18,7 +18,7 @@ from cnnlab.recipes import RECIPES, with_overrides
 from cnnlab.schedule import lr_factor
 
 TUTORIAL = {"mnist-mlp", "mnist-cnn", "fashion-cnn", "cifar10-cnn"}
-FAST = sorted(set(RECIPES) - TUTORIAL)
+FAST = sorted(set(RECIPES) - TUTORIAL - {"teach"})  # teach: a few images of your own (tests/test_transfer.py)
 
 
 def fake_training_set(recipe, fake_mnist, fake_cifar):

@@ -174,6 +174,9 @@ def test_tampered_run_folder_is_refused(name, run_copy, digits, capsys):
 def test_unfinished_run_says_how_to_finish(run_copy, capsys):
     (run_copy / "weights.safetensors").unlink()
     assert f"cnnlab train --resume {run_copy}" in one_line_error(capsys, 1, ["evaluate", str(run_copy)])
+    with pytest.raises(CnnlabError) as caught:  # from Python (a notebook): the call, not the command
+        cnnlab.evaluate_run(run_copy)
+    assert f"continue it with cnnlab.resume_run({str(run_copy)!r})" in str(caught.value)
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -67,10 +67,11 @@ LAYERS = (
     ("apps", {"cli", "serve", "studio"}),
     ("workflow", {"train"}),
     ("analysis", {"compare", "evaluation", "explain", "export", "inside", "prediction", "report"}),
-    ("runs", {"runs", "checkpoint"}),
+    ("runs", {"runs", "checkpoint", "transfer"}),
     ("training", {"loop", "engines", "distributed", "inference"}),
-    ("model/data", {"models", "data", "images", "recipes", "augment", "history", "schedule", "plots", "display"}),
-    ("base", {"errors", "files", "threads", "device", "__init__"}),
+    ("model/data", {"models", "data", "images", "recipes", "augment", "history", "schedule", "plots", "display",
+                    "course"}),
+    ("base", {"errors", "files", "threads", "device", "notebook", "__init__"}),
 )
 
 
@@ -125,6 +126,10 @@ HEAVY = {"torch", "matplotlib", "onnx", "numpy", "PIL"}
 
 def test_importing_the_cli_loads_no_heavy_library():
     assert modules_after("import cnnlab.cli") & HEAVY == set()
+
+
+def test_importing_cnnlab_outside_ipython_sets_up_nothing_for_it():  # cnnlab.notebook: only inside IPython
+    assert modules_after("import cnnlab") & {"IPython", "rich", *HEAVY} == set()
 
 
 def test_commands_that_read_files_load_no_heavy_library(digit_run):

@@ -149,6 +149,7 @@ def test_run_and_evaluation_render_metrics_curves_and_per_class_table(digit_run,
     html = evaluation._repr_html_()
     assert f"test accuracy {evaluation.accuracy:.4f}" in html and "<th>precision</th>" in html
     assert html.count("<tr>") == 1 + 10 and "data:image/png;base64," in html  # header + one row per class
+    assert evaluation.mistakes and 'alt="the worst mistakes"' in html  # the gallery too, inline
 
 
 def test_plot_helpers_return_figures_and_still_write_files(tmp_path):
@@ -170,3 +171,13 @@ def test_cnnlab_predict_stays_the_function_once_its_module_is_loaded():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"}).stdout
     assert out.split() == ["True", "predict", "cnnlab.prediction"]  # the function, beside its module
+
+
+def test_analyse_takes_a_network_still_in_memory_with_its_recipe():  # a lab's model, before any run folder
+    from cnnlab.evaluation import analyse
+
+    torch.manual_seed(0)
+    model, recipe, test = cnnlab.create_model("mlp", (1, 28, 28), 10), cnnlab.get_recipe("mnist-mlp"), grey_digits(20)
+    evaluation = analyse(model, test, "cpu", recipe)
+    assert evaluation.accuracy == cnnlab.evaluate(model, test, recipe, "cpu")["accuracy"] and evaluation.test is test
+    assert sum(score.support for score in evaluation.scores) == 20

@@ -103,7 +103,7 @@ def test_no_model_uses_a_layer_that_deterministic_cuda_refuses():
 
 
 @pytest.mark.parametrize("shape, message", [
-    ((28, 28), r"^in_shape \(28, 28\): expected \(channels, height, width\), e\.g\. \(1, 28, 28\)$"),
+    ((28, 28), r"^in_shape \(28, 28\): input_shape is \(channels, height, width\) in cnnlab: pass \(1, 28, 28\)$"),
     ((1, 28.0, 28), r"^in_shape \(1, 28\.0, 28\): expected \(channels, height, width\)"),
     ((3, 28, 28), r"^model expects 1×28×28 images, the data has 3×28×28"),
 ])

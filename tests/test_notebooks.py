@@ -73,6 +73,33 @@ def kernel_path(tmp_path_factory) -> Path:
     return folder
 
 
+# The course's figure each training lab's comparison must show (LABS.md), and lab 4's exercise done as intended:
+# the exercise's model cell with the intended change, trained again, then its check cell, run at the end.
+COURSE_FIGURE = {"02-mnist-mlp": "0.9224", "03-mnist-cnn": "0.9433", "04-fashion-cnn": "0.9191",
+                 "05-cifar10": "0.6804 (epoch 9)"}
+LEARNER_DOES_LAB_4 = ('exercise_model = cnnlab.create_model("cnn-dropout"',
+                      'exercise_model = cnnlab.create_model("cnn"')
+
+
+def kernel_client(notebook, kernel_path: Path, work: Path, monkeypatch, **options) -> nbclient.NotebookClient:
+    """A client for ``notebook`` on the tests' kernel, in ``work``, importing this checkout's cnnlab."""
+    monkeypatch.setenv("JUPYTER_PATH", str(kernel_path))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, (str(REPO), os.environ.get("PYTHONPATH")))))
+    return nbclient.NotebookClient(notebook, kernel_name=KERNEL, timeout=600,
+                                   resources={"metadata": {"path": str(work)}}, **options)
+
+
+def texts(output) -> list[str]:
+    """Every form of an output a person or a program reads: stream text, HTML, plain text, an error's lines."""
+    data = output.get("data", {})
+    return [text for text in (output.get("text"), data.get("text/html"), data.get("text/plain"),
+                              "".join(output.get("traceback", []))) if text]
+
+
+def shown(cell, mime: str = "text/html") -> str:
+    return "".join(output.get("text") or output.get("data", {}).get(mime, "") for output in cell.outputs)
+
+
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda path: path.stem)
 def test_notebook_runs(path, tmp_path, kernel_path, monkeypatch):
     data_dir = DATA[path.stem]
@@ -87,25 +114,53 @@ def test_notebook_runs(path, tmp_path, kernel_path, monkeypatch):
     injected = nbformat.v4.new_code_cell(f"EPOCHS = 1\nDATA_DIR = {str(data_dir)!r}",
                                          metadata={"tags": ["injected-parameters"]})
     notebook.cells.insert(at + 1, injected)  # after the defaults, as papermill does
-    monkeypatch.setenv("JUPYTER_PATH", str(kernel_path))
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, (str(REPO), os.environ.get("PYTHONPATH")))))
+    checks = [cell for cell in notebook.cells if "check_exercise(" in cell.source]
+    if path.stem == "04-fashion-cnn":  # the learner does the exercise: its cells again, with the intended change
+        exercise = [cell for cell in notebook.cells if "exercise_model" in cell.source and cell not in checks]
+        notebook.cells += [nbformat.v4.new_code_cell(cell.source.replace(*LEARNER_DOES_LAB_4)) for cell in exercise]
+        notebook.cells.append(nbformat.v4.new_code_cell(checks[-1].source))
+        assert LEARNER_DOES_LAB_4[1] in notebook.cells[-len(exercise) - 1].source
     work = tmp_path / "work"  # the kernel's working folder: the runs and images the notebook writes go here
     work.mkdir()
-    client = nbclient.NotebookClient(notebook, kernel_name=KERNEL, timeout=600,
-                                     resources={"metadata": {"path": str(work)}})
-    client.execute()  # raises CellExecutionError, naming the cell, on any error
+    kernel_client(notebook, kernel_path, work, monkeypatch).execute()  # raises CellExecutionError on any error
 
     outputs = [output for cell in notebook.cells if cell.cell_type == "code" for output in cell.outputs]
-    # what a notebook displays of each output: the text, else its HTML, else plain text
-    shown = [output.get("text") or output.get("data", {}).get("text/html")
-             or output.get("data", {}).get("text/plain", "") for output in outputs]
-    assert not [text for text in shown if "\x1b[" in text]  # rich drew for Jupyter, not a terminal's escape codes
+    assert not [text for output in outputs for text in texts(output) if "\x1b[" in text], "no ANSI codes"
     assert not [output for output in outputs if output.get("name") == "stderr"], "nothing written to stderr"
-    if path.stem != "01-images":
-        fit_cell = next(cell for cell in notebook.cells if "cnnlab.fit(" in cell.source)
-        shown = "".join(output.get("data", {}).get("text/html", "") for output in fit_cell.outputs)
-        assert "val_accuracy" in shown and "data:image/png;base64," in shown  # the history: table and curves
-        summary = next(cell for cell in notebook.cells if "cnnlab.summarize(" in cell.source)
-        assert "Total params" in summary.outputs[-1]["data"]["text/html"]
-        predictions = next(cell for cell in notebook.cells if "plots.plot_predictions(" in cell.source)
-        assert "image/png" in predictions.outputs[-1]["data"]  # the figure a plot helper returns, inline
+    assert not [output for output in outputs if output.output_type in ("display_data", "execute_result")
+                and not any(text.strip() for text in texts(output))], "no empty output blocks"
+    assert not [output for output in outputs if "application/vnd.jupyter.widget-view+json" in output.get("data", {})]
+    for check in checks:  # as stored, no exercise is done yet: each check says so, as a sentence
+        assert shown(check, "text/plain").startswith("✗ Not yet: ")
+    if path.stem == "01-images":
+        return
+    fit_cell = next(cell for cell in notebook.cells if "history = cnnlab.fit(" in cell.source)
+    assert "Epoch 1/1 - " in shown(fit_cell) and " - val_accuracy: " in shown(fit_cell)  # Keras's lines, as text
+    assert all(output.output_type == "stream" for output in fit_cell.outputs)  # the curves are drawn once, below
+    curves = [cell for cell in notebook.cells if "plots.plot_curves(history" in cell.source]
+    assert [len(cell.outputs) for cell in curves] == [1, 1] and all("image/png" in c.outputs[0].data for c in curves)
+    summary = next(cell for cell in notebook.cells if "cnnlab.summarize(" in cell.source)
+    assert "Total params" in summary.outputs[-1]["data"]["text/html"]
+    predictions = next(cell for cell in notebook.cells if "plots.plot_predictions(" in cell.source)
+    assert "image/png" in predictions.outputs[-1]["data"]  # the figure a plot helper returns, inline
+    course = next(cell for cell in notebook.cells if "cnnlab.compare_with_course(" in cell.source)
+    assert "the course</th><th>this run" in shown(course) and COURSE_FIGURE[path.stem] in shown(course)
+    analysis = next(cell for cell in notebook.cells if "cnnlab.analyse(" in cell.source)
+    assert "<th>precision</th>" in shown(analysis) and 'alt="the worst mistakes"' in shown(analysis)
+    if path.stem == "04-fashion-cnn":  # the check passes on the intended change
+        assert shown(notebook.cells[-1], "text/plain").startswith("✓ Done: at epoch 1, train accuracy minus")
+
+
+def test_a_cnnlab_error_in_a_notebook_is_its_one_line_with_python_advice(tmp_path, kernel_path, monkeypatch):
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(source) for source in (
+        "import cnnlab\nfrom cnnlab import data\n"
+        "data.search_dirs = lambda spec, data_dir=None: []  # as if no folder held MNIST",
+        'cnnlab.load_dataset("mnist", download=False)',
+        "1 / 0")])
+    kernel_client(notebook, kernel_path, tmp_path, monkeypatch, allow_errors=True).execute()
+    [error] = notebook.cells[1].outputs
+    assert error.output_type == "error" and error.ename == "CnnlabError"
+    assert error.traceback == [f"CnnlabError: {error.evalue}"]  # one line, no frames
+    assert "pass data_dir=FOLDER" in error.evalue and "--data-dir" not in error.evalue  # Python's terms
+    [other] = notebook.cells[2].outputs
+    assert other.ename == "ZeroDivisionError" and len(other.traceback) > 1  # any other error: IPython's own
