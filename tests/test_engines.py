@@ -1,6 +1,7 @@
 """The fast engines compute what the plain one computes: the fused block, its gradients, a few steps of training."""
 from __future__ import annotations
 
+import contextlib
 import math
 import re
 from dataclasses import replace
@@ -268,6 +269,28 @@ def test_a_pytorch_that_cannot_register_generators_with_a_graph_runs_augmented_r
     assert "cannot give a CUDA graph fresh random flips and shifts, so the fast engine runs" in \
         engines.engine_note(cuda, augmented)
     assert engines.pick_engine(cuda, get_recipe("fashion-cnn")) == "graph"  # nothing to draw
+
+
+@pytest.mark.parametrize("name", sorted(OPTIMIZERS))
+def test_every_optimiser_steps_alike_with_its_rate_lent_as_a_tensor(name):
+    """What a graphed step does to the optimiser (cnnlab.engines.LearningRates), on the CPU: each optimiser, with
+    the fast engine's options, takes a tensor rate and moves the weights as the float rate does, to the last digit."""
+    moved = []
+    for lend in (False, True):
+        torch.manual_seed(0)
+        model = create_model("mlp", (1, 28, 28), 10)
+        optimizer = make_optimizer(replace(get_recipe("fashion-cnn"), optimizer=name, lr=None, engine="fast"), model)
+        rates = engines.LearningRates(optimizer, CPU)
+        for _ in range(3):
+            for group in optimizer.param_groups:
+                group["lr"] *= 0.9  # a schedule's next rate
+            model(torch.rand(4, 1, 28, 28)).sum().backward()
+            rates.fill()
+            with rates.swapped_in() if lend else contextlib.nullcontext():
+                optimizer.step()
+            optimizer.zero_grad()
+        moved.append(torch.cat([parameter.detach().flatten() for parameter in model.parameters()]))
+    assert torch.equal(*moved)
 
 
 def graph_logic_recipe(**changes):
