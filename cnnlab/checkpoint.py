@@ -68,7 +68,7 @@ def save_checkpoint(path: Path, state: TrainState, device: torch.device, data: s
     meta = {"history": [asdict(row) for row in state.history], "param_groups": optimizer["param_groups"],
             "device": device.type, "world_size": len(generators), "data": data,
             "scheduler_steps": state.scheduler.last_epoch, "scaler": state.scaler.state_dict(),
-            "average_updates": state.average.updates if state.average is not None else 0}
+            "average_updates": int(state.average.updates.item()) if state.average is not None else 0}
     payload = save({key: value.detach().cpu().contiguous() for key, value in tensors.items()},
                    metadata={"format": FORMAT, "state": json.dumps(meta)})
     atomic_write(path, payload)

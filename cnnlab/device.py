@@ -117,10 +117,13 @@ def precision_note(device: torch.device, autocast: str) -> str | None:
 AUTOCASTS = {"auto": None, "off": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-def autocast(device: torch.device, precision: str) -> torch.autocast:
-    """The forward pass's mixed precision (a recipe's ``autocast``: off, bf16, fp16 or auto); a no-op when off."""
+def autocast(device: torch.device, precision: str, graphed: bool = False) -> torch.autocast:
+    """The forward pass's mixed precision (a recipe's ``autocast``: off, bf16, fp16 or auto); a no-op when off.
+
+    ``graphed``: for a step that a CUDA graph captures, which must not keep autocast's cache of cast weights
+    (PyTorch's CUDA graph notes: the cache would hold tensors from the capture, not the replayed step's)."""
     dtype = AUTOCASTS[pick_autocast(device, precision)]
     if dtype is torch.float16 and device.type != "cuda":
         raise CnnlabError(f"{hint(cli='--set autocast=fp16', python='autocast fp16')} needs a CUDA device, "
                           f"not {device}; use bf16 or off")
-    return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
+    return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None, cache_enabled=not graphed)

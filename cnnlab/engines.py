@@ -201,7 +201,20 @@ def pick_engine(device: torch.device, recipe: Recipe, processes: int = 1) -> str
     (4× the fast engine on lab 4, issue #18), the fast engine elsewhere."""
     if recipe.engine != "auto":
         return recipe.engine
-    return "graph" if device.type == "cuda" and processes == 1 and not graph_blocker(recipe) else "fast"
+    return "graph" if device.type == "cuda" and not why_not_graphed(recipe, processes) else "fast"
+
+
+def why_not_graphed(recipe: Recipe, processes: int = 1) -> str | None:
+    """Why CUDA graphs cannot serve this run, or None: a recipe whose step they cannot replay; a run in several
+    processes, whose gradients DDP averages with calls that a graph of one process's step cannot hold; or a
+    PyTorch without ``CUDAGraph.register_generator_state``, whose replays would repeat one batch's flips and shifts."""
+    if what := graph_blocker(recipe):
+        return f"CUDA graphs cannot replay this recipe's {what} yet"
+    if processes > 1:
+        return f"CUDA graphs replay one process's step, not DDP's across {processes} processes"
+    if (recipe.flip or recipe.translate) and not hasattr(torch.cuda.CUDAGraph, "register_generator_state"):
+        return f"PyTorch {torch.__version__} cannot give a CUDA graph fresh random flips and shifts"
+    return None
 
 
 def for_device(recipe: Recipe, device: torch.device, processes: int = 1) -> Recipe:
@@ -210,10 +223,11 @@ def for_device(recipe: Recipe, device: torch.device, processes: int = 1) -> Reci
                    engine=pick_engine(device, recipe, processes))
 
 
-def engine_note(device: torch.device, recipe: Recipe) -> str | None:
-    """A line for the user when CUDA graphs would be faster on ``device`` but cannot replay this recipe's step."""
-    if device.type == "cuda" and recipe.engine == "fast" and (what := graph_blocker(recipe)):
-        return f"CUDA graphs cannot replay this recipe's {what} yet, so the fast engine runs"
+def engine_note(device: torch.device, recipe: Recipe, processes: int = 1) -> str | None:
+    """A line for the user when CUDA graphs would be faster on ``device`` but cannot serve this run (a recipe
+    resolved by ``for_device``)."""
+    if device.type == "cuda" and recipe.engine == "fast" and (why := why_not_graphed(recipe, processes)):
+        return f"{why}, so the fast engine runs"
     return None
 
 
@@ -258,26 +272,68 @@ def keep_freed_memory() -> None:
 # ---------------------------------------------------------------------------------------------------------
 # The training step as a CUDA graph
 # ---------------------------------------------------------------------------------------------------------
+class LearningRates:
+    """Each parameter group's learning rate also held in a one-element tensor on the device, so that a replayed
+    graph reads the rate of its step rather than the one it was captured with.
+
+    The schedule moves on as ever (cnnlab.schedule's LambdaLR writes each group's rate as a float, which the
+    checkpoint keeps); ``fill`` copies those floats in before a step, and ``swapped_in`` lends the tensors to
+    the optimiser for the step, whose fused and capturable kernels take a tensor rate (torch 2.4 on). The CPU
+    kernels read a tensor rate back as a double, so there it is float64 and the step is the float one to the last
+    digit; CUDA's fused kernels read float32.
+    """
+
+    def __init__(self, optimizer: torch.optim.Optimizer, device: torch.device):
+        self.groups = optimizer.param_groups
+        dtype = torch.float64 if device.type == "cpu" else torch.float32
+        self.tensors = [torch.zeros((), dtype=dtype, device=device) for _ in self.groups]
+
+    def fill(self) -> None:
+        for group, rate in zip(self.groups, self.tensors):
+            rate.fill_(float(group["lr"]))
+
+    @contextlib.contextmanager
+    def swapped_in(self) -> Iterator[None]:
+        floats = [group["lr"] for group in self.groups]
+        for group, rate in zip(self.groups, self.tensors):
+            group["lr"] = rate
+        try:
+            yield
+        finally:  # the floats back, for the schedule and the checkpoint
+            for group, rate in zip(self.groups, floats):
+                group["lr"] = rate
+
+
 def cuda_graphed(step: Callable[[torch.Tensor], None], batch_size: int, device: torch.device,
-                 warmup: int = 3) -> Callable[[torch.Tensor], None]:
+                 optimizer: torch.optim.Optimizer, generators: tuple[torch.Generator, ...] = (),
+                 warmup: int = 3, capture: bool = True) -> Callable[[torch.Tensor], None]:
     """``step(batch)`` for a whole batch of indices, captured once and then replayed as one CUDA graph.
 
     ``step`` must work on tensors that stay in place (resident data, parameters, the optimiser's state,
-    the epoch's sums) and must not read anything back to the host. The first ``warmup`` full batches
-    run as they are, on a side stream, so that lazily made state exists before the capture; a batch of
-    another size (the epoch's short last batch) always runs as it is.
+    the weight average, the epoch's sums) and must not read anything back to the host; what changes from step
+    to step lives in tensors it reads: the learning rate (``LearningRates``, filled before every step) and the
+    random draws of ``generators``, registered with the graph so that each replay draws afresh. The first
+    ``warmup`` full batches run as they are, on a side stream, so that lazily made state exists before the
+    capture; a batch of another size (the epoch's short last batch) always runs as it is.
+
+    ``capture=False`` runs, for every later full batch, the very code the capture would record, uncaptured, on
+    any device: how the tests check the graph path's logic on a CPU against the fast engine.
     """
     from .errors import CnnlabError, hint
 
-    if device.type != "cuda":
+    if capture and device.type != "cuda":
         raise CnnlabError(f"engine 'graph' needs a CUDA device, not {device}; use "
                           f"{hint(cli='--set engine=fast', python='engine=fast in the recipe')}")
     graph: torch.cuda.CUDAGraph | None = None
     static_batch = torch.empty(batch_size, dtype=torch.long, device=device)
-    side = torch.cuda.Stream(device)
+    side = torch.cuda.Stream(device) if capture else None
+    rates = LearningRates(optimizer, device)
     eager_runs = 0
 
     def run_eagerly(batch: torch.Tensor) -> None:
+        if side is None:
+            step(batch)
+            return
         side.wait_stream(torch.cuda.current_stream(device))
         with torch.cuda.stream(side), warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*capturable=True.*")  # it is, for the graph's sake
@@ -291,9 +347,19 @@ def cuda_graphed(step: Callable[[torch.Tensor], None], batch_size: int, device: 
             eager_runs += 1
             return
         static_batch.copy_(batch)
+        rates.fill()  # this step's rate, as the schedule set it
+        if not capture:
+            with rates.swapped_in():
+                step(static_batch)
+            return
         if graph is None:
             graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph):  # records the step on static_batch without running it
+            for generator in generators:  # each replay then moves the generator on, as an eager step would
+                if not hasattr(graph, "register_generator_state"):
+                    raise CnnlabError(f"PyTorch {torch.__version__} cannot give a CUDA graph fresh random flips and "
+                                      "shifts: use --set engine=fast (or auto)")
+                graph.register_generator_state(generator)
+            with rates.swapped_in(), torch.cuda.graph(graph):  # records the step on static_batch without running it
                 step(static_batch)
         graph.replay()
     return run

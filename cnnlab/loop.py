@@ -279,20 +279,23 @@ def fit(model: nn.Module, train: Data, val: Data | None, recipe: Recipe | str,
         shard, share = distributed.shard(batch)  # this process's images of the batch (all of them in one process)
         images = augment(train_images[shard], recipe.flip, recipe.translate, state.augment)  # as-is when off
         labels = train_labels[shard]
-        with autocast(device, recipe.autocast):
+        with autocast(device, recipe.autocast, graphed=recipe.engine == "graph"):
             logits = forward(to_input(images, state.normalization))
         loss = loss_fn(logits, labels, recipe)
         state.optimizer.zero_grad(set_to_none=True)
         state.scaler.scale(loss * share).backward()  # DDP averages the processes' gradients: the whole batch's mean
         state.scaler.step(state.optimizer)  # skipped, and the scale lowered, if fp16 overflowed
         state.scaler.update()
-        state.scheduler.step()
         if state.average is not None:
-            state.average.update(model)
+            state.average.update(model)  # on the device, with the decay of this step
         loss_sum.add_(loss.detach() * len(shard))  # Keras's running mean weighs each batch by its size
         correct.add_((logits.argmax(dim=1) == labels).sum())
 
-    step_fn = engines.cuda_graphed(train_step, batch_size, device) if recipe.engine == "graph" else train_step
+    # One step for every engine; the graph engine replays it, reading the learning rate and the random draws from
+    # device tensors that move on between replays.
+    drawing = (state.augment,) if recipe.flip or recipe.translate else ()
+    step_fn = (engines.cuda_graphed(train_step, batch_size, device, state.optimizer, drawing)
+               if recipe.engine == "graph" else train_step)
     warning = stall_warning(state.history, recipe, len(train.classes))  # printed once: at the first stalled epoch
     with _progress(verbose) as progress, engines.settings(device, recipe.engine), \
             threads.FairShare(device.type, on_change=_giving_way(progress.console, verbose)) as share:
@@ -306,6 +309,7 @@ def fit(model: nn.Module, train: Data, val: Data | None, recipe: Recipe | str,
             correct.zero_()
             for step in range(steps):
                 step_fn(order[bounds[step]:bounds[step + 1]])
+                state.scheduler.step()  # the next step's rate, on the host: outside any captured step
                 share.tick()  # fewer threads while other programs use the CPUs (a look once a second)
                 if (step + 1) % check_every == 0 or step + 1 == steps:
                     _stop_if_diverged(loss_sum.item(), epoch, step + 1, steps, check_every)
@@ -407,21 +411,31 @@ def _stop_if_diverged(loss: float, epoch: int, step: int = 0, steps: int = 0, ev
 
 
 def stall_warning(history: list[EpochResult], recipe: Recipe, classes: int) -> str | None:
-    """What to say about the first epoch of ``history`` that ended at chance accuracy with the loss at the
-    clipped cross-entropy's ceiling, or None: the weights have blown up, yet Keras's clipping keeps the loss
-    finite, so ``_stop_if_diverged`` never fires and the run would end as if nothing happened."""
-    if not recipe.loss_clip:  # unclipped, such a loss turns infinite and stops training instead
-        return None
-    ceiling = -math.log(recipe.loss_clip)  # the most one image can cost: -log(ε), 16.12 for Keras's 1e-7
+    """What to say about the first epoch of ``history`` where training has visibly broken down, or None.
+
+    Two shapes: an epoch that ended at chance accuracy with the loss at the clipped cross-entropy's ceiling (the
+    weights have blown up, yet Keras's clipping keeps the loss finite, so ``_stop_if_diverged`` never fires); and,
+    clipped or not, validation accuracy fallen back to chance after an earlier epoch had clearly learned (airbench's
+    rate on a small data set: mnist-fast on 7,196 digits, issue #18), where label smoothing keeps the loss finite
+    and modest. Either way the run would end as if nothing happened."""
+    at_chance = 1.5 / classes  # up to half again what guessing scores
+    learned = None  # the first epoch that clearly learned: twice that, on validation
     for result in history:
-        # A blown-up network is sure of one class and wrong on every other image, each at the ceiling; half of
-        # that allows for the epoch's first steps, taken before the weights blew up. A network that is merely
-        # untrained sits at log(classes), 2.3 for ten, far below.
-        at_chance = result.accuracy <= 1.5 / classes
-        if at_chance and result.loss >= 0.5 * (1 - result.accuracy) * ceiling:
-            return (f"epoch {result.epoch} ended at chance accuracy ({result.accuracy:.4f}, {classes} classes) with "
-                    f"the loss at its clipping ceiling ({result.loss:.2f} of {ceiling:.2f}): the learning rate "
-                    f"--lr {recipe.resolved().lr:g} is likely far too large")
+        if recipe.loss_clip:
+            ceiling = -math.log(recipe.loss_clip)  # the most one image can cost: -log(ε), 16.12 for Keras's 1e-7
+            # A blown-up network is sure of one class and wrong on every other image, each at the ceiling; half of
+            # that allows for the epoch's first steps, taken before the weights blew up. A network that is merely
+            # untrained sits at log(classes), 2.3 for ten, far below.
+            if result.accuracy <= at_chance and result.loss >= 0.5 * (1 - result.accuracy) * ceiling:
+                return (f"epoch {result.epoch} ended at chance accuracy ({result.accuracy:.4f}, {classes} classes) "
+                        f"with the loss at its clipping ceiling ({result.loss:.2f} of {ceiling:.2f}): the learning "
+                        f"rate --lr {recipe.resolved().lr:g} is likely far too large")
+        if learned is not None and result.val_accuracy <= at_chance:
+            return (f"epoch {result.epoch} fell back to chance validation accuracy ({result.val_accuracy:.4f}, "
+                    f"{classes} classes) after epoch {learned.epoch} reached {learned.val_accuracy:.4f}: the "
+                    f"learning rate --lr {recipe.resolved().lr:g} is likely too large for this data")
+        if learned is None and result.val_accuracy >= 2 * at_chance:
+            learned = result
     return None
 
 

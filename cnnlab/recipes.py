@@ -194,12 +194,11 @@ def validate(recipe: Recipe) -> Recipe:
 
 def graph_blocker(recipe: Recipe) -> str | None:
     """What in this recipe a CUDA graph cannot replay (cnnlab.engines), or None when it can replay the step."""
-    # fp16's loss scaling decides on the host each step; a captured step replays the learning rate, the
-    # weight-average decay and the random draws it was captured with.
-    blockers = [what for what, present in (
-        ("fp16's loss scaling", recipe.autocast == "fp16"), ("a schedule", recipe.schedule != "constant"),
-        ("ema", bool(recipe.ema)), ("flip", recipe.flip), ("translate", bool(recipe.translate)),
-        ("freeze_epochs", bool(recipe.freeze_epochs))) if present]  # freezing changes which weights a step moves
+    # fp16's loss scaling decides on the host each step whether to skip it; freezing changes which weights a step
+    # moves. The learning rate, the weight average's decay and the augmentation's random draws live in device
+    # tensors that each replay reads (cnnlab.engines).
+    blockers = [what for what, present in (("fp16's loss scaling", recipe.autocast == "fp16"),
+                                           ("freeze_epochs", bool(recipe.freeze_epochs))) if present]
     return ", ".join(blockers) or None
 
 

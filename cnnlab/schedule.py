@@ -51,27 +51,35 @@ class WeightAverage:
     """An exponential moving average of a model's weights and buffers, updated after each optimiser step.
 
     The decay ramps up as ``(1 + t) / (10 + t)`` over the first updates, so the random initial weights are
-    soon forgotten (TensorFlow's ``num_updates``); ``model`` is the averaged copy to evaluate.
+    soon forgotten (TensorFlow's ``num_updates``); ``model`` is the averaged copy to evaluate. The count ``t``
+    and the decay live on the model's device, so an update reads nothing back and a CUDA graph replays it with
+    the decay of its step; in float64 (float32 on Apple's GPU, which has no float64) they are the Python floats
+    this average once used, to the last digit.
     """
 
     def __init__(self, model: nn.Module, decay: float):
         self.model = copy.deepcopy(model).eval().requires_grad_(False)
         self.decay = decay  # per optimiser step
-        self.updates = 0
+        device = next(self.model.parameters()).device
+        dtype = torch.float32 if device.type == "mps" else torch.float64
+        self.updates = torch.zeros((), dtype=dtype, device=device)  # t, counted on the device
 
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
-        decay = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        weight = 1 - ((1 + self.updates) / (10 + self.updates)).clamp(max=self.decay)  # 1 - min(decay, ramp)
+        weights: dict[torch.dtype, torch.Tensor] = {}  # the weight in each floating dtype, cast once an update
         for average, current in zip(self.model.state_dict().values(), model.state_dict().values()):
             if average.is_floating_point():
-                average.lerp_(current, 1 - decay)
+                if average.dtype not in weights:
+                    weights[average.dtype] = weight.to(average.dtype)
+                average.lerp_(current, weights[average.dtype])
             else:
                 average.copy_(current)  # counters such as BatchNorm's num_batches_tracked
-        self.updates += 1
+        self.updates.add_(1)
 
     def state_dict(self) -> dict:
-        return {"model": self.model.state_dict(), "updates": self.updates}
+        return {"model": self.model.state_dict(), "updates": int(self.updates.item())}
 
     def load_state_dict(self, state: dict) -> None:
         self.model.load_state_dict(state["model"])
-        self.updates = int(state["updates"])
+        self.updates.fill_(int(state["updates"]))

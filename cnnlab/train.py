@@ -234,7 +234,8 @@ def _load_data(recipe: Recipe, data_dir: str | os.PathLike | None, folder: Image
     console.print(f"{recipe.name}: {folder.root if folder else recipe.dataset} — {len(train):,} train / "
                   f"{len(val):,} validation / {f'{len(test):,}' if test is not None else 'no'} test images, "
                   f"on {device}{f' ({recipe.autocast} autocast)' if recipe.autocast != 'off' else ''}")
-    for note in (precision_note(device, recipe.autocast), engines.engine_note(device, recipe)):
+    notes = (precision_note(device, recipe.autocast), engines.engine_note(device, recipe, distributed.world_size()))
+    for note in notes:
         if note:
             console.print(f"note: {note}")
     return train, val, test

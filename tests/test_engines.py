@@ -1,6 +1,7 @@
 """The fast engines compute what the plain one computes: the fused block, its gradients, a few steps of training."""
 from __future__ import annotations
 
+import contextlib
 import math
 import re
 from dataclasses import replace
@@ -15,7 +16,7 @@ from cnnlab.errors import CnnlabError, UsageError
 from cnnlab.inference import evaluate
 from cnnlab.loop import OPTIMIZERS, fit, make_optimizer, place
 from cnnlab.models import create_model
-from cnnlab.recipes import get_recipe, with_overrides
+from cnnlab.recipes import RECIPES, get_recipe, with_overrides
 
 CPU = torch.device("cpu")
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -239,22 +240,103 @@ def test_engine_is_checked_and_graph_needs_cuda():
     with pytest.raises(UsageError, match="CUDA graphs need device cuda"):
         with_overrides(get_recipe("mnist-mlp"), {"engine": "graph", "device": "cpu"})
     with pytest.raises(CnnlabError, match="needs a CUDA device"):  # device 'auto' on a machine without one
-        engines.cuda_graphed(lambda batch: None, 8, CPU)
+        engines.cuda_graphed(lambda batch: None, 8, CPU, torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1))
 
 
-def test_engine_auto_picks_cuda_graphs_where_they_can_replay_the_step():
+def test_engine_auto_picks_cuda_graphs_for_every_shipped_recipe_on_one_cuda_device():
     cuda = torch.device("cuda")  # only named: nothing runs on it
+    for recipe in RECIPES.values():  # schedules, EMA, flips and shifts included (issue #18)
+        assert recipe.engine == "auto" and engines.pick_engine(cuda, recipe) == "graph", recipe.name
+        assert engines.engine_note(cuda, engines.for_device(recipe, cuda)) is None
+        assert engines.pick_engine(CPU, recipe) == "fast"
+        assert engines.engine_note(CPU, engines.for_device(recipe, CPU)) is None
     lab = get_recipe("fashion-cnn")
-    assert lab.engine == "auto" and engines.pick_engine(cuda, lab) == "graph"
-    assert engines.pick_engine(CPU, lab) == "fast" and engines.pick_engine(cuda, lab, processes=2) == "fast"
     assert engines.pick_engine(cuda, replace(lab, engine="plain")) == "plain"
-    scheduled = get_recipe("fashion-fast")
-    assert engines.pick_engine(cuda, scheduled) == "fast"
-    resolved = engines.for_device(scheduled, cuda)
-    assert resolved.engine == "fast" and "schedule" in engines.engine_note(cuda, resolved)
-    assert engines.engine_note(CPU, engines.for_device(scheduled, CPU)) is None
+    under_torchrun = engines.for_device(get_recipe("fashion-fast"), cuda, processes=2)
+    assert under_torchrun.engine == "fast"
+    assert "not DDP's across 2 processes, so the fast engine runs" in engines.engine_note(cuda, under_torchrun, 2)
+    fp16 = engines.for_device(replace(lab, autocast="fp16"), cuda)
+    assert fp16.engine == "fast" and "fp16's loss scaling" in engines.engine_note(cuda, fp16)
     with pytest.raises(UsageError, match="fp16's loss scaling"):
         with_overrides(lab, {"engine": "graph", "autocast": "fp16"})
+
+
+def test_a_pytorch_that_cannot_register_generators_with_a_graph_runs_augmented_recipes_fast(monkeypatch):
+    cuda = torch.device("cuda")  # only named
+    monkeypatch.setattr(torch.cuda, "CUDAGraph", type("GraphWithoutGenerators", (), {}))
+    augmented = engines.for_device(get_recipe("fashion-fast"), cuda)
+    assert augmented.engine == "fast"
+    assert "cannot give a CUDA graph fresh random flips and shifts, so the fast engine runs" in \
+        engines.engine_note(cuda, augmented)
+    assert engines.pick_engine(cuda, get_recipe("fashion-cnn")) == "graph"  # nothing to draw
+
+
+@pytest.mark.parametrize("name", sorted(OPTIMIZERS))
+def test_every_optimiser_steps_alike_with_its_rate_lent_as_a_tensor(name):
+    """What a graphed step does to the optimiser (cnnlab.engines.LearningRates), on the CPU: each optimiser, with
+    the fast engine's options, takes a tensor rate and moves the weights as the float rate does, to the last digit."""
+    moved = []
+    for lend in (False, True):
+        torch.manual_seed(0)
+        model = create_model("mlp", (1, 28, 28), 10)
+        optimizer = make_optimizer(replace(get_recipe("fashion-cnn"), optimizer=name, lr=None, engine="fast"), model)
+        rates = engines.LearningRates(optimizer, CPU)
+        for _ in range(3):
+            for group in optimizer.param_groups:
+                group["lr"] *= 0.9  # a schedule's next rate
+            model(torch.rand(4, 1, 28, 28)).sum().backward()
+            rates.fill()
+            with rates.swapped_in() if lend else contextlib.nullcontext():
+                optimizer.step()
+            optimizer.zero_grad()
+        moved.append(torch.cat([parameter.detach().flatten() for parameter in model.parameters()]))
+    assert torch.equal(*moved)
+
+
+def graph_logic_recipe(**changes):
+    """fashion-fast shrunk, with everything a replayed step must read afresh: the triangle schedule, BatchNorm's
+    own learning rate, EMA, flips, shifts, label smoothing, bf16 where the CPU has it."""
+    fields = dict(epochs=2, batch_size=16, ema=0.9, translate=2, norm_lr_scale=4.0) | changes
+    return replace(get_recipe("fashion-fast"), **fields).resolved()
+
+
+def test_graph_step_logic_matches_the_fast_engine_on_the_cpu_to_the_last_digit(monkeypatch):
+    """What the CUDA graph captures — the one training step, the learning rate lent as a device tensor filled from
+    the schedule, the weight average's decay and the augmentation's draws made on the device — run uncaptured on
+    the CPU gives the fast engine's history and weights bit for bit."""
+    import functools
+
+    monkeypatch.setattr(engines, "cuda_graphed", functools.partial(engines.cuda_graphed, capture=False))
+    train, val = tiny_split(100, seed=1), tiny_split(40, seed=2)  # 6 full batches of 16 and one of 4
+    results = {}
+    for engine in ("fast", "graph"):
+        recipe = graph_logic_recipe(engine=engine)
+        torch.manual_seed(0)
+        model = create_model(recipe.model, (1, 28, 28), 10)
+        history = fit(model, train, val, recipe, device="cpu", verbose=False)
+        results[engine] = ([(row.loss, row.accuracy, row.val_loss, row.val_accuracy) for row in history],
+                           model.state_dict())
+    assert results["graph"][0] == results["fast"][0]
+    for name, tensor in results["fast"][1].items():
+        assert torch.equal(results["graph"][1][name], tensor), name
+
+
+def test_graph_step_logic_reads_the_schedule_each_step(monkeypatch):
+    """The uncaptured graph step with the rate left at what it was captured with (no fill) trains differently:
+    the check above would notice a replay that kept the first rate."""
+    import functools
+
+    monkeypatch.setattr(engines, "cuda_graphed", functools.partial(engines.cuda_graphed, capture=False))
+    train, val = tiny_split(100, seed=1), tiny_split(40, seed=2)
+    losses = {}
+    for frozen in (False, True):
+        if frozen:
+            monkeypatch.setattr(engines.LearningRates, "fill", lambda self: None)  # the tensors stay at zero
+        recipe = graph_logic_recipe(engine="graph", ema=0.0)
+        torch.manual_seed(0)
+        model = create_model(recipe.model, (1, 28, 28), 10)
+        losses[frozen] = [row.loss for row in fit(model, train, val, recipe, device="cpu", verbose=False)]
+    assert losses[True] != losses[False]
 
 
 @pytest.mark.gpu
@@ -274,6 +356,27 @@ def test_graph_engine_trains_along_the_fast_path_on_cuda():
         assert graph_row.val_loss == pytest.approx(fast_row.val_loss, rel=1e-3)
 
 
+@pytest.mark.gpu
+@needs_cuda
+@pytest.mark.parametrize("what", ["schedule", "ema", "augmentation"])
+def test_graph_engine_replays_the_schedule_ema_and_augmentation_on_cuda(what):
+    """Each of what a replayed step must read afresh, alone, graphed against the fast engine on CUDA: the same
+    losses within 1 % (TF32, bf16 off; the draws come from the one generator, registered with the graph)."""
+    train, val = tiny_split(100, seed=1), tiny_split(40, seed=2)
+    changes = {"schedule": dict(schedule="linear", warmup=0.3), "ema": dict(ema=0.9),
+               "augmentation": dict(flip=True, translate=2)}[what]
+    histories = {}
+    for engine in ("fast", "graph"):
+        recipe = replace(get_recipe("fashion-fast"), schedule="constant", ema=0.0, flip=False, translate=0,
+                         autocast="off", epochs=3, batch_size=16, engine=engine, **changes).resolved()
+        torch.manual_seed(0)
+        model = create_model(recipe.model, (1, 28, 28), 10)
+        histories[engine] = fit(model, train, val, recipe, device="cuda", verbose=False)
+    for fast_row, graph_row in zip(histories["fast"], histories["graph"]):
+        assert graph_row.loss == pytest.approx(fast_row.loss, rel=1e-2)
+        assert graph_row.val_loss == pytest.approx(fast_row.val_loss, rel=1e-2)
+
+
 def test_fp16_backward_runs_on_a_scaled_loss_and_steps_on_unscaled_gradients(monkeypatch):
     """fp16 gradients of a batch-mean loss underflow: fit scales the loss up for the backward pass (GradScaler's
     2**16 at first) and the gradients back down before the optimiser's step. fp16 autocast is refused off CUDA, so
@@ -281,7 +384,7 @@ def test_fp16_backward_runs_on_a_scaled_loss_and_steps_on_unscaled_gradients(mon
     from cnnlab import inference, loop
 
     for module in (loop, inference):  # the training step's and the validation's
-        monkeypatch.setattr(module, "autocast", lambda device, precision: torch.autocast(
+        monkeypatch.setattr(module, "autocast", lambda device, precision, graphed=False: torch.autocast(
             "cpu", dtype=torch.float16, enabled=precision == "fp16"))
     data = tiny_split(32, seed=4)
     gradients, moves = {}, {}

@@ -413,3 +413,24 @@ def test_cifar_batch_with_a_crafted_dtype_state_is_refused(dtype_state, name):
     batch = {"data": _array((1,), dtype_state, b"\x41" * 8, name), "labels": [0]}
     with pytest.raises(CnnlabError, match="not allowed|not that of a plain number type"):
         data.parse_cifar_batch(pickle.dumps(batch, protocol=2), "data_batch_1")
+
+
+def test_validation_accuracy_fallen_back_to_chance_is_named_even_unclipped():
+    """airbench's rate on 7,196 digits (mnist-fast, issue #18) can learn, then collapse to chance accuracy with a
+    modest, finite loss (label smoothing, no clipping): the clipped-ceiling rule never sees it, this one does. An
+    untrained epoch at chance, or one that keeps learning, says nothing."""
+    from cnnlab.history import EpochResult
+    from cnnlab.loop import stall_warning
+    from cnnlab.recipes import get_recipe
+
+    recipe = get_recipe("mnist-fast")
+    assert recipe.loss_clip == 0
+
+    def rows(*val_accuracies):
+        return [EpochResult(epoch, 1.5, 0.5, 2.0, accuracy, 1.0) for epoch, accuracy in enumerate(val_accuracies, 1)]
+
+    warning = stall_warning(rows(0.12, 0.67, 0.98, 0.094, 0.1), recipe, 10)
+    assert warning == ("epoch 4 fell back to chance validation accuracy (0.0940, 10 classes) after epoch 2 reached "
+                       "0.6700: the learning rate --lr 1.5 is likely too large for this data")
+    assert stall_warning(rows(0.1, 0.12, 0.11), recipe, 10) is None  # never learned: not this rule's to say
+    assert stall_warning(rows(0.3, 0.9, 0.95, 0.99), recipe, 10) is None

@@ -62,3 +62,44 @@ def test_weight_average_follows_the_weights_with_a_warm_up():
     restored = WeightAverage(model, decay=0.9)
     restored.load_state_dict(average.state_dict())
     assert restored.updates == 201 and restored.model.weight.item() == average.model.weight.item()
+
+
+def test_learning_rate_tensors_follow_the_schedule_step_by_step():
+    """The rate a graphed step reads (cnnlab.engines.LearningRates) is, before every step, the schedule's rate for
+    that step, for each parameter group (BatchNorm's own at 4×); the optimiser gets its floats back afterwards."""
+    from cnnlab.engines import LearningRates
+
+    model = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4))
+    optimizer = torch.optim.SGD(param_groups(model, 0.1, 5e-4, 4.0), lr=0.1, momentum=0.9)
+    scheduler = make_scheduler(optimizer, 40, "linear", 0.23, 0.07)
+    rates = LearningRates(optimizer, torch.device("cpu"))
+    for step in range(40):
+        rates.fill()
+        with rates.swapped_in():
+            assert all(group["lr"] is rate for group, rate in zip(optimizer.param_groups, rates.tensors))
+        expected = [base * lr_factor(step, 40, "linear", 0.23, 0.07) for base in (0.1, 0.4)]
+        assert [rate.item() for rate in rates.tensors] == expected  # float64: every digit
+        assert [group["lr"] for group in optimizer.param_groups] == pytest.approx(expected, rel=1e-15, abs=0)
+        optimizer.step()
+        scheduler.step()
+
+
+def test_weight_average_on_the_device_gives_the_host_formula_to_the_last_digit():
+    """The decay counted in a device tensor (so a graph can replay it) is the decay this average computed with
+    Python floats: min(decay, (1 + t) / (10 + t)), one float lerp an update."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(5, 7), nn.BatchNorm1d(7))
+    average = WeightAverage(model, decay=0.95)
+    by_hand = [value.clone() for value in model.state_dict().values()]
+    for t in range(60):
+        with torch.no_grad():
+            for parameter in model.parameters():
+                parameter.add_(torch.randn_like(parameter))
+            model(torch.randn(8, 5))  # moves BatchNorm's statistics and its counter
+        average.update(model)
+        decay = min(0.95, (1 + t) / (10 + t))
+        for kept, current in zip(by_hand, model.state_dict().values()):
+            kept.lerp_(current, 1 - decay) if kept.is_floating_point() else kept.copy_(current)
+    assert average.updates.device == next(model.parameters()).device and average.updates.item() == 60
+    for kept, averaged in zip(by_hand, average.model.state_dict().values()):
+        assert torch.equal(kept, averaged)
