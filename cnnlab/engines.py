@@ -206,16 +206,31 @@ def pick_engine(device: torch.device, recipe: Recipe, processes: int = 1) -> str
 
 def why_not_graphed(recipe: Recipe, processes: int = 1) -> str | None:
     """Why CUDA graphs cannot serve this run, or None: a recipe whose step they cannot replay; a run in several
-    processes, whose gradients DDP averages with calls that a graph of one process's step cannot hold; or a
-    PyTorch without ``CUDAGraph.register_generator_state``, whose replays would repeat one batch's flips and shifts."""
+    processes, whose gradients DDP averages with calls that a graph of one process's step cannot hold; a
+    PyTorch without ``CUDAGraph.register_generator_state``, whose replays would repeat one batch's flips and shifts;
+    or graphed code no GPU has run yet (``graph_untried``)."""
     if what := graph_blocker(recipe):
         return f"CUDA graphs cannot replay this recipe's {what} yet"
     if processes > 1:
         return f"CUDA graphs replay one process's step, not DDP's across {processes} processes"
     if (recipe.flip or recipe.translate) and not hasattr(torch.cuda.CUDAGraph, "register_generator_state"):
         return f"PyTorch {torch.__version__} cannot give a CUDA graph fresh random flips and shifts"
+    if untried := graph_untried(recipe):
+        return f"CUDA graphs of {untried} have not yet been checked on a GPU (--set engine=graph tries them)"
     return None
 
+
+def graph_untried(recipe: Recipe) -> str | None:
+    """What of this recipe the graph engine replays through code no GPU has run yet, or None (issue #18).
+
+    The graphed schedule, weight average and augmentation are built from the eager step's own functions and match
+    the fast engine bit for bit on the CPU (tests/test_engines.py), but capture and replay only happen on CUDA: until
+    a card confirms them (`bench/gpu.sh quick`), 'auto' leaves such recipes on the fast engine, which a card has run,
+    and ``--set engine=graph`` asks for the graph. The tutorial's recipes have none of these and run graphed."""
+    untried = [what for what, present in (("a learning-rate schedule", recipe.schedule != "constant"),
+                                          ("weight averaging", bool(recipe.ema)),
+                                          ("flips and shifts", recipe.flip or bool(recipe.translate))) if present]
+    return ", ".join(untried) or None
 
 def for_device(recipe: Recipe, device: torch.device, processes: int = 1) -> Recipe:
     """The recipe with every 'auto' decided for ``device``: its precision and its engine."""

@@ -243,13 +243,19 @@ def test_engine_is_checked_and_graph_needs_cuda():
         engines.cuda_graphed(lambda batch: None, 8, CPU, torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1))
 
 
-def test_engine_auto_picks_cuda_graphs_for_every_shipped_recipe_on_one_cuda_device():
+def test_engine_auto_picks_cuda_graphs_where_a_card_has_run_them_and_names_the_rest():
     cuda = torch.device("cuda")  # only named: nothing runs on it
-    for recipe in RECIPES.values():  # schedules, EMA, flips and shifts included (issue #18)
-        assert recipe.engine == "auto" and engines.pick_engine(cuda, recipe) == "graph", recipe.name
-        assert engines.engine_note(cuda, engines.for_device(recipe, cuda)) is None
+    for recipe in RECIPES.values():
+        untried = engines.graph_untried(recipe)
+        assert recipe.engine == "auto" and engines.pick_engine(cuda, recipe) == ("fast" if untried else "graph")
+        note = engines.engine_note(cuda, engines.for_device(recipe, cuda))
+        assert note is None if not untried else "have not yet been checked on a GPU (--set engine=graph" in note
         assert engines.pick_engine(CPU, recipe) == "fast"
         assert engines.engine_note(CPU, engines.for_device(recipe, CPU)) is None
+    assert engines.graph_untried(get_recipe("fashion-cnn")) is None  # the labs: graphed, as on the H200
+    assert engines.graph_untried(get_recipe("fashion-fast")) == \
+        "a learning-rate schedule, flips and shifts"  # (its EMA is off) graphed on request only
+    assert engines.pick_engine(cuda, replace(get_recipe("fashion-fast"), engine="graph")) == "graph"
     lab = get_recipe("fashion-cnn")
     assert engines.pick_engine(cuda, replace(lab, engine="plain")) == "plain"
     under_torchrun = engines.for_device(get_recipe("fashion-fast"), cuda, processes=2)
