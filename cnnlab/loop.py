@@ -265,6 +265,14 @@ def fit(model: nn.Module, train: Data, val: Data | None, recipe: Recipe | str,
         check_input(model, part.images.shape[1:])
     check_classes(model, train.images.shape[1:], len(train.classes))  # too few fail inside the loss, too many quietly
     state = state or start_state(model, recipe, train, device)
+    return _run_epochs(model, train, val, recipe, device, state, on_epoch_end, verbose)
+
+
+def _run_epochs(model: nn.Module, train: ImageSet, val: ImageSet, recipe: Recipe, device: torch.device,
+                state: TrainState, on_epoch_end: Callable[[TrainState], None] | None, verbose: bool) -> History:
+    """The loop itself, top to bottom: ``fit`` has checked the data and model, decided the engine and made the state.
+    Each epoch: shuffle, one step per batch (schedule, thread share and a finiteness check between steps), then
+    validation, one history row, the epoch's line and ``on_epoch_end``."""
     train_images = train.images.to(device)  # (N, C, H, W) uint8, resident for the whole run
     train_labels = train.labels.to(device)
     n, batch_size = len(train), recipe.batch_size
