@@ -16,6 +16,11 @@ from helpers import BROWSER_ARGS, CHROMIUM, HeldDecode, Watched, make_cifar_data
 os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
 # The tests compare runs to the last digit, so they train on a fixed thread count rather than give way to
 # whatever else the machine runs (cnnlab.threads.FairShare, which tests/test_threads.py checks on its own).
+if workers := int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0")):  # `make quick`: pytest-xdist, a worker a core
+    # A share of the cores each, but two at least: lab 5's fast-against-plain comparison (three epochs of Adam,
+    # whose steps are ±lr wherever a gradient is float noise) holds to 1e-4 on two threads, not on one.
+    torch.set_num_threads(max(2, torch.get_num_threads() // workers))
+    os.environ["OMP_NUM_THREADS"] = str(torch.get_num_threads())
 os.environ.setdefault("OMP_NUM_THREADS", str(torch.get_num_threads()))
 
 
