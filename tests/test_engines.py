@@ -16,7 +16,7 @@ from cnnlab.errors import CnnlabError, UsageError
 from cnnlab.inference import evaluate
 from cnnlab.loop import OPTIMIZERS, fit, make_optimizer, place
 from cnnlab.models import create_model
-from cnnlab.recipes import RECIPES, get_recipe, with_overrides
+from cnnlab.recipes import RECIPES, Recipe, get_recipe, with_overrides
 
 CPU = torch.device("cpu")
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -345,21 +345,26 @@ def test_graph_step_logic_reads_the_schedule_each_step(monkeypatch):
     assert losses[True] != losses[False]
 
 
+def assert_graph_follows_fast(recipe: Recipe, rel: float) -> None:
+    """``recipe`` trained on CUDA under the fast engine, then graphed, from the same seed on the same 100 images
+    (6 full batches of 16, replayed, and one of 4, eager): each epoch's losses agree within ``rel``."""
+    train, val = tiny_split(100, seed=1), tiny_split(40, seed=2)
+    histories = {}
+    for engine in ("fast", "graph"):
+        torch.manual_seed(0)
+        model = create_model(recipe.model, (1, 28, 28), 10)
+        histories[engine] = fit(model, train, val, replace(recipe, engine=engine).resolved(), device="cuda",
+                                verbose=False)
+    for fast_row, graph_row in zip(histories["fast"], histories["graph"]):
+        assert graph_row.loss == pytest.approx(fast_row.loss, rel=rel)
+        assert graph_row.val_loss == pytest.approx(fast_row.val_loss, rel=rel)
+
 @pytest.mark.gpu
 @needs_cuda
 def test_graph_engine_trains_along_the_fast_path_on_cuda():
     """Full batches replayed as a CUDA graph, the short last batch eager: the same losses as the fast engine."""
-    train, val = tiny_split(100, seed=1), tiny_split(40, seed=2)  # 100 = 6 full batches of 16 and one of 4
-    histories = {}
-    for engine in ("fast", "graph"):
-        # Adam (capturable, fused) on the network without dropout, whose random masks a graph draws differently.
-        recipe = replace(get_recipe("fashion-cnn"), model="cnn", engine=engine, epochs=3, batch_size=16).resolved()
-        torch.manual_seed(0)
-        model = create_model(recipe.model, (1, 28, 28), 10)
-        histories[engine] = fit(model, train, val, recipe, device="cuda", verbose=False)
-    for fast_row, graph_row in zip(histories["fast"], histories["graph"]):
-        assert graph_row.loss == pytest.approx(fast_row.loss, rel=1e-3)
-        assert graph_row.val_loss == pytest.approx(fast_row.val_loss, rel=1e-3)
+    # Adam (capturable, fused) on the network without dropout, whose random masks a graph draws differently.
+    assert_graph_follows_fast(replace(get_recipe("fashion-cnn"), model="cnn", epochs=3, batch_size=16), rel=1e-3)
 
 
 @pytest.mark.gpu
@@ -368,19 +373,10 @@ def test_graph_engine_trains_along_the_fast_path_on_cuda():
 def test_graph_engine_replays_the_schedule_ema_and_augmentation_on_cuda(what):
     """Each of what a replayed step must read afresh, alone, graphed against the fast engine on CUDA: the same
     losses within 1 % (TF32, bf16 off; the draws come from the one generator, registered with the graph)."""
-    train, val = tiny_split(100, seed=1), tiny_split(40, seed=2)
     changes = {"schedule": dict(schedule="linear", warmup=0.3), "ema": dict(ema=0.9),
                "augmentation": dict(flip=True, translate=2)}[what]
-    histories = {}
-    for engine in ("fast", "graph"):
-        recipe = replace(get_recipe("fashion-fast"), schedule="constant", ema=0.0, flip=False, translate=0,
-                         autocast="off", epochs=3, batch_size=16, engine=engine, **changes).resolved()
-        torch.manual_seed(0)
-        model = create_model(recipe.model, (1, 28, 28), 10)
-        histories[engine] = fit(model, train, val, recipe, device="cuda", verbose=False)
-    for fast_row, graph_row in zip(histories["fast"], histories["graph"]):
-        assert graph_row.loss == pytest.approx(fast_row.loss, rel=1e-2)
-        assert graph_row.val_loss == pytest.approx(fast_row.val_loss, rel=1e-2)
+    assert_graph_follows_fast(replace(get_recipe("fashion-fast"), schedule="constant", ema=0.0, flip=False,
+                                      translate=0, autocast="off", epochs=3, batch_size=16, **changes), rel=1e-2)
 
 
 def test_fp16_backward_runs_on_a_scaled_loss_and_steps_on_unscaled_gradients(monkeypatch):

@@ -302,11 +302,7 @@ def test_a_failed_poll_of_the_run_list_is_shown_then_cleared(watched, studio):
 
 def test_a_feature_map_pixel_is_chosen_from_the_keyboard(watched, studio, runs, tmp_path):
     page = watched.page
-    (path,) = write_digits(tmp_path, 1)
-    open_studio(page, studio)
-    upload(page, path)
-    page.click('#tabs a[data-view="inside"]')
-    conv = library(runs / "cnn", path)["conv2d"]
+    conv = inside_a_digit(page, studio, runs, tmp_path)["conv2d"]
     page.focus('canvas.map[data-layer="conv2d"][data-channel="5"]')
     page.keyboard.press("Enter")
     explained(page, "conv2d/5/0/0")
@@ -497,9 +493,7 @@ def test_the_answers_bars_are_named_and_keep_their_places_while_drawing(watched,
 def test_a_convolution_without_a_bias_adds_none(watched, studio, runs, tmp_path):
     page = watched.page
     (path,) = write_digits(tmp_path, 1)
-    open_studio(page, studio, run="bn")
-    upload(page, path)
-    page.click('#tabs a[data-view="inside"]')
+    open_inside(page, studio, path, run="bn")
     row, col = click_value(page, "conv1", 3, 30, 30)
     sum_line = page.locator("#value .sum").inner_text()
     assert page.locator("#value-bias").count() == 0 and "+ bias" not in sum_line and "0.0000 =" not in sum_line
@@ -512,9 +506,7 @@ def test_a_convolution_without_a_bias_adds_none(watched, studio, runs, tmp_path)
 def test_the_window_and_the_chosen_cell_are_framed_in_black_and_white(watched, studio, tmp_path):
     page = watched.page
     (path,) = write_digits(tmp_path, 1)
-    open_studio(page, studio)
-    upload(page, path)
-    page.click('#tabs a[data-view="inside"]')
+    open_inside(page, studio, path)
     page.locator('canvas.map[data-layer="max_pooling2d"]').nth(0).click(position={"x": 20, "y": 20})
     explained(page, prefix="max_pooling2d/0/")
     frames = {selector: page.eval_on_selector(selector, """node => { const s = getComputedStyle(node);
@@ -638,6 +630,14 @@ def open_inside(page, url: str, path, run: str = "cnn") -> None:
     page.click('#tabs a[data-view="inside"]')
 
 
+def inside_a_digit(page, url: str, runs: Path, tmp_path: Path, run: str = "cnn") -> dict[str, torch.Tensor]:
+    """A digit written, sent to ``run`` and the Inside view opened on it; every layer's output for it, as the
+    library computes them (``library``), to check the page's numbers against."""
+    (path,) = write_digits(tmp_path, 1)
+    open_inside(page, url, path, run=run)
+    return library(runs / run, path)
+
+
 def click_value(page, layer: str, channel: int, x: int, y: int) -> tuple[int, int]:
     """Click map ``channel`` of ``layer`` in the overview at (``x``, ``y``) px; the (row, col) it explains."""
     page.locator(f'canvas.map[data-layer="{layer}"][data-channel="{channel}"]').click(position={"x": x, "y": y})
@@ -658,9 +658,7 @@ def choose_at(page, selector: str, row: int, col: int, size: tuple[int, int], st
 
 def test_softmax_is_explained_with_the_runs_own_numbers(watched, studio, runs, tmp_path):
     page = watched.page
-    (path,) = write_digits(tmp_path, 1)
-    open_inside(page, studio, path)
-    logits = library(runs / "cnn", path)["dense_1"].double()
+    logits = inside_a_digit(page, studio, runs, tmp_path)["dense_1"].double()
     rows = page.eval_on_selector_all("#softmax-table tr[data-class]", """rows => rows.map(r => [
         r.querySelector('th').textContent, Number(r.dataset.logit), Number(r.dataset.exp), Number(r.dataset.share)])""")
     assert [row[0] for row in rows] == list(load_run(runs / "cnn").info.classes)  # named
@@ -683,9 +681,7 @@ def test_softmax_is_explained_with_the_runs_own_numbers(watched, studio, runs, t
 
 def test_the_kernel_slides_under_the_hovered_output_cell_with_its_running_sum(watched, studio, runs, tmp_path):
     page = watched.page
-    (path,) = write_digits(tmp_path, 1)
-    open_inside(page, studio, path)
-    values = library(runs / "cnn", path)
+    values = inside_a_digit(page, studio, runs, tmp_path)
     conv = load_run(runs / "cnn").model.conv2d
     padded = nn.functional.pad(values["input"], (1, 1, 1, 1))  # 'same': one cell of zeros around
     page.locator('canvas.map[data-layer="conv2d"][data-channel="7"]').click(position={"x": 40, "y": 40})
@@ -707,9 +703,7 @@ def test_the_kernel_slides_under_the_hovered_output_cell_with_its_running_sum(wa
 
 def test_the_running_sum_adds_every_input_channel(watched, studio, runs, tmp_path):
     page = watched.page
-    (path,) = write_digits(tmp_path, 1)
-    open_inside(page, studio, path, run="bn")
-    values = library(runs / "bn", path)
+    values = inside_a_digit(page, studio, runs, tmp_path, run="bn")
     conv = load_run(runs / "bn").model.conv2  # 32 input channels: relu1's maps
     row, col = click_value(page, "conv2", 4, 20, 30)
     source = nn.functional.pad(values["relu1"], (1, 1, 1, 1))
@@ -728,9 +722,7 @@ def test_the_running_sum_adds_every_input_channel(watched, studio, runs, tmp_pat
 
 def test_relu_and_pooling_are_views_of_their_own(watched, studio, runs, tmp_path):
     page = watched.page
-    (path,) = write_digits(tmp_path, 1)
-    open_inside(page, studio, path)
-    values = library(runs / "cnn", path)
+    values = inside_a_digit(page, studio, runs, tmp_path)
     row, col = click_value(page, "relu", 2, 30, 50)
     assert number(page, "value-before") == pytest.approx(float(values["conv2d"][2, row, col]), abs=1e-6)
     assert number(page, "value-result") == pytest.approx(max(0.0, number(page, "value-before")), abs=1e-9)
@@ -751,9 +743,7 @@ def test_relu_and_pooling_are_views_of_their_own(watched, studio, runs, tmp_path
 
 def test_batchnorm_shows_its_formula_with_its_numbers(watched, studio, runs, tmp_path):
     page = watched.page
-    (path,) = write_digits(tmp_path, 1)
-    open_inside(page, studio, path, run="bn")
-    values = library(runs / "bn", path)
+    values = inside_a_digit(page, studio, runs, tmp_path, run="bn")
     norm = load_run(runs / "bn").model.norm1
     row, col = click_value(page, "norm1", 6, 25, 25)
     expect(page.locator("#value")).to_contain_text("y = γ · (x − μ) / √(σ² + ε) + β")
@@ -767,9 +757,7 @@ def test_batchnorm_shows_its_formula_with_its_numbers(watched, studio, runs, tmp
 
 def test_flatten_is_explained_element_by_element(watched, studio, runs, tmp_path):
     page = watched.page
-    (path,) = write_digits(tmp_path, 1)
-    open_inside(page, studio, path)
-    values = library(runs / "cnn", path)
+    values = inside_a_digit(page, studio, runs, tmp_path)
     page.locator('canvas.vector[data-layer="flatten"]').click(position={"x": 300, "y": 5})
     index = int(explained(page, prefix="flatten/").split("/")[1])
     where = tuple(int(i) for i in np.unravel_index(index, (32, 14, 14)))
@@ -786,9 +774,7 @@ def test_flatten_is_explained_element_by_element(watched, studio, runs, tmp_path
 
 def test_the_colour_legends_follow_the_scale_chosen(watched, studio, runs, tmp_path):
     page = watched.page
-    (path,) = write_digits(tmp_path, 1)
-    open_inside(page, studio, path)
-    values = library(runs / "cnn", path)
+    values = inside_a_digit(page, studio, runs, tmp_path)
     largest = {name: float(v.abs().max()) for name, v in values.items()}
 
     def legends() -> dict[str, float]:
