@@ -166,6 +166,17 @@ def test_a_reader_that_goes_away_stops_the_command_quietly(tmp_path, command):
     assert (done.returncode, done.stderr) == (1, "")
 
 
+def test_python_dash_m_cnnlab_is_the_command_with_its_exit_codes():
+    """`python -m cnnlab`, where the scripts folder is not on PATH: the same output and exit codes."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    listed = subprocess.run([sys.executable, "-m", "cnnlab", "recipes"], capture_output=True, text=True, cwd=REPO,
+                            env=env)
+    assert listed.returncode == 0 and "fashion-cnn" in listed.stdout
+    wrong = subprocess.run([sys.executable, "-m", "cnnlab", "train", "no-such-recipe"], capture_output=True,
+                           text=True, cwd=REPO, env=env)
+    assert wrong.returncode == 2 and wrong.stderr.startswith("cnnlab: error: unknown recipe 'no-such-recipe'")
+
+
 @pytest.mark.slow
 def test_commands_on_a_run_read_the_data_folder_it_was_trained_on(trained_runs, tmp_path, monkeypatch, capsys):
     """No --data-dir: evaluate, predict --random, explain and report find the test images where training did."""

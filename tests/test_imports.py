@@ -64,7 +64,7 @@ def test_the_package_has_no_import_circle():
 # `train` (a recipe into a run folder, the tutorial's steps 1–11) sits above the analysis it prints at the end
 # (three random predictions); `inference` sits with the training loop it shares the engines with.
 LAYERS = (
-    ("apps", {"cli", "serve", "studio"}),
+    ("apps", {"__main__", "cli", "serve", "studio"}),
     ("workflow", {"train", "teach"}),
     ("analysis", {"compare", "evaluation", "explain", "export", "inside", "prediction", "report"}),
     ("runs", {"runs", "checkpoint", "transfer"}),
