@@ -26,7 +26,7 @@ from .errors import CnnlabError, hint
 from .history import EpochResult
 from .inference import Inference, evaluate, loss_fn, to_input
 from .models import check_classes, check_input
-from .recipes import Recipe, as_recipe, with_overrides
+from .recipes import Recipe, as_recipe, for_data, with_overrides
 from .schedule import WeightAverage, make_scheduler, param_groups
 
 
@@ -257,6 +257,9 @@ def fit(model: nn.Module, train: Data, val: Data | None, recipe: Recipe | str,
         recipe = with_overrides(recipe, {k: v for k, v in (("batch_size", batch_size), ("epochs", epochs))
                                         if v is not None})
     train, val = fit_data(model, train, val, validation_data, validation_split, recipe.split_seed)
+    recipe, fitted = for_data(recipe, len(train))  # batches small enough for the recipe's min_steps
+    if fitted and verbose and distributed.is_main():
+        print(f"note: {fitted}")
     device = choose_device(device, otherwise=recipe.device)
     recipe = engines.for_device(recipe, device, distributed.world_size())  # 'auto' engine and precision decided
     verbose = verbose and distributed.is_main()

@@ -32,7 +32,7 @@ from .inference import Inference, evaluate
 from .loop import TrainState, fit, stall_warning, start_state
 from .models import Summary, count_params, create_model, head_name, summarize
 from .prediction import predict
-from .recipes import FOLDER_RECIPE, Recipe, get_recipe, with_overrides
+from .recipes import FOLDER_RECIPE, Recipe, for_data, get_recipe, with_overrides
 from .runs import CHECKPOINT, ModelInfo, Run, new_run_dir
 from .transfer import adopt, check_shape, record, resumed_start, source_run, take_layers
 
@@ -181,6 +181,9 @@ def _train_into(run: Run, recipe: Recipe, device: torch.device, data_dir: str | 
     main = distributed.is_main()  # the process that prints and writes; the others train beside it
     console = plain_console(quiet=not (verbose and main), highlight=False, soft_wrap=True)
     train, val, test = _load_data(recipe, data_dir, folder, device, console)
+    recipe, fitted = for_data(recipe, len(train))  # before recipe.json is written: a resumed run reads the batch
+    if fitted:
+        console.print(f"note: {fitted}")
 
     channels, height, width = train.images.shape[1:]
     in_shape = (channels, height, width)

@@ -12,6 +12,7 @@ from cnnlab.models import MODELS
 from cnnlab.recipes import (
     RECIPES,
     Recipe,
+    for_data,
     get_recipe,
     graph_blocker,
     parse_value,
@@ -99,6 +100,7 @@ def test_saved_recipe_with_unknown_fields_is_refused():
     ("epochs", [3], "expected int"),  # values from the API are type-checked too
     ("lr", True, "expected float"),
     ("nesterov", 1, "expected bool"),
+    ("min_steps", -1, "0 \\(off\\) or a number of optimiser steps"),
 ])
 def test_values_that_would_fail_later_are_refused_now(field, value, message):
     with pytest.raises(UsageError, match=message):
@@ -177,3 +179,35 @@ def test_a_field_takes_an_int_for_a_float_as_it_is_made():
 def test_an_unknown_recipe_is_one_line():
     with pytest.raises(UsageError, match=r"^unknown recipe 'nope': choose one of mnist-mlp, .*\(cnnlab recipes lists"):
         get_recipe("nope")
+
+
+def test_a_training_split_too_small_for_min_steps_gets_smaller_batches_and_a_lower_rate():
+    """7,196 digits in batches of 1,024 are 8 steps an epoch; min_steps 24 halves the batch twice (29 steps), and
+    SGD's rate falls in proportion, so that each image moves the weights as much as before."""
+    recipe = with_overrides(get_recipe("mnist-fast"), {"min_steps": 24})
+    fitted, note = for_data(recipe, 7196)
+    assert (fitted.batch_size, fitted.lr) == (256, recipe.lr / 4)
+    assert note == ("7,196 training images make 8 steps an epoch in batches of 1024, fewer than the recipe's 24 "
+                    "(min_steps): batches of 256 at lr 0.375")
+    assert replace(fitted, batch_size=1024, lr=recipe.lr) == recipe  # nothing else changed
+    assert for_data(fitted, 7196) == (fitted, None)  # fitted once: a resumed run keeps its batch and rate
+
+
+def test_min_steps_leaves_a_large_enough_split_and_a_recipe_without_it_alone():
+    recipe = with_overrides(get_recipe("mnist-fast"), {"min_steps": 24})
+    assert for_data(recipe, 54_000) == (recipe, None)  # 53 steps of 1,024
+    plain = with_overrides(recipe, {"min_steps": 0})
+    assert for_data(plain, 100) == (plain, None)
+
+
+def test_adaptive_optimisers_scale_by_the_square_root_and_the_average_keeps_its_span_in_images():
+    recipe = Recipe("small", "mnist", "cnn", optimizer="adam", batch_size=512, ema=0.999, min_steps=10)
+    fitted, _ = for_data(recipe, 1280)  # 3 steps of 512; 10 of 128
+    assert fitted.batch_size == 128
+    assert fitted.lr == pytest.approx(1e-3 / 2)  # Keras's default rate, times the square root of 1/4
+    assert fitted.ema ** 4 == pytest.approx(0.999)  # four steps now for one before: the same decay per image
+
+
+def test_batches_halve_no_further_than_sixteen_images():
+    fitted, note = for_data(Recipe("tiny", "mnist", "cnn", batch_size=100, min_steps=50), 40)
+    assert fitted.batch_size == 16 and note is not None and "batches of 16" in note

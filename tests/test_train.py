@@ -126,3 +126,37 @@ def test_training_without_a_gpu_leaves_triton_out():
                           env={**os.environ, "PYTHONPATH": str(REPO)})
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["True", "False"]  # torch._dynamo came in, Triton did not
+
+
+def test_a_run_on_too_few_images_for_min_steps_trains_and_resumes_in_smaller_batches(tmp_path, capsys):
+    """192 training images in batches of 128 are 2 steps an epoch; min_steps 6 makes them 6 batches of 32 at a
+    quarter of SGD's rate: said in one line, written to recipe.json, and kept when the run is resumed."""
+    from cnnlab import resume_run, train_recipe, with_overrides
+    from helpers import make_idx_dataset
+
+    data = make_idx_dataset(tmp_path / "mnist")  # 240 training images: 192 after the 20% validation split
+    recipe = with_overrides(get_recipe("mnist-mlp"), {"epochs": 1, "device": "cpu", "min_steps": 6})
+    run_dir = train_recipe(recipe, data, tmp_path / "runs", verbose=True)
+    out = capsys.readouterr().out
+    assert ("note: 192 training images make 2 steps an epoch in batches of 128, fewer than the recipe's 6 "
+            "(min_steps): batches of 32 at lr 0.0025") in out
+    assert "Epoch 1/1 - 6/6 - " in out
+    saved = json.loads((run_dir / "recipe.json").read_text())
+    assert (saved["batch_size"], saved["lr"], saved["min_steps"]) == (32, 0.0025, 6)
+    resume_run(run_dir, epochs=2, verbose=True)
+    out = capsys.readouterr().out
+    assert "Epoch 2/2 - 6/6 - " in out and "min_steps" not in out
+    assert json.loads((run_dir / "recipe.json").read_text())["batch_size"] == 32
+
+
+def test_fit_fits_the_batch_to_the_data_as_a_run_does(capsys):
+    from cnnlab import ImageSet, fit
+    from cnnlab.recipes import Recipe
+
+    images = torch.randint(0, 256, (100, 1, 8, 8), dtype=torch.uint8)
+    train = ImageSet(images, torch.arange(100) % 2, ("a", "b"))
+    recipe = Recipe("small", "mnist", "mlp", epochs=1, batch_size=64, min_steps=5, device="cpu")
+    history = fit(create_model("mlp", (1, 8, 8), 2), train, train, recipe)
+    out = capsys.readouterr().out
+    assert "note: 100 training images make 2 steps an epoch in batches of 64" in out and "Epoch 1/1 - 7/7 - " in out
+    assert len(history) == 1
