@@ -12,9 +12,10 @@ The Python API follows the tutorial's steps::
     cnnlab.predict(model, test.images[:3])
 
 A run predicts as it was evaluated, with its normalisation, test-time augmentation and precision:
-``cnnlab.predict(cnnlab.load_run(run_dir), images)``, images uint8 0–255 or floats in [0, 1] (``cnnlab.Inference``
-holds that rule). ``device`` is a name ('auto', 'cpu', 'cuda:0') or a torch.device; left out, a model computes
-where it is and ``fit`` trains where the recipe says (``cnnlab.resolve_device`` reads a name).
+``cnnlab.predict(cnnlab.load_run(run_dir), images)``, images uint8 0–255 or floats in [0, 1] (the input rule of
+``fit`` and ``evaluate`` too: ``cnnlab.data.check_pixels``). ``device`` is a name ('auto', 'cpu', 'cuda:0') or a
+torch.device; left out, a model computes where it is and ``fit`` trains where the recipe says
+(``cnnlab.resolve_device`` reads a name).
 
 Coming from Keras, its calls work as they are: NumPy arrays, channels-last and one-hot
 (``cnnlab.fit(model, x, y, "fashion-cnn", epochs=10, validation_data=(x_val, y_val))``, ``cnnlab.evaluate(model, x, y,

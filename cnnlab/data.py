@@ -173,10 +173,11 @@ class ImageSet:
 
         ``images``: (N, H, W) grey, or channels-last (N, H, W, C) with C = 1 or 3 — Keras's layout; an array
         whose last axis is not 1 or 3 is refused rather than guessed at (channels-first data is already
-        cnnlab's layout: ``ImageSet(torch.from_numpy(images), …)``). uint8 0–255 as is; floats must lie in
-        [0, 1] (the course's ``/ 255``) and are scaled back to uint8. ``labels``: class numbers, (N,) or
-        (N, 1) as CIFAR-10 gives them, or one-hot (N, K). ``classes``: the names in label order, or their
-        count; by default "0", "1", … up to the largest label (or the one-hot width).
+        cnnlab's layout: ``ImageSet(torch.from_numpy(images), …)``). Pixels by the input rule (``check_pixels``):
+        uint8 0–255 as is, other integers in 0–255 cast, floats in [0, 1] (the course's ``/ 255``) scaled back to
+        uint8. ``labels``: class numbers, (N,) or (N, 1) as CIFAR-10 gives them, or one-hot (N, K). ``classes``:
+        the names in label order, or their count; by default "0", "1", … up to the largest label (or the one-hot
+        width).
         """
         return as_image_set(np.asarray(images), labels, classes=classes)
 
@@ -194,19 +195,56 @@ def _describe(value: object) -> str:
     return type(value).__name__
 
 
-def _to_uint8(images: np.ndarray) -> np.ndarray:
-    """uint8 as is; other integers within 0–255; floats in [0, 1] (after ``/ 255``) rounded back to 0–255."""
-    if images.dtype == np.uint8:
-        return images
-    if images.dtype.kind in "iu" and images.size and 0 <= images.min() and images.max() <= 255:
-        return images.astype(np.uint8)
-    if (images.dtype.kind == "f" and images.size and np.isfinite(images).all()
-            and 0 <= images.min() <= images.max() <= 1):
-        return np.rint(images * 255).astype(np.uint8)
-    usable = images.size and images.dtype.kind in "iuf"
-    found = f"values {images.min()}–{images.max()}" if usable else "no usable values"
-    raise CnnlabError(f"images of dtype {images.dtype} with {found}; pass uint8 0–255 or floats in [0, 1] "
-                      "(divide by 255)")
+# ---------------------------------------------------------------------------------------------------------
+# The input rule: the pixels every door takes — fit, evaluate, predict, the studio, the servers, export
+# ---------------------------------------------------------------------------------------------------------
+PIXELS = "pass uint8 pixels 0–255 or floats in [0, 1]"
+_WIDE_UNSIGNED = (torch.uint16, torch.uint32, torch.uint64)  # torch neither compares nor reduces these
+
+
+def check_pixels(images: torch.Tensor) -> int:
+    """The input rule, its one home: uint8 pixels 0–255, other integers within 0–255, or floats in [0, 1] (the
+    course's ``/ 255``, done once). Returns what the network's input divides them by — 255 for integers, 1 for
+    floats — so that it is float32 in [0, 1]; anything else (bool, values out of range, NaN) is a one-line
+    CnnlabError naming the dtype and the values. NumPy arrays come here as tensors (``as_images``).
+
+    uint8 is not looked at (no pass over the values, no wait for the device); other integers and floats are read
+    in one pass where they lie, so a CUDA tensor is not copied to the host to be checked.
+    """
+    if images.dtype == torch.uint8:
+        return 255
+    dtype = str(images.dtype).removeprefix("torch.")
+    integers = not (images.is_floating_point() or images.is_complex() or images.dtype == torch.bool)
+    if not (integers or images.is_floating_point()):
+        mask = " (a True/False mask: pass it as uint8 0 and 255)" if images.dtype == torch.bool else ""
+        raise CnnlabError(f"images are {dtype}; {PIXELS}{mask}")
+    top = 255 if integers else 1  # the largest pixel, and what the network's input divides them by
+    if not images.numel():
+        return top
+    values = images.to(torch.int64) if images.dtype in _WIDE_UNSIGNED else images
+    low, high = torch.stack(torch.aminmax(values)).tolist()  # one pass, one wait; NaN anywhere gives NaN for both
+    if 0 <= low and high <= top:  # NaN fails
+        return top
+    raise CnnlabError(f"images are {dtype} with {_refused(values)}")
+
+
+def _refused(values: torch.Tensor) -> str:
+    """What a refused batch holds, what to pass, and the slip it most likely comes from, in the user's terms:
+    floats 0–255 (the course's ``/ 255`` forgotten) or pixels already normalised (below 0, as torchvision's
+    Normalize leaves them). NaN is named beside the range of the rest, not as a range "from nan to nan"."""
+    integers = not values.is_floating_point()
+    nan = not integers and bool(values.isnan().any())
+    values = values[~values.isnan()] if nan else values
+    if not values.numel():
+        return f"NaN only; {PIXELS}"
+    low, high = torch.stack(torch.aminmax(values)).tolist()
+    found = f"values from {low} to {high}" if integers else f"values from {low:.4g} to {high:.4g}"
+    found += " and NaN" if nan else ""
+    if not integers and 0 <= low and 1 < high <= 255:
+        return f"{found}; {PIXELS} (divide 0–255 pixels by 255 once, not twice, or pass them as uint8)"
+    if not integers and low < 0 and high <= 1:
+        return f"{found}; {PIXELS} (values below 0 look normalised: pass the pixels before normalising)"
+    return f"{found}; {PIXELS}"
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -225,7 +263,7 @@ def class_names(classes: Sequence[str] | int) -> tuple[str, ...]:
 
 
 def as_images(images: Data, in_shape: Sequence[int] | None = None) -> torch.Tensor:
-    """``images`` as a batch (N, C, H, W), values untouched (the input rule, cnnlab.inference, reads them); of an
+    """``images`` as a batch (N, C, H, W), values untouched (the input rule, ``check_pixels``, reads them); of an
     ImageSet or an (images, labels) tuple, its images.
 
     cnnlab's layout passes as it is; Keras's is converted where the model's ``in_shape`` (C, H, W) makes it
@@ -272,10 +310,11 @@ def as_image_set(data: Data, labels: ArrayLike | None = None, *, in_shape: Seque
     """The one door for labelled data in Keras's terms, for ``fit``, ``evaluate`` and ``ImageSet.from_arrays``.
 
     ``data``: an ImageSet as it is; images with ``labels``; or an ``(images, labels)`` tuple, Keras's
-    ``validation_data``. Images as ``as_images`` lays them out (``in_shape``: the model's), uint8 0–255 as they
-    are and floats in [0, 1] — the course's ``/ 255`` — rounded back to uint8. Labels: class numbers (N,) or
-    (N, 1), or one-hot rows (N, K). ``classes``: names or a count; by default the one-hot width or the largest
-    label + 1. ``what`` names the data in the one-line errors.
+    ``validation_data``. Images as ``as_images`` lays them out (``in_shape``: the model's), their pixels by the
+    input rule (``check_pixels``): uint8 0–255 as they are, other integers in 0–255 cast, floats in [0, 1] — the
+    course's ``/ 255`` — rounded back to uint8. Labels: class numbers (N,) or (N, 1), or one-hot rows (N, K).
+    ``classes``: names or a count; by default the one-hot width or the largest label + 1. ``what`` names the data
+    in the one-line errors.
     """
     if isinstance(data, ImageSet):
         if labels is not None:
@@ -288,8 +327,10 @@ def as_image_set(data: Data, labels: ArrayLike | None = None, *, in_shape: Seque
     if labels is None:
         raise CnnlabError(f"{what} has images but no labels: pass images and labels, or (images, labels)")
     images = as_images(data, in_shape)
-    if images.dtype != torch.uint8:
-        images = torch.from_numpy(_to_uint8(images.numpy(force=True)))
+    if check_pixels(images) == 1:  # floats in [0, 1]: rounded back to the pixels they were divided from
+        exact = torch.promote_types(images.dtype, torch.float32)  # float16 · 255 would round to an eighth
+        images = torch.round(images.to(exact) * 255)
+    images = images.to(torch.uint8)  # uint8 as it is; other integers in 0–255 cast
     label_numbers, width = _class_numbers(labels)
     return ImageSet(images.contiguous(), label_numbers, class_names(width if classes is None else classes))
 

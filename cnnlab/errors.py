@@ -16,6 +16,19 @@ class NotFound(CnnlabError):
     """What was named (a project, a class, an example) is not there: the studio answers 404."""
 
 
+class DataMissing(CnnlabError):
+    """A run's data is not where it was trained from: ``missing`` says what and where, ``advice`` what to do, in the
+    user's terms (``hint``); the message is "missing; advice". The parts are kept apart so that a caller with other
+    advice to give (the studio, which takes no --data-dir) reads them rather than cutting the sentence."""
+
+    def __init__(self, missing: str, advice: str):
+        super().__init__(f"{missing}; {advice}")
+        self.missing, self.advice = missing, advice
+
+    def __reduce__(self) -> tuple[type, tuple[str, str]]:  # by its parts: the default would call DataMissing(line)
+        return type(self), (self.missing, self.advice)
+
+
 def warn(message: str) -> None:
     """One line on stderr for what is worth knowing but does not stop the command."""
     print(f"cnnlab: warning: {message}", file=sys.stderr)

@@ -2,9 +2,10 @@
 run's normalisation, its test-time augmentation, its precision — in one object, ``Inference``, that ``evaluate``,
 ``predict``, ``explain``, the studio's Inside view, ``export`` and both servers compute through.
 
-The input rule: uint8 pixels 0–255, as cnnlab's data sets and image preparation give them, are divided by 255 (the
-course's ``/ 255``); floats already in [0, 1] are taken as they are; anything else is a one-line CnnlabError that
-says what to pass. Images are a batch (N, C, H, W).
+The input rule, whose home is ``cnnlab.data.check_pixels`` (fit and evaluate keep it too): uint8 pixels 0–255, as
+cnnlab's data sets and image preparation give them, and other integers within 0–255 are divided by 255 (the course's
+``/ 255``); floats already in [0, 1] are taken as they are; anything else is a one-line CnnlabError that says what
+to pass. Images are a batch (N, C, H, W).
 
 A network, a run (``cnnlab.load_run``) or an ``Inference`` may be passed wherever a model is expected: a bare
 network is computed as it is (no normalisation, test-time augmentation or mixed precision); a run brings its own.
@@ -23,7 +24,7 @@ from torch import nn
 
 from . import engines
 from .augment import Normalization, tta_logits
-from .data import ArrayLike, Data, as_image_set
+from .data import PIXELS, ArrayLike, Data, as_image_set, check_pixels
 from .device import Device, autocast, borrowed, model_device
 from .errors import CnnlabError
 from .models import check_input, trace
@@ -41,41 +42,27 @@ TTA_PASSES = {
 # ---------------------------------------------------------------------------------------------------------
 # The input rule
 # ---------------------------------------------------------------------------------------------------------
-PASS = "pass uint8 pixels 0–255 or floats in [0, 1], as (N, C, H, W)"
-
-
-def check_images(images: Any) -> None:
-    """A one-line CnnlabError unless ``images`` is a batch (N, C, H, W) of uint8 pixels or floats in [0, 1].
-
-    uint8 is not looked at (no pass over the values, no wait for the device); floats are, once.
-    """
+def check_images(images: Any) -> int:
+    """A one-line CnnlabError unless ``images`` is a batch (N, C, H, W) whose pixels keep the input rule
+    (``cnnlab.data.check_pixels``: uint8 is not looked at, other integers and floats are read once); else what the
+    network's input divides them by."""
     if not isinstance(images, torch.Tensor):
-        raise CnnlabError(f"images must be a torch tensor, not {type(images).__name__}; {PASS} "
+        raise CnnlabError(f"images must be a torch tensor (N, C, H, W), not {type(images).__name__}; {PIXELS} "
                           "(torch.from_numpy makes one from an array)")
     if images.ndim != 4:
         one = "; one image (C, H, W) is images[None]" if images.ndim == 3 else ""
         raise CnnlabError(f"images of shape {tuple(images.shape)}: expected a batch (N, C, H, W){one}")
-    if images.dtype == torch.uint8:
-        return
-    if not images.is_floating_point():
-        raise CnnlabError(f"images are {str(images.dtype).removeprefix('torch.')}; {PASS}")
-    if images.numel() and not bool(((images >= 0) & (images <= 1)).all()):  # NaN fails too
-        low, high = float(images.min()), float(images.max())
-        scale = " (divide 0–255 pixels by 255 once, not twice)" if high <= 1 / 255 + 1e-6 else \
-            " (divide 0–255 pixels by 255, or pass them as uint8)" if high <= 255 else ""
-        raise CnnlabError(f"images are {str(images.dtype).removeprefix('torch.')} with values from {low:.4g} to "
-                          f"{high:.4g}; {PASS}{scale}")
+    return check_pixels(images)
 
 
 def to_input(images: torch.Tensor, normalization: Normalization | None = None) -> torch.Tensor:
-    """The network's input for ``images`` by the input rule: float32 in [0, 1] (uint8 / 255, floats in [0, 1] as
-    they are), then standardised by the run's ``normalization`` when it has one. The caller's tensor is not
-    changed."""
-    check_images(images)
-    if images.dtype == torch.uint8:
-        inputs = images.float().div_(255.0)
-    else:
-        inputs = images.to(torch.float32, copy=True)  # apply() works in place
+    """The network's input for ``images`` by the input rule: float32 in [0, 1] (integer pixels 0–255 / 255, floats
+    in [0, 1] as they are), then standardised by the run's ``normalization`` when it has one. The caller's tensor
+    is not changed."""
+    divisor = check_images(images)
+    inputs = images.to(torch.float32, copy=True)  # apply() works in place
+    if divisor != 1:
+        inputs.div_(divisor)
     return normalization.apply(inputs) if normalization else inputs
 
 

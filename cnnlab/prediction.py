@@ -1,7 +1,8 @@
 """Prediction: class probabilities for images, as the tutorial's softmax gave them, and for image files.
 
-Everything computes through ``cnnlab.inference.Inference``: the input rule (uint8 0–255, or floats in [0, 1]), a run's
-normalisation, test-time augmentation and precision. ``model`` may be a network, a run or an Inference.
+Everything computes through ``cnnlab.inference.Inference``: the input rule (uint8 0–255, or floats in [0, 1];
+``cnnlab.data.check_pixels``), a run's normalisation, test-time augmentation and precision. ``model`` may be a
+network, a run or an Inference.
 """
 from __future__ import annotations
 

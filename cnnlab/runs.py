@@ -23,7 +23,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import CnnlabError, UsageError, hint, warn
+from .errors import CnnlabError, DataMissing, UsageError, hint, warn
 from .files import (
     DAMAGED,
     MAX_READ,
@@ -545,7 +545,7 @@ def _check_input_shape(model: nn.Module, info: ModelInfo, run_dir: Path) -> None
                           f"{info.in_shape} ({error}); {DAMAGED}") from None
 
 
-def _pass_data_dir() -> str:  # the studio cuts its own advice at "; pass "
+def _pass_data_dir() -> str:
     return hint(cli="pass --data-dir FOLDER", python="pass data_dir=FOLDER")
 
 
@@ -560,14 +560,14 @@ def load_test_set(run: Run | str | os.PathLike, data_dir: str | os.PathLike | No
     if info.dataset != "folder":
         if data_dir is None and recorded is not None:
             if not recorded.is_dir():
-                raise CnnlabError(f"{run.run_dir} was trained on data in {recorded}, which is gone; "
+                raise DataMissing(f"{run.run_dir} was trained on data in {recorded}, which is gone",
                                   f"{_pass_data_dir()} where the data set is now")
             data_dir = recorded
         return load_test_images(info.dataset, data_dir)
     root = Path(data_dir) if data_dir is not None else recorded
     if root is None or not root.is_dir():
-        raise CnnlabError(f"{run.run_dir} was trained on the images in {root or 'a folder it does not record'}"
-                          f"{', which is gone' if root else ''}; {_pass_data_dir()} where they are now")
+        raise DataMissing(f"{run.run_dir} was trained on the images in {root or 'a folder it does not record'}"
+                          f"{', which is gone' if root else ''}", f"{_pass_data_dir()} where they are now")
     test = load_folder(root, info.in_shape, info.preprocess, classes=info.classes, parts=("test",)).test
     if test is None:
         raise CnnlabError(f"{root}: has no test/ folder, so this run has no test set; put images in "

@@ -37,7 +37,7 @@ from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
-from .errors import CnnlabError, NotFound
+from .errors import CnnlabError, DataMissing, NotFound
 from .serve import DEFAULT_TOP, MAX_BODY, is_loopback, predictions, prepare_upload  # as `cnnlab serve`
 from .teach import MAX_EXAMPLE_BYTES, Trainings
 
@@ -99,11 +99,8 @@ class Runs:
         if key not in self._tests:
             try:  # where the run was trained from; one at a time: MNIST's is 7.8 MB
                 self._tests = {key: load_test_set(run)}
-            except CnnlabError as error:  # its advice is `cnnlab evaluate`'s --data-dir, which the studio does not take
-                gone, advice, _ = str(error).partition("; pass ")  # --data-dir, or data_dir= (errors.hint)
-                if not advice:
-                    raise
-                raise CnnlabError(f"{gone}: put the data back there to pick its test images in the studio, "
+            except DataMissing as error:  # its advice is `cnnlab evaluate`'s --data-dir, which the studio does not take
+                raise CnnlabError(f"{error.missing}: put the data back there to pick its test images in the studio, "
                                   "or draw or drop an image of your own") from None
         return self._tests[key]
 

@@ -132,6 +132,12 @@ RUN_FILES = {"recipe.json", "model.json", "environment.json", "history.csv", "me
              "sample.png", "accuracy.png", "loss.png", "predictions.png"}  # what a finished run folder holds
 
 
+def move_data(run_dir: Path, data_dir: Path) -> None:
+    """Make ``run_dir`` record ``data_dir`` as where it was trained from, as a run whose data has since moved."""
+    environment = run_dir / "environment.json"
+    environment.write_text(json.dumps({**json.loads(environment.read_text()), "data_dir": str(data_dir)}))
+
+
 def history(run_dir: Path) -> list[dict]:
     """Every number of every epoch, at full precision, but the wall time."""
     from safetensors import safe_open

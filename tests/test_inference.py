@@ -16,12 +16,13 @@ from PIL import Image
 import cnnlab
 from cnnlab import get_recipe
 from cnnlab.augment import Normalization
-from cnnlab.data import ImageSet
+from cnnlab.data import ImageSet, as_image_set
 from cnnlab.errors import CnnlabError
 from cnnlab.explain import explain_image, occlusion, saliency
 from cnnlab.images import prepare_file
 from cnnlab.inference import Inference, evaluate, to_input
 from cnnlab.inside import activations
+from cnnlab.loop import fit_data
 from cnnlab.models import create_model
 from cnnlab.prediction import predict, predict_proba
 from cnnlab.runs import ModelInfo, Run, load_run, save_run_files, save_weights
@@ -61,11 +62,12 @@ def test_float_images_in_0_1_are_not_divided_by_255_again():
 
 @pytest.mark.parametrize("images, message", [
     (torch.full((2, *SHAPE), 255.0), r"^images are float32 with values from 255 to 255; pass uint8 pixels 0–255 or "
-                                      r"floats in \[0, 1\], as \(N, C, H, W\) \(divide 0–255 pixels by 255, or pass "
+                                      r"floats in \[0, 1\] \(divide 0–255 pixels by 255 once, not twice, or pass "
                                       r"them as uint8\)$"),
     (torch.full((2, *SHAPE), -0.5), r"^images are float32 with values from -0.5 to -0.5; pass uint8"),
-    (torch.full((2, *SHAPE), float("nan")), r"^images are float32 with values from nan to nan"),
-    (torch.zeros((2, *SHAPE), dtype=torch.int64), r"^images are int64; pass uint8 pixels 0–255 or floats in \[0, 1\]"),
+    (torch.full((2, *SHAPE), float("nan")), r"^images are float32 with NaN only; pass uint8"),
+    (torch.full((2, *SHAPE), 300), r"^images are int64 with values from 300 to 300; pass uint8 pixels 0–255 or "
+                                   r"floats in \[0, 1\]$"),
     (torch.zeros(SHAPE, dtype=torch.uint8), r"^images of shape \(1, 28, 28\): expected a batch \(N, C, H, W\); one "
                                             r"image \(C, H, W\) is images\[None\]$"),
     (torch.zeros((2, 3, 28, 28), dtype=torch.uint8), r"^model expects 1×28×28 images, the data has 3×28×28"),
@@ -76,6 +78,73 @@ def test_anything_but_uint8_or_floats_in_0_1_is_one_line_saying_what_to_pass(ima
         with pytest.raises(CnnlabError, match=message) as caught:
             call()
         assert "\n" not in str(caught.value)
+
+
+def pixels(dtype: type, low: float, high: float) -> np.ndarray:
+    """A batch (2, 1, 28, 28) of ``dtype`` whose values run evenly from ``low`` to ``high``."""
+    return np.linspace(low, high, 2 * 28 * 28).reshape(2, *SHAPE).astype(dtype)
+
+
+def with_one(images: np.ndarray, value: float) -> np.ndarray:
+    images[1, 0, 5, 5] = value
+    return images
+
+
+PASS = "pass uint8 pixels 0–255 or floats in [0, 1]"
+
+
+@pytest.mark.parametrize("images, refusal", [
+    (pixels(np.uint8, 0, 255), None),
+    (pixels(np.int8, 0, 127), None),
+    (pixels(np.int16, 0, 255), None),
+    (pixels(np.int32, 0, 255), None),
+    (pixels(np.int64, 0, 255), None),
+    (pixels(np.uint16, 0, 255), None),
+    (pixels(np.float16, 0, 1), None),
+    (pixels(np.float32, 0, 1), None),
+    (pixels(np.float64, 0, 1), None),
+    (pixels(np.bool_, 0, 1), f"images are bool; {PASS} (a True/False mask: pass it as uint8 0 and 255)"),
+    (pixels(np.int64, 0, 256), f"images are int64 with values from 0 to 256; {PASS}"),
+    (pixels(np.int16, -1, 255), f"images are int16 with values from -1 to 255; {PASS}"),
+    (pixels(np.uint32, 0, 70000), f"images are uint32 with values from 0 to 70000; {PASS}"),
+    (pixels(np.float32, 0, 255), f"images are float32 with values from 0 to 255; {PASS} "
+                                 "(divide 0–255 pixels by 255 once, not twice, or pass them as uint8)"),
+    (pixels(np.float16, 0, 255), f"images are float16 with values from 0 to 255; {PASS} "
+                                 "(divide 0–255 pixels by 255 once, not twice, or pass them as uint8)"),
+    (pixels(np.float64, -1, 1), f"images are float64 with values from -1 to 1; {PASS} "
+                                "(values below 0 look normalised: pass the pixels before normalising)"),
+    (with_one(pixels(np.float64, 0, 1), np.inf), f"images are float64 with values from 0 to inf; {PASS}"),
+    (with_one(pixels(np.float32, 0, 1), np.nan), f"images are float32 with values from 0 to 1 and NaN; {PASS}"),
+    (np.full((2, *SHAPE), np.nan), f"images are float64 with NaN only; {PASS}"),
+])
+def test_the_same_pixels_get_the_same_verdict_and_words_at_every_door(images, refusal):
+    """The issue: fit took int64 pixels 0–255 that predict refused, and each door said no in its own words. Now
+    NumPy arrays and tensors of one dtype and one set of values get one verdict and one message from fit,
+    evaluate, predict and Inference, and what is taken gives the network the same input as its uint8 pixels."""
+    model, labels = create_model("cnn", SHAPE, 10), np.arange(2)
+    doors = {"fit": lambda x: fit_data(model, x, labels, validation_split=0.5),
+             "evaluate": lambda x: evaluate(model, x, labels, get_recipe("mnist-cnn")),
+             "predict": lambda x: predict_proba(model, x),
+             "Inference.prepare": lambda x: Inference(model).prepare(torch.as_tensor(x))}
+    verdicts = {}
+    for kind, given in (("numpy", images), ("torch", torch.from_numpy(images))):
+        for door, call in doors.items():
+            try:
+                call(given)
+                verdicts[kind, door] = None
+            except CnnlabError as error:
+                verdicts[kind, door] = str(error)
+    assert verdicts == dict.fromkeys(verdicts, refusal)
+    if refusal is None:
+        as_uint8 = np.rint(images.astype(np.float64) * (255 if images.dtype.kind == "f" else 1)).astype(np.uint8)
+        assert torch.equal(as_image_set(images, labels, in_shape=SHAPE).images, torch.from_numpy(as_uint8))
+        if images.dtype.kind in "iu":  # integers are the pixels themselves: the same input, to the bit
+            assert torch.equal(to_input(torch.from_numpy(images)), to_input(torch.from_numpy(as_uint8)))
+
+
+def test_uint8_pixels_are_not_read_to_be_checked():
+    """No pass over the values and no wait for the device: a tensor with no data (the meta device) passes."""
+    assert to_input(torch.empty((2, *SHAPE), dtype=torch.uint8, device="meta")).shape == (2, *SHAPE)
 
 
 def test_the_input_rule_leaves_the_callers_tensor_alone():

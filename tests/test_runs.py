@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import resource
 import shutil
 import stat
@@ -19,9 +20,9 @@ import torch
 from PIL import Image
 
 from cnnlab import cli
-from cnnlab.errors import CnnlabError
+from cnnlab.errors import CnnlabError, DataMissing
 from cnnlab.runs import ModelInfo, Run, list_runs, load_run, load_test_set, run_folder, scan_runs
-from helpers import REPO, RUN_FILES, running_studio
+from helpers import REPO, RUN_FILES, move_data, running_studio
 
 
 @pytest.fixture
@@ -80,6 +81,23 @@ def test_run_level_functions_take_a_run_or_a_path(runs, trained_runs):
     by_run, files = evaluate_run(Run(runs / "mlp"), trained_runs["data"], device="cpu")
     assert by_run.accuracy == by_path.accuracy and files[0].parent == runs / "mlp" / "evaluation"
     assert Run(runs / "mlp").read_evaluation()["test_accuracy"] == by_run.accuracy
+
+
+def test_data_gone_is_one_line_whose_advice_is_kept_apart(digit_run, tmp_path, monkeypatch):
+    """The CLI and Python read one line, as ever; what is missing and the advice are parts of their own, which the
+    studio reads to give its own advice (tests/test_studio.py)."""
+    from cnnlab import errors
+
+    move_data(digit_run, tmp_path / "gone")
+    missing = f"{digit_run} was trained on data in {tmp_path / 'gone'}, which is gone"
+    for command_line, advice in ((False, "pass data_dir=FOLDER"), (True, "pass --data-dir FOLDER")):
+        monkeypatch.setattr(errors, "COMMAND_LINE", command_line)
+        with pytest.raises(DataMissing) as caught:
+            load_test_set(digit_run)
+        assert (caught.value.missing, caught.value.advice) == (missing, f"{advice} where the data set is now")
+        assert str(caught.value) == f"{missing}; {advice} where the data set is now"
+    copy = pickle.loads(pickle.dumps(caught.value))  # as a child process hands it back
+    assert (str(copy), copy.missing, copy.advice) == (str(caught.value), caught.value.missing, caught.value.advice)
 
 
 def test_where_the_data_came_from_is_one_record_and_old_folders_still_read(digit_run, tmp_path):

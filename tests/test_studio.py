@@ -25,7 +25,7 @@ from cnnlab.images import prepare_file
 from cnnlab.inside import activations
 from cnnlab.prediction import predict_proba
 from cnnlab.runs import load_run
-from helpers import REPO, running_studio
+from helpers import REPO, move_data, running_studio
 from test_predict import write_digits
 
 MAX_BODY = 64 * 1024  # bytes: small, so that a test can pass it
@@ -279,6 +279,24 @@ def test_a_fault_no_check_foresaw_is_json_too(runs, monkeypatch):
         response = client.get("/api/runs")
     assert response.status_code == 500
     assert response.json() == {"error": "the studio failed: RuntimeError: a bug (its terminal shows the traceback)"}
+
+
+@pytest.mark.parametrize("gone", ["gone", "data; pass it on"])
+def test_moved_data_is_explained_in_the_studios_terms(digit_run, tmp_path, gone):
+    """The studio gives its own advice for the CLI's --data-dir, from the error's parts (DataMissing.missing): a
+    folder named with "; pass " in it was cut there while the studio split the message's text."""
+    from fastapi.testclient import TestClient
+
+    from cnnlab.studio import create_app
+
+    folder = tmp_path / "runs"
+    shutil.copytree(digit_run, folder / "moved")
+    move_data(folder / "moved", tmp_path / gone)
+    with TestClient(create_app(folder, "cpu"), base_url=LOCAL) as client:
+        response = client.post("/api/runs/moved/look?pick=true")
+    assert (response.status_code, response.json()) == (400, {"error": (
+        f"{folder / 'moved'} was trained on data in {tmp_path / gone}, which is gone: put the data back there to "
+        "pick its test images in the studio, or draw or drop an image of your own")})
 
 
 def test_the_openapi_document_shows_the_image_body_and_only_errors_that_are_sent(client):

@@ -22,7 +22,7 @@ from cnnlab import cli
 from cnnlab.images import prepare_file
 from cnnlab.inside import activations
 from cnnlab.runs import load_run
-from helpers import REPO, drawn, make_idx_dataset, running_studio
+from helpers import REPO, drawn, make_idx_dataset, move_data, running_studio
 from test_predict import write_digits
 from test_studio import request
 
@@ -609,8 +609,7 @@ def test_the_learning_curves_legend_tells_train_from_validation(watched, studio)
 def test_moved_data_is_explained_in_the_studios_terms(watched, runs, tmp_path):
     page = watched.page
     folder = runs_of_one(runs / "cnn", tmp_path / "runs", "moved")
-    environment = folder / "moved" / "environment.json"
-    environment.write_text(json.dumps({**json.loads(environment.read_text()), "data_dir": str(tmp_path / "gone")}))
+    move_data(folder / "moved", tmp_path / "gone")
     with running_studio(folder) as url:
         open_studio(page, url)
         page.click("#random")
