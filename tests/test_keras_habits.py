@@ -15,7 +15,7 @@ from cnnlab.data import ImageSet
 from cnnlab.errors import CnnlabError
 from cnnlab.inference import Scores
 from cnnlab.models import check_input
-from helpers import learnable_images
+from helpers import learnable_images, same_weights
 
 RECIPE = cnnlab.with_overrides(cnnlab.get_recipe("mnist-mlp"), {"epochs": 1, "batch_size": 16})
 
@@ -32,10 +32,6 @@ def one_line(call) -> str:
         call()
     assert "\n" not in str(caught.value)
     return str(caught.value)
-
-
-def same_weights(model: torch.nn.Module, before: dict[str, torch.Tensor]) -> bool:
-    return all(torch.equal(before[k], v) for k, v in model.state_dict().items())
 
 
 # ---------------------------------------------------------------------------------------------------------
