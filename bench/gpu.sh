@@ -117,8 +117,12 @@ suite_part() {  # NAME LIMIT: every test, CUDA present; a file whose imports are
   # playwright) is a collection error, and the rest still run. pytest's report goes to stderr, which part copies
   # into NAME.log as it comes: each test's line (-v) as it ends, FAILED and ERROR among them, so a run cut at its
   # LIMIT (or a command killed at the device's) still names its failures, and the test it was in; at the end,
-  # each failure in one line (--tb=line) and the summary (-rfE).
-  LIMIT=$2 part "$1" "no failure (the first run, cut: one, unnamed)" bash -c 'exec "$@" >&2' pytest \
+  # each failure in one line (--tb=line) and the summary (-rfE). First, the test extras missing there, whose tests
+  # fail or are skipped for want of them, not for CUDA.
+  local extras='import importlib.util as u; print("test extras missing here:", " ".join(m for m in ("tensorboard",
+"fastapi", "uvicorn", "nbclient", "hypothesis", "onnx", "playwright") if u.find_spec(m) is None) or "none")'
+  LIMIT=$2 part "$1" "no failure (the first run, cut: one, unnamed)" \
+    bash -c 'exec >&2; "$1" -c "$2"; shift 2; exec "$@"' suite "$PYTHON" "$extras" \
     "$PYTHON" -m pytest -v -rfE --tb=line -p no:cacheprovider --continue-on-collection-errors tests
 }
 airbench_part() {  # NAME LIMIT SEEDS
