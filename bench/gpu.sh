@@ -33,7 +33,8 @@
 # The other parts, one command each (expected: estimates from step counts, where the issue gave no time):
 #
 #   PART          expected   what (measured, issue #18)
-#   suite         ≤ 9 min    the whole test suite with CUDA present, as in quick, under LIMIT (540 s by default)
+#   suite         ≤ 9 min    the whole test suite with CUDA present, as in quick, under LIMIT (540 s); not yet run
+#                            alone there (7 min here on 2 CPU cores)
 #   labs-mnist    ~3 min     compare.py, mnist-mlp and mnist-cnn on the MNIST sample: Keras/JAX vs plain, fast, graph
 #                            (lab 2 s/epoch: Keras 0.07, plain 0.08, fast 0.09, graph 0.01)
 #   labs-fashion  ~5 min     compare.py, fashion-cnn and the whole command under each engine (lab 4 s/epoch: Keras
