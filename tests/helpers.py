@@ -159,6 +159,14 @@ def assert_same_run(run_dir: Path, reference: Path) -> None:
         json.loads((reference / "metrics.json").read_text())["test_loss"]
 
 
+def same_weights(model: Any, before: dict[str, Any]) -> bool:
+    """Does ``model`` still hold ``before`` (its state_dict, cloned on the CPU)? Compared on the CPU: fit moves a
+    model to its device ('auto': CUDA, where present) before it checks the data and refuses."""
+    import torch
+
+    return all(torch.equal(before[k], v.cpu()) for k, v in model.state_dict().items())
+
+
 # A script for a separate process: once `kill_at` optimiser steps are done, the main process (rank 0 under
 # torchrun) sends itself `signal`.
 KILLER = """

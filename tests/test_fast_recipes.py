@@ -140,8 +140,9 @@ def test_autocast_auto_picks_bf16_only_where_the_cpu_computes_it(fake_mnist, run
 
     monkeypatch.setattr(device, "native_bf16", lambda device: native)  # the capability probe, faked both ways
     assert get_recipe("fashion-cpu").autocast == get_recipe("mnist-cpu").autocast == "auto"
+    # The CPU's rule, on the CPU: with CUDA present 'auto' would train there and add the engine's note.
     code = cli.main(["train", "fashion-cpu", "--data-dir", str(fake_mnist), "--runs-dir", str(runs_dir),
-                     "--set", "dataset=mnist", "--epochs", "1"])
+                     "--set", "dataset=mnist", "--epochs", "1", "--device", "cpu"])
     assert code == 0
     out = capsys.readouterr().out
     run_dir = Path(out.strip().splitlines()[-1])
@@ -154,8 +155,9 @@ def test_bf16_asked_for_on_a_cpu_without_it_says_so_in_the_users_terms(fake_mnis
     from cnnlab import device, errors
 
     monkeypatch.setattr(device, "native_bf16", lambda device: False)
+    # The CPU's note, on the CPU: on CUDA it would name the card, and the engine's note would join it.
     code = cli.main(["train", "fashion-cpu", "--data-dir", str(fake_mnist), "--runs-dir", str(runs_dir),
-                     "--set", "dataset=mnist", "--epochs", "1", "--set", "autocast=bf16"])
+                     "--set", "dataset=mnist", "--epochs", "1", "--set", "autocast=bf16", "--device", "cpu"])
     assert code == 0
     notes = [line for line in capsys.readouterr().out.splitlines() if line.startswith("note:")]
     assert notes == ["note: this CPU has no AVX512-BF16 or AMX, so bf16 autocast is emulated and slow here; "
