@@ -263,10 +263,10 @@ def fit(model: nn.Module, train: Data, val: Data | None, recipe: Recipe | str,
     device = choose_device(device, otherwise=recipe.device)
     recipe = engines.for_device(recipe, device, distributed.world_size())  # 'auto' engine and precision decided
     verbose = verbose and distributed.is_main()
-    place(model, recipe, device)
     for part in (train, val):  # a model built for other images fails here, in one line, not inside PyTorch
         check_input(model, part.images.shape[1:])
     check_classes(model, train.images.shape[1:], len(train.classes))  # too few fail inside the loss, too many quietly
+    place(model, recipe, device)  # after the checks: data refused leaves the model where and as it was
     state = state or start_state(model, recipe, train, device)
     return _run_epochs(model, train, val, recipe, device, state, on_epoch_end, verbose)
 

@@ -210,6 +210,16 @@ def test_a_model_with_the_wrong_number_of_outputs_is_refused_before_a_step(outpu
         message
 
 
+def test_data_refused_leaves_the_model_where_and_as_it_was():
+    """fit checks the data before it moves the model to its device and layout (fashion-cpu's channels-last on
+    the CPU here; the GPU, where there is one): a refused call changes nothing."""
+    model = cnnlab.create_model("bn-cnn", (1, 28, 28), 10)
+    wrong = ImageSet(torch.zeros(8, 1, 20, 20, dtype=torch.uint8), torch.arange(8), tuple("0123456789"))
+    with pytest.raises(CnnlabError, match="model expects 1×28×28 images"):
+        cnnlab.fit(model, wrong, wrong, "fashion-cpu", device="cpu", verbose=False)
+    assert all(p.is_contiguous() for p in model.parameters())  # not moved to channels-last
+
+
 def test_check_input_names_the_missing_or_misplaced_channel_axis():
     model = cnnlab.create_model("cnn", (1, 28, 28), 10)
     assert one_line(lambda: check_input(model, (28, 28))) == \
