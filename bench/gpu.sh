@@ -43,7 +43,9 @@
 #                            plain 0.91, fast 0.89, graph 0.29; total 14.4 / 9.7 / 12.2 / 4.1 s)
 #   recipes       ~3 min     bench/recipes.py fashion-fast over SEEDS (5) seeds (1.95 ± 0.11 s of training a run)
 #   recipes-mnist ~1 min     bench/recipes.py mnist-fast over SEEDS (5) seeds, on the MNIST sample (seeds 0-2 then
-#                            reached 0.294, 0.094, 0.987 test accuracy)
+#                            reached 0.294, 0.094, 0.987 test accuracy in batches of 1,024; since min_steps, 256)
+#   command       ~1 min     bench/command.py: `cnnlab train fashion-cnn` start to exit, phase by phase (imports,
+#                            CUDA start, torch._dynamo, data, training, checkpoints, test, figures), REPEAT (2) times
 #   best          ~4 min     bench/recipes.py fashion-best over SEEDS (3) seeds (94.91 ± 0.08 % in 10.26 s)
 #   airbench      ~2 min     airbench 0.1.8's train94 against cifar10-fast, SEEDS (5) runs each (1.91 against 2.37 s)
 #
@@ -154,10 +156,13 @@ case "${1:-}" in
   recipes-mnist) need_mnist
                  part recipes-mnist "~1 min" "$PYTHON" bench/recipes.py mnist-fast --seeds "${SEEDS:-5}" \
                    --data-dir "$CARRY/mnist-sample" ;;
+  command)       part command "~1 min (whole command 10.2 s graphed, profile not yet taken)" "$PYTHON" \
+                   bench/command.py fashion-cnn --data-dir "$CARRY/fashion-mnist" --device cuda \
+                   --repeat "${REPEAT:-2}" ;;
   best)          part best "~4 min" "$PYTHON" bench/recipes.py fashion-best --seeds "${SEEDS:-3}" \
                    --data-dir "$CARRY/fashion-mnist" ;;
   airbench)      airbench_part airbench "$LIMIT" "${SEEDS:-5}" ;;
   *)             echo "usage: bash bench/gpu.sh prepare | quick | tests | suite | labs-mnist | labs-fashion |" \
-                      "labs-cifar | recipes | recipes-mnist | best | airbench" >&2
+                      "labs-cifar | recipes | recipes-mnist | command | best | airbench" >&2
                  exit 2 ;;
 esac
