@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import gc
 import os
 import re
 import sys
@@ -580,5 +581,19 @@ def _fail(message: str, code: int) -> int:
     return code
 
 
+def run() -> None:
+    """The `cnnlab` command: ``main``, then an exit that leaves the process's objects to the operating system.
+
+    At exit CPython's collector walks every object that PyTorch, matplotlib and their imports made, pass after
+    pass as the modules are torn down: 0.7 s of a one-epoch `cnnlab train` on a 2-core AMD EPYC (0.85–1.02 s
+    against 0.19 s frozen, 2026-12-04). Frozen, they are not walked; what cnnlab wrote is closed already, and
+    objects that are not in a cycle are still freed as before. Not in ``main``, which the tests and notebooks call
+    in a process that lives on.
+    """
+    code = main()
+    gc.freeze()
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

@@ -179,6 +179,24 @@ def test_python_dash_m_cnnlab_is_the_command_with_its_exit_codes():
     assert wrong.returncode == 2 and wrong.stderr.startswith("cnnlab: error: unknown recipe 'no-such-recipe'")
 
 
+def test_the_command_freezes_the_collector_only_on_its_way_out(monkeypatch):
+    """`cnnlab` and `python -m cnnlab` enter through run(): main's exit code, after gc.freeze (a quick exit). main
+    is what tests and notebooks call, in a process that lives on: run alone freezes."""
+    import gc
+
+    import tomllib
+
+    calls = []
+    monkeypatch.setattr(cli, "main", lambda: calls.append("main") or 3)
+    monkeypatch.setattr(gc, "freeze", lambda: calls.append("freeze"))
+    with pytest.raises(SystemExit) as exit_:
+        cli.run()
+    assert (exit_.value.code, calls) == (3, ["main", "freeze"])
+    scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
+    assert scripts == {"cnnlab": "cnnlab.cli:run"}
+    assert "run()" in (REPO / "cnnlab" / "__main__.py").read_text()
+
+
 @pytest.mark.slow
 def test_commands_on_a_run_read_the_data_folder_it_was_trained_on(trained_runs, tmp_path, monkeypatch, capsys):
     """No --data-dir: evaluate, predict --random, explain and report find the test images where training did."""
