@@ -95,11 +95,15 @@ def child(out: str, argv: list[str]) -> None:
         module_name, _, class_name = module.partition(":")  # "cnnlab.runs:Run": a method of Run
         owner = getattr(sys.modules[module_name], class_name) if class_name else sys.modules[module_name]
         setattr(owner, name, timed(phase, getattr(owner, name)))
-    code = cnnlab.cli.main(["train", *argv])
-    sync()
-    total = time.perf_counter() - began
-    seconds["the rest (printing, checks, parsing)"] = total - sum(seconds.values())
-    Path(out).write_text(json.dumps({"seconds": seconds, "total": total, "code": code}))
+    sys.argv = ["cnnlab", "train", *argv]
+    try:
+        cnnlab.cli.run()  # the command's own way in and out (run ends the process as `cnnlab` does)
+    except SystemExit as exit_:
+        sync()
+        total = time.perf_counter() - began
+        seconds["the rest (printing, checks, parsing)"] = total - sum(seconds.values())
+        Path(out).write_text(json.dumps({"seconds": seconds, "total": total, "code": exit_.code}))
+        raise
 
 
 def run_once(argv: list[str], env: dict[str, str], timed: bool) -> tuple[float, dict]:
