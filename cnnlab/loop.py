@@ -176,6 +176,7 @@ def start_state(model: nn.Module, recipe: Recipe, train: ImageSet, device: torch
     from ``recipe.seed`` plus its rank (rank 0 draws what one process would).
     """
     device = torch.device(device)
+    recipe, _ = for_data(recipe, len(train))  # the batch and rate fit will train with (fit says so, if it changed)
     recipe = engines.for_device(recipe, device, distributed.world_size())  # the graph engine's optimiser options
     if recipe.deterministic:  # before the first cuBLAS product (the whitening's, below), which fixes its workspace
         use_deterministic_algorithms()

@@ -160,3 +160,21 @@ def test_fit_fits_the_batch_to_the_data_as_a_run_does(capsys):
     out = capsys.readouterr().out
     assert "note: 100 training images make 2 steps an epoch in batches of 64" in out and "Epoch 1/1 - 7/7 - " in out
     assert len(history) == 1
+
+
+def test_a_state_made_apart_from_fit_has_the_batch_and_rate_fit_trains_with():
+    """start_state then fit(state=…), as bench/recipes.py and a resumed run do: the optimiser's rate and the
+    schedule's length are the fitted recipe's (batches of 16 here), not the unfitted one's."""
+    from cnnlab import ImageSet, fit
+    from cnnlab.loop import start_state
+    from cnnlab.recipes import Recipe
+
+    train = ImageSet(torch.randint(0, 256, (100, 1, 8, 8), dtype=torch.uint8), torch.arange(100) % 2, ("a", "b"))
+    recipe = Recipe("small", "mnist", "mlp", epochs=2, batch_size=64, lr=0.4, min_steps=5, device="cpu",
+                    schedule="linear", lr_end=0.5)
+    model = create_model("mlp", (1, 8, 8), 2)
+    state = start_state(model, recipe, train)
+    assert state.optimizer.param_groups[0]["initial_lr"] == 0.4 / 4  # batches of 16, a quarter of the rate
+    fit(model, train, train, recipe, state=state, verbose=False)
+    assert state.scheduler.last_epoch == 2 * 7  # two epochs of 7 steps: the schedule ran to its end
+    assert state.optimizer.param_groups[0]["lr"] == pytest.approx(0.1 * 0.5)  # lr_end of the fitted rate
