@@ -176,7 +176,8 @@ def start_state(model: nn.Module, recipe: Recipe, train: ImageSet, device: torch
     from ``recipe.seed`` plus its rank (rank 0 draws what one process would).
     """
     device = torch.device(device)
-    recipe, _ = for_data(recipe, len(train))  # the batch and rate fit will train with (fit says so, if it changed)
+    # The batch and rate fit trains with (fit says so, if min_steps changed them)
+    recipe, _ = for_data(recipe, len(train), distributed.world_size())
     recipe = engines.for_device(recipe, device, distributed.world_size())  # the graph engine's optimiser options
     if recipe.deterministic:  # before the first cuBLAS product (the whitening's, below), which fixes its workspace
         use_deterministic_algorithms()
@@ -258,7 +259,7 @@ def fit(model: nn.Module, train: Data, val: Data | None, recipe: Recipe | str,
         recipe = with_overrides(recipe, {k: v for k, v in (("batch_size", batch_size), ("epochs", epochs))
                                         if v is not None})
     train, val = fit_data(model, train, val, validation_data, validation_split, recipe.split_seed)
-    recipe, fitted = for_data(recipe, len(train))  # batches small enough for the recipe's min_steps
+    recipe, fitted = for_data(recipe, len(train), distributed.world_size())  # batches small enough for min_steps
     if fitted and verbose and distributed.is_main():
         print(f"note: {fitted}")
     device = choose_device(device, otherwise=recipe.device)

@@ -199,8 +199,9 @@ def validate(recipe: Recipe) -> Recipe:
 SMALLEST_BATCH = 16  # for_data halves no further: BatchNorm's batch statistics need a few images
 
 
-def for_data(recipe: Recipe, images: int) -> tuple[Recipe, str | None]:
-    """The recipe for a training split of ``images``, and a one-line note when that changed it.
+def for_data(recipe: Recipe, images: int, processes: int = 1) -> tuple[Recipe, str | None]:
+    """The recipe for a training split of ``images``, and a one-line note when that changed it. Under torchrun
+    (``processes``) a halved batch still splits evenly, two images a process at least.
 
     A schedule tuned on 50,000 images meets 7,000 in batches of 1,024 as 8 steps an epoch: airbench's warm-up
     is then 11 steps long, and with BatchNorm's parameters at 64 times the rate the network can blow up before
@@ -210,9 +211,10 @@ def for_data(recipe: Recipe, images: int) -> tuple[Recipe, str | None]:
     average's per-step decay rises so that it spans as many images. A recipe fitted once is left as it is: a resumed run
     reads the batch and rate that it began with.
     """
-    batch = recipe.batch_size
-    while recipe.min_steps and batch > SMALLEST_BATCH and math.ceil(images / batch) < recipe.min_steps:
-        batch = max(batch // 2, SMALLEST_BATCH)
+    batch, smallest = recipe.batch_size, max(SMALLEST_BATCH, 2 * processes)
+    while (recipe.min_steps and math.ceil(images / batch) < recipe.min_steps
+           and (half := max(batch // 2, smallest)) < batch and half % processes == 0):
+        batch = half
     if batch == recipe.batch_size:
         return recipe, None
     ratio = batch / recipe.batch_size

@@ -181,7 +181,8 @@ def _train_into(run: Run, recipe: Recipe, device: torch.device, data_dir: str | 
     main = distributed.is_main()  # the process that prints and writes; the others train beside it
     console = plain_console(quiet=not (verbose and main), highlight=False, soft_wrap=True)
     train, val, test = _load_data(recipe, data_dir, folder, device, console)
-    recipe, fitted = for_data(recipe, len(train))  # before recipe.json is written: a resumed run reads the batch
+    # Before recipe.json is written: a resumed run reads the batch and rate it began with
+    recipe, fitted = for_data(recipe, len(train), distributed.world_size())
     if fitted:
         console.print(f"note: {fitted}")
 

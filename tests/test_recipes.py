@@ -211,3 +211,10 @@ def test_adaptive_optimisers_scale_by_the_square_root_and_the_average_keeps_its_
 def test_batches_halve_no_further_than_sixteen_images():
     fitted, note = for_data(Recipe("tiny", "mnist", "cnn", batch_size=100, min_steps=50), 40)
     assert fitted.batch_size == 16 and note is not None and "batches of 16" in note
+
+
+def test_under_torchrun_a_halved_batch_still_splits_over_the_processes():
+    recipe = Recipe("ddp", "mnist", "cnn", batch_size=96, min_steps=100)
+    assert for_data(recipe, 960, processes=3)[0].batch_size == 24  # 96 → 48 → 24; 16, the floor, splits unevenly
+    assert for_data(recipe, 960, processes=16)[0].batch_size == 32  # 96 → 48 → 32: two images a process
+    assert for_data(recipe, 960)[0].batch_size == 16
