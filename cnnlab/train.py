@@ -318,9 +318,9 @@ def _fit_and_finish(run: Run, recipe: Recipe, model: nn.Module, sets: tuple[Imag
     def save(state: TrainState) -> None:
         nonlocal saved
         save_checkpoint(run.path(CHECKPOINT), state, device, data)
+        saved = state.epoch  # before history.csv: a Ctrl-C while it is written leaves this epoch on disk
         if main:
             run.write_history(state.history)
-        saved = state.epoch
         if board is not None:
             log_epoch(board, state.history[-1])
 

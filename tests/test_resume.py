@@ -318,6 +318,28 @@ sys.exit(cli.main({argv!r}))
 """
 
 
+def test_ctrl_c_between_the_checkpoint_and_its_history_row_names_the_epoch_on_disk(digits, tmp_path, monkeypatch,
+                                                                                   capsys):
+    """Ctrl-C just after epoch 1's checkpoint was written, while history.csv was: the line said 'holds epoch 0' of
+    a folder whose checkpoint held epoch 1 (seen by hand, 2026-12-04), and --resume then went on after epoch 1."""
+    from cnnlab.runs import Run
+
+    write_history = Run.write_history
+
+    def interrupted(self, rows):
+        if len(rows) == 1:
+            raise KeyboardInterrupt
+        write_history(self, rows)
+
+    monkeypatch.setattr(Run, "write_history", interrupted)
+    assert cli.main(["train", *ARGS, "--data-dir", str(digits), "--runs-dir", str(tmp_path)]) == 130
+    (run_dir,) = tmp_path.iterdir()
+    assert capsys.readouterr().err.strip() == (
+        f"cnnlab: interrupted: {run_dir} holds epoch 1 of 3; continue with `cnnlab train --resume {run_dir}`")
+    monkeypatch.undo()
+    assert f"resuming {run_dir} after epoch 1 of 3" in _run_main(["train", "--resume", str(run_dir)])
+
+
 @pytest.mark.slow
 def test_a_kill_just_after_the_last_checkpoint_loses_no_history_row(digits, uninterrupted, tmp_path):
     argv = ["train", *ARGS, "--data-dir", str(digits), "--runs-dir", str(tmp_path)]
