@@ -464,6 +464,8 @@ def _progress(verbose: bool):
 
     from .display import plain_console
 
-    # In Jupyter, plain text as a script prints it (cnnlab.display.plain_console): the epoch lines, no widget
+    # In Jupyter, plain text as a script prints it (cnnlab.display.plain_console): the epoch lines, no widget. A bar
+    # only on a terminal: into a pipe or a file rich would leave an empty line where it stood.
+    console = plain_console()
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    console=plain_console(), transient=True, disable=not verbose)
+                    console=console, transient=True, disable=not (verbose and console.is_terminal))

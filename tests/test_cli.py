@@ -36,6 +36,7 @@ def test_train_then_evaluate(fake_mnist, runs_dir, capsys):
     assert out.strip().splitlines()[-1] == str(run_dir)  # the last line is the run folder
     assert "Total params: 804,554" in out
     assert "Epoch 2/2" in out and "val_accuracy" in out
+    assert "" not in out.splitlines()  # into a pipe or file: no progress bar, nor the empty line it would leave
     assert RUN_FILES <= {p.name for p in run_dir.iterdir()}
 
     with open(run_dir / "history.csv") as f:
