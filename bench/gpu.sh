@@ -71,7 +71,7 @@ if [ "${1:-}" = prepare ]; then
     -d "$CARRY/wheels" "keras==3.15.*" namex optree
   "$PYTHON" -m pip wheel -q --no-deps -w "$CARRY/wheels" "airbench==0.1.8"
   # The data sets as cnnlab finds them here (Fashion-MNIST downloaded or from Debian's package; the MNIST sample).
-  fashion=$(PYTHONPATH=. "$PYTHON" -c 'from cnnlab.data import find_dataset_dir; print(find_dataset_dir("fashion-mnist"))')
+  fashion=$(PYTHONPATH=. "$PYTHON" -c 'from cnnlab.data import get_spec, locate; print(locate(get_spec("fashion-mnist"))[0])')
   mkdir -p "$CARRY/fashion-mnist" "$CARRY/mnist-sample"
   cp "$fashion"/*-ubyte.gz "$CARRY/fashion-mnist/"
   cp ../shared/datasets/mnist-sample/*-ubyte.gz "$CARRY/mnist-sample/" 2>/dev/null || echo "no MNIST sample beside the repo"
