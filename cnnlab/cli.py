@@ -521,7 +521,9 @@ def _add_servers(commands: argparse._SubParsersAction, debug: argparse.ArgumentP
     studio.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, this "
                                                             "machine only)")
     studio.add_argument("--port", type=_port, default=8000, help="port to listen on (default: 8000; 0: any free)")
-    studio.add_argument("--device", type=_device, default="cpu", help="cpu (default), auto, cuda, cuda:N or mps")
+    studio.add_argument("--device", type=_device, default="cpu",
+                        help="where the studio computes its predictions and layers: cpu (default), auto, cuda, cuda:N "
+                             "or mps; Teach trains as `cnnlab train` does, on the GPU where there is one")
     studio.set_defaults(func=_studio)
 
 
