@@ -259,15 +259,15 @@ def fit(model: nn.Module, train: Data, val: Data | None, recipe: Recipe | str,
         recipe = with_overrides(recipe, {k: v for k, v in (("batch_size", batch_size), ("epochs", epochs))
                                         if v is not None})
     train, val = fit_data(model, train, val, validation_data, validation_split, recipe.split_seed)
-    recipe, fitted = for_data(recipe, len(train), distributed.world_size())  # batches small enough for min_steps
-    if fitted and verbose and distributed.is_main():
-        print(f"note: {fitted}")
-    device = choose_device(device, otherwise=recipe.device)
-    recipe = engines.for_device(recipe, device, distributed.world_size())  # 'auto' engine and precision decided
+    device, processes = choose_device(device, otherwise=recipe.device), distributed.world_size()
+    recipe = engines.for_device(recipe, device, processes)  # 'auto' engine and precision decided
     verbose = verbose and distributed.is_main()
     for part in (train, val):  # a model built for other images fails here, in one line, not inside PyTorch
         check_input(model, part.images.shape[1:])
     check_classes(model, train.images.shape[1:], len(train.classes))  # too few fail inside the loss, too many quietly
+    recipe, fitted = for_data(recipe, len(train), processes)  # batches small enough for min_steps
+    if fitted and verbose:
+        print(f"note: {fitted}")
     place(model, recipe, device)  # after the checks: data refused leaves the model where and as it was
     state = state or start_state(model, recipe, train, device)
     return _run_epochs(model, train, val, recipe, device, state, on_epoch_end, verbose)

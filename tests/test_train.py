@@ -149,12 +149,18 @@ def test_a_run_on_too_few_images_for_min_steps_trains_and_resumes_in_smaller_bat
     assert json.loads((run_dir / "recipe.json").read_text())["batch_size"] == 32
 
 
+def hundred_images():
+    """100 random 8×8 grey images of two classes: in batches of 64, 2 steps an epoch."""
+    from cnnlab import ImageSet
+
+    return ImageSet(torch.randint(0, 256, (100, 1, 8, 8), dtype=torch.uint8), torch.arange(100) % 2, ("a", "b"))
+
+
 def test_fit_fits_the_batch_to_the_data_as_a_run_does(capsys):
-    from cnnlab import ImageSet, fit
+    from cnnlab import fit
     from cnnlab.recipes import Recipe
 
-    images = torch.randint(0, 256, (100, 1, 8, 8), dtype=torch.uint8)
-    train = ImageSet(images, torch.arange(100) % 2, ("a", "b"))
+    train = hundred_images()
     recipe = Recipe("small", "mnist", "mlp", epochs=1, batch_size=64, min_steps=5, device="cpu")
     history = fit(create_model("mlp", (1, 8, 8), 2), train, train, recipe)
     out = capsys.readouterr().out
@@ -165,11 +171,11 @@ def test_fit_fits_the_batch_to_the_data_as_a_run_does(capsys):
 def test_a_state_made_apart_from_fit_has_the_batch_and_rate_fit_trains_with():
     """start_state then fit(state=…), as bench/recipes.py and a resumed run do: the optimiser's rate and the
     schedule's length are the fitted recipe's (batches of 16 here), not the unfitted one's."""
-    from cnnlab import ImageSet, fit
+    from cnnlab import fit
     from cnnlab.loop import start_state
     from cnnlab.recipes import Recipe
 
-    train = ImageSet(torch.randint(0, 256, (100, 1, 8, 8), dtype=torch.uint8), torch.arange(100) % 2, ("a", "b"))
+    train = hundred_images()
     recipe = Recipe("small", "mnist", "mlp", epochs=2, batch_size=64, lr=0.4, min_steps=5, device="cpu",
                     schedule="linear", lr_end=0.5)
     model = create_model("mlp", (1, 8, 8), 2)
