@@ -8,10 +8,13 @@ that the training state carries, so a resumed run draws what an unbroken one wou
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
+
+from .errors import UsageError
+from .recipes import as_given
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -45,6 +48,15 @@ def _statistics_on(mean: tuple[float, ...], std: tuple[float, ...],
 # ---------------------------------------------------------------------------------------------------------
 # Training-time augmentation, one batch at a time
 # ---------------------------------------------------------------------------------------------------------
+def check_translate(translate: int, image_shape: Sequence[int]) -> None:
+    """A one-line UsageError unless shifts of up to ``translate`` pixels fit images of ``image_shape`` (C, H, W):
+    the border that comes in is the image reflected, and a shift as large as a side has nothing left to reflect."""
+    height, width = image_shape[-2:]
+    if translate >= min(height, width):
+        raise UsageError(f"{as_given('translate', translate)}: the images are {height}×{width} pixels, so shift them "
+                         f"by at most {min(height, width) - 1}")
+
+
 def augment(images: torch.Tensor, flip: bool, translate: int, generator: torch.Generator) -> torch.Tensor:
     """Mirror each image left-right with probability 1/2 and shift it by up to ``translate`` pixels each way."""
     n = len(images)

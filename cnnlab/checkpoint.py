@@ -10,7 +10,6 @@ names them, ``rng.RANK.NAME`` the others'), and every process resumes from it wi
 """
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import asdict, fields
 from pathlib import Path
@@ -19,7 +18,6 @@ from typing import Any
 import torch
 
 from . import distributed
-from .data import ImageSet
 from .errors import CnnlabError, UsageError, hint
 from .files import atomic_write, check_regular
 from .history import EpochResult, check_history
@@ -27,15 +25,6 @@ from .loop import TrainState
 from .runs import MAX_WEIGHTS, check_tensors
 
 FORMAT = "cnnlab-checkpoint/1"
-
-
-def data_fingerprint(*sets: ImageSet) -> str:
-    """A hash of the images and labels, so that a run resumes only on the data it started with."""
-    digest = hashlib.blake2b(digest_size=16)
-    for dataset in sets:
-        for tensor in (dataset.images, dataset.labels):
-            digest.update(tensor.contiguous().numpy().data)
-    return digest.hexdigest()
 
 
 def _rng_states(state: TrainState, device: torch.device) -> dict[str, torch.Tensor]:

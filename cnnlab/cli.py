@@ -8,15 +8,14 @@ from __future__ import annotations
 import argparse
 import errno
 import gc
-import os
 import re
 import sys
 from pathlib import Path
 
+from .display import plain_console, stdout_gone
 from .errors import CnnlabError, UsageError
+from .recipes import RECIPE_FLAGS
 
-# Flags that replace one recipe field each; `--set FIELD=VALUE` reaches every other field.
-RECIPE_FLAGS = ("model", "epochs", "batch_size", "optimizer", "lr", "seed", "val_fraction", "device", "deterministic")
 FOLDER_FLAGS = ("size", "channels", "preprocess", "strict")  # only with --data
 
 
@@ -74,9 +73,9 @@ def _show_run(run_dir: Path) -> int:
 
 def _size(text: str) -> tuple[int, int]:
     """``--size 32`` or ``--size 48x32`` (width × height) → (height, width)."""
-    width, _, height = text.lower().partition("x")
+    width, sep, height = text.lower().partition("x")
     try:
-        size = (int(height or width), int(width))
+        size = (int(height if sep else width), int(width))  # '48x' is a typo, not 48×48
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r}: expected N or WIDTHxHEIGHT, e.g. 32 or 48x32") from None
     if min(size) < 2:
@@ -169,8 +168,10 @@ def _inspect(args: argparse.Namespace) -> int:
 
 
 def _folder(path: Path) -> Path:
+    from .files import make_folder
+
     try:
-        path.mkdir(parents=True, exist_ok=True)
+        make_folder(path)
     except OSError as error:
         raise CnnlabError(f"{path}: cannot make this folder ({error.strerror or error}); choose another") from None
     return path
@@ -228,7 +229,7 @@ def _predict(args: argparse.Namespace) -> int:
 def _export(args: argparse.Namespace) -> int:
     from .export import TOLERANCE, export_onnx, parse_batch
 
-    export = export_onnx(args.run_dir, args.output, parse_batch(args.batch))
+    export = export_onnx(args.run_dir, args.output, parse_batch(args.batch), args.force)
     print(f"Wrote {export.path} ({export.size / 1e6:.1f} MB)")
     print(f"onnxruntime on {export.checked} random image{'s' * (export.checked != 1)}: largest difference from "
           f"cnnlab's probabilities "
@@ -280,12 +281,11 @@ def _studio(args: argparse.Namespace) -> int:
 
 
 def _recipes(args: argparse.Namespace) -> int:
-    from rich.console import Console
     from rich.table import Table
 
     from .recipes import RECIPES, get_recipe
 
-    console = Console(highlight=False)
+    console = plain_console(highlight=False)
     if not console.is_terminal:  # piped or captured: no screen to fit, so never cut a name short
         console.width = 120
     if args.name:
@@ -306,8 +306,6 @@ def _recipes(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from rich.console import Console
-
     from .evaluation import describe_confused, evaluate_run, format_scores
 
     try:
@@ -319,7 +317,7 @@ def _evaluate(args: argparse.Namespace) -> int:
                           f"folder: copy it to a folder of your own (cp -r {args.run_dir} DIR) and evaluate the "
                           "copy") from None
     print(f"Test loss: {evaluation.loss:.4f} - test accuracy: {evaluation.accuracy:.4f}")
-    Console(highlight=False).print(format_scores(evaluation))
+    plain_console(highlight=False).print(format_scores(evaluation))
     print("Most confused (true → predicted):", *describe_confused(evaluation) or ["none"], sep="\n  ")
     print(f"Wrote {len(files)} files to {files[0].parent}")
     return 0
@@ -344,13 +342,11 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _runs(args: argparse.Namespace) -> int:
-    from rich.console import Console
-
     from .compare import compare_runs, format_differences, format_runs
     from .errors import warn
     from .runs import scan_runs
 
-    console = Console(highlight=False)
+    console = plain_console(highlight=False)
     if not console.is_terminal:  # piped or captured: no screen to fit, so never cut a run's name short
         console.width = 200
     if args.items[:1] == ["compare"]:
@@ -503,6 +499,7 @@ def _add_servers(commands: argparse._SubParsersAction, debug: argparse.ArgumentP
     export.add_argument("--output", type=Path, metavar="PATH", help="where it goes (default: RUN_DIR/model.onnx)")
     export.add_argument("--batch", default="dynamic", metavar="dynamic|N",
                         help="images per call: any number (default), or fixed at N")
+    export.add_argument("--force", action="store_true", help="replace --output even if cnnlab did not export it")
     export.set_defaults(func=_export)
 
     serve = commands.add_parser("serve", parents=[debug], help="answer predictions over HTTP (local use; "
@@ -548,7 +545,7 @@ def _main(argv: list[str] | None) -> int:
     except KeyboardInterrupt as interrupt:
         return _fail(f"interrupted{f': {interrupt}' if str(interrupt) else ''}", 130)
     except BrokenPipeError:  # the reader went away (`cnnlab evaluate RUN | head`): stop quietly, as Unix tools do
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # else Python's exit flush complains
+        stdout_gone()
         return 1  # what rich's console does when the same happens to its output
     except Exception as error:
         if args.debug:
@@ -568,18 +565,20 @@ OS_ADVICE = {
     errno.EROFS: "that disk is read-only: work on a copy in a folder you can write",
     errno.ENOSPC: "the disk is full: free some space (or choose another folder) and run it again",
     errno.EDQUOT: "your disk quota is used up: free some space (or choose another folder) and run it again",
+    errno.ENOTDIR: "cnnlab writes a folder of that name: move the file away (or work on a copy) and run it again",
 }
 
 
 def _fail(message: str, code: int) -> int:
     """One line on stderr. Under torchrun every process meets the same bad command or Ctrl-C, which rank 0
     alone reports; any other failure is reported by the process that meets it, naming its rank."""
-    from . import distributed
-
-    rank = distributed.rank()
+    # Only `train` runs under torchrun, and it has loaded cnnlab.distributed before anything can fail; a command
+    # that only reads JSON (`runs`, `recipes`) need not load PyTorch to print its error.
+    distributed = sys.modules.get(f"{__package__}.distributed")
+    rank = distributed.rank() if distributed else 0
     if rank and code in (2, 130):
         return code
-    print(f"cnnlab{f' (rank {rank})' if rank else ''}: " + " ".join(message.splitlines()), file=sys.stderr)
+    print(f"cnnlab{f' (rank {rank})' if rank else ''}: " + _printable(" ".join(message.splitlines())), file=sys.stderr)
     return code
 
 

@@ -49,7 +49,7 @@ def compare_runs(runs: list[Run | str | os.PathLike], out: str | os.PathLike | N
     """The runs, how their recipes differ, and a figure of their curves (default: ``compare.png`` beside them).
 
     An existing file at ``out`` is replaced only if cnnlab wrote it, or with ``force``."""
-    if len(runs) < 2:
+    if isinstance(runs, (str, os.PathLike, Run)) or len(runs) < 2:  # one path is not its characters
         raise UsageError("runs compare: give two or more run folders to compare")
     read = [run if isinstance(run, Run) else Run(run).check() for run in runs]
     path = Path(out) if out is not None else read[0].run_dir.parent / "compare.png"

@@ -18,6 +18,7 @@ import tarfile
 import tempfile
 import urllib.error
 import urllib.request
+import warnings
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -262,7 +263,7 @@ def class_names(classes: Sequence[str] | int) -> tuple[str, ...]:
     return tuple(classes)  # type: ignore[arg-type]  # an Integral that is not an int: mypy cannot narrow it
 
 
-def as_images(images: Data, in_shape: Sequence[int] | None = None) -> torch.Tensor:
+def as_images(images: Data, in_shape: Sequence[int] | None = None, what: str = "the data") -> torch.Tensor:
     """``images`` as a batch (N, C, H, W), values untouched (the input rule, ``check_pixels``, reads them); of an
     ImageSet or an (images, labels) tuple, its images.
 
@@ -270,18 +271,22 @@ def as_images(images: Data, in_shape: Sequence[int] | None = None) -> torch.Tens
     unambiguous: channels-last (N, H, W, C), grey (N, H, W), and for one channel flat rows (N, H·W). Without
     ``in_shape`` an array must be (N, H, W) or channels-last with C = 1 or 3 (``ImageSet.from_arrays``'s rule).
     Other arrays are a one-line CnnlabError naming the shape to pass; other tensors are left to the checks that
-    follow (``check_images``, ``check_input``), which name both shapes.
+    follow (``check_images``, ``check_input``), which name both shapes. No images at all is a CnnlabError naming
+    ``what``.
     """
     if isinstance(images, ImageSet):
-        return images.images
+        return _not_empty(images.images, what)
     if isinstance(images, tuple):  # Keras's (x, y): predicting needs only x
         images = images[0]
     if isinstance(images, torch.Tensor) and (in_shape is None or images.shape[1:] == tuple(in_shape)):
-        return images
-    tensor = images if isinstance(images, torch.Tensor) else torch.from_numpy(_numeric(np.asarray(images), "images"))
+        return _not_empty(images, what)
+    tensor = images if isinstance(images, torch.Tensor) else _shared_tensor(_numeric(images, "images"))
+    _not_empty(tensor, what)
     shape, given = tuple(tensor.shape[1:]), tuple(tensor.shape)
     if in_shape is not None:
         channels, height, width = in_shape
+        if channels == 1 and given == (1, height, width) and not isinstance(images, torch.Tensor):
+            return tensor[:, None]  # Keras's x_test[:1]: one grey image (N, H, W), whichever way it is read
         if (shape == (channels, height, width) or given == (channels, height, width)
                 or (tensor.ndim == 4 and shape != (height, width, channels))):
             return tensor  # cnnlab's layout; or one image, or other images, that check_images or check_input name
@@ -298,11 +303,29 @@ def as_images(images: Data, in_shape: Sequence[int] | None = None) -> torch.Tens
     if tensor.ndim == 3:
         tensor = tensor[..., None]  # (N, H, W) → (N, H, W, 1)
     if tensor.ndim != 4 or tensor.shape[-1] not in (1, 3):
+        side = math.isqrt(tensor.shape[1]) if tensor.ndim == 2 else 0
         hint = (" looks channels-first: pass images.transpose(0, 2, 3, 1), or ImageSet(torch.from_numpy(images), "
-                "labels, classes) as it is" if tensor.ndim == 4 and tensor.shape[1] in (1, 3) else "")
+                "labels, classes) as it is" if tensor.ndim == 4 and tensor.shape[1] in (1, 3) else
+                f" are flat rows, which only a model from create_model can lay out: pass images.reshape(-1, {side}, "
+                f"{side})" if side and side * side == tensor.shape[1] else "")
         raise CnnlabError(f"images of shape {given}{hint}; pass (N, H, W) or channels-last (N, H, W, C) with "
                           "C = 1 or 3")
     return tensor.permute(0, 3, 1, 2)
+
+
+def _shared_tensor(array: np.ndarray) -> torch.Tensor:
+    """``array``'s memory as a tensor, read-only arrays (np.frombuffer, a memmap opened 'r') too: cnnlab only reads
+    the pixels (``to_input`` and indexing copy), so PyTorch's warning about writing to them would be noise."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "The given NumPy array is not writable", UserWarning)
+        return torch.from_numpy(array)
+
+
+def _not_empty(images: torch.Tensor, what: str) -> torch.Tensor:
+    """``images``, unless there are none: an empty batch would otherwise fail far from here, or train on nothing."""
+    if images.ndim == 0 or not len(images):
+        raise CnnlabError(f"{what} has no images (shape {tuple(images.shape)}): pass at least one image")
+    return images
 
 
 def as_image_set(data: Data, labels: ArrayLike | None = None, *, in_shape: Sequence[int] | None = None,
@@ -319,6 +342,7 @@ def as_image_set(data: Data, labels: ArrayLike | None = None, *, in_shape: Seque
     if isinstance(data, ImageSet):
         if labels is not None:
             raise CnnlabError(f"{what} is an ImageSet, which holds its labels: pass it without labels")
+        _not_empty(data.images, what)
         return data
     if isinstance(data, tuple) and labels is None:
         if len(data) != 2:
@@ -326,7 +350,7 @@ def as_image_set(data: Data, labels: ArrayLike | None = None, *, in_shape: Seque
         data, labels = data
     if labels is None:
         raise CnnlabError(f"{what} has images but no labels: pass images and labels, or (images, labels)")
-    images = as_images(data, in_shape)
+    images = as_images(data, in_shape, what)
     if check_pixels(images) == 1:  # floats in [0, 1]: rounded back to the pixels they were divided from
         exact = torch.promote_types(images.dtype, torch.float32)  # float16 · 255 would round to an eighth
         images = torch.round(images.to(exact) * 255)
@@ -335,7 +359,13 @@ def as_image_set(data: Data, labels: ArrayLike | None = None, *, in_shape: Seque
     return ImageSet(images.contiguous(), label_numbers, class_names(width if classes is None else classes))
 
 
-def _numeric(array: np.ndarray, what: str) -> np.ndarray:
+def _numeric(value: object, what: str) -> np.ndarray:
+    """``value`` (an array, or nested lists as Keras takes them) as a NumPy array of numbers, or a one-line error."""
+    try:
+        array = np.asarray(value)
+    except ValueError:  # lists of unequal lengths: NumPy's 'inhomogeneous shape'
+        raise CnnlabError(f"{what} are lists of different lengths: pass one array whose rows all have one shape"
+                          ) from None
     if array.dtype.kind not in "biuf":
         raise CnnlabError(f"{what} of dtype {array.dtype} and shape {array.shape}: pass an array of numbers")
     return array
@@ -343,7 +373,7 @@ def _numeric(array: np.ndarray, what: str) -> np.ndarray:
 
 def _class_numbers(labels: ArrayLike) -> tuple[torch.Tensor, int]:
     """int64 class numbers (N,) and the classes they imply: one-hot rows (N, K), numbers (N,) or (N, 1)."""
-    array = labels.numpy(force=True) if isinstance(labels, torch.Tensor) else _numeric(np.asarray(labels), "labels")
+    array = labels.numpy(force=True) if isinstance(labels, torch.Tensor) else _numeric(labels, "labels")
     if array.ndim == 2 and array.shape[1] > 1:  # one-hot, as keras.utils.to_categorical makes them
         if not (np.isin(array, (0, 1)).all() and (array.sum(axis=1) == 1).all()):
             raise CnnlabError(f"labels of shape {array.shape} are not one-hot (each row one 1, the rest 0); "
@@ -353,6 +383,8 @@ def _class_numbers(labels: ArrayLike) -> tuple[torch.Tensor, int]:
     if array.ndim != 1 or array.dtype.kind not in "iu":
         raise CnnlabError(f"labels of shape {array.shape} and dtype {array.dtype}; pass integer class "
                           "numbers (N,) or one-hot rows (N, K)")
+    if len(array) and array.min() < 0:  # else named as out of range for the classes the largest label implies
+        raise CnnlabError(f"labels include {int(array.min())}; pass class numbers from 0, one per class")
     return torch.from_numpy(array.astype(np.int64)), int(array.max()) + 1 if len(array) else 0
 
 
@@ -360,11 +392,23 @@ def to_categorical(labels: ArrayLike, num_classes: int | None = None) -> np.ndar
     """One-hot rows (N, num_classes) of float32, as ``keras.utils.to_categorical`` makes them (step 5 of the labs);
     cnnlab's own functions take class numbers as they are, so this is only for code ported from Keras."""
     numbers_, implied = _class_numbers(labels)
-    classes = implied if num_classes is None else num_classes
+    if num_classes is not None and (isinstance(num_classes, bool) or not isinstance(num_classes, numbers.Integral)):
+        raise CnnlabError(f"num_classes={num_classes!r}: pass the number of classes, a whole number")
+    classes = implied if num_classes is None else int(num_classes)
     if len(numbers_) and (numbers_.min() < 0 or numbers_.max() >= classes):
         raise CnnlabError(f"labels run from {int(numbers_.min())} to {int(numbers_.max())}; "
                           f"num_classes={classes} must exceed the largest")
     return np.eye(classes, dtype=np.float32)[numbers_.numpy()]
+
+def data_fingerprint(*sets: ImageSet) -> str:
+    """A hash of the images and labels: a run resumes only on the data it started with (cnnlab.checkpoint), and
+    evaluate says when its test images are not those the run was tested on (cnnlab.evaluation)."""
+    digest = hashlib.blake2b(digest_size=16)
+    for dataset in sets:
+        for tensor in (dataset.images, dataset.labels):
+            digest.update(tensor.contiguous().numpy().data)
+    return digest.hexdigest()
+
 
 @overload
 def split(data: ImageSet, val_fraction: float = 0.2, seed: int = 9) -> tuple[ImageSet, ImageSet]:
@@ -404,6 +448,8 @@ def split(data: Data, val_fraction: Any = 0.2, seed: int = 9, *, test_size: floa
     if isinstance(val_fraction, bool) or not isinstance(val_fraction, numbers.Real):
         raise CnnlabError(f"split's second argument is the validation fraction, not {_describe(val_fraction)}: "
                           "pass images and labels as one tuple, split((images, labels), val_fraction=0.2, seed=9)")
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed < 2**32:
+        raise CnnlabError(f"seed={seed!r}: pass a whole number from 0 to 2**32 - 1 (the course's is 9)")
     val_fraction = float(val_fraction)
     if not 0.0 < val_fraction < 1.0:
         raise CnnlabError(f"validation fraction {val_fraction} must lie strictly between 0 and 1")

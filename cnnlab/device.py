@@ -46,10 +46,13 @@ def _mps_available() -> bool:
 
 
 def model_device(model: nn.Module) -> torch.device:
-    """Where ``model``'s weights are (the CPU for a network without any)."""
+    """Where ``model``'s weights are (the CPU for a network without any); weights on the meta device are refused."""
     tensor: torch.Tensor | None = next(model.parameters(), None)
     if tensor is None:
         tensor = next(model.buffers(), None)
+    if tensor is not None and tensor.is_meta:  # shapes without values: nothing can compute with them
+        raise CnnlabError("the model's weights are on the meta device, shapes without values: give them values "
+                          "first (model.to_empty(device='cpu'), then load_state_dict)")
     return tensor.device if tensor is not None else torch.device("cpu")
 
 
@@ -96,10 +99,17 @@ def native_bf16(device: torch.device) -> bool:
     probes = [probe for probe in found if probe is not None]  # private in PyTorch: absent in some versions
     return not probes or any(probe() for probe in probes)
 
-def pick_autocast(device: torch.device, autocast: str) -> str:
+def pick_autocast(device: torch.device, autocast: str, training: bool = True) -> str:
     """The recipe's mixed precision with 'auto' decided for ``device``: bf16 on a CPU with AVX512-BF16 or AMX and
     on a GPU that computes bf16, fp32 ('off') elsewhere — emulated bf16 ran the Fashion lab 4.7× slower than fp32
-    on an AVX2 CPU (issue #17). Any other value is the user's choice and stays."""
+    on an AVX2 CPU (issue #17). Any other value is the user's choice and stays, but fp16, whose loss scaling is
+    CUDA's: training in it elsewhere is refused (before a run folder is made), and a network trained in it on a GPU
+    predicts in fp32 elsewhere."""
+    if autocast == "fp16" and device.type != "cuda":
+        if training:
+            raise CnnlabError(f"{hint(cli='--set autocast=fp16', python='autocast fp16')} needs a CUDA device, "
+                              f"not {device}; use bf16 or off")
+        return "off"
     if autocast != "auto":
         return autocast
     return "bf16" if device.type in ("cpu", "cuda") and native_bf16(device) else "off"
@@ -117,13 +127,11 @@ def precision_note(device: torch.device, autocast: str) -> str | None:
 AUTOCASTS = {"auto": None, "off": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-def autocast(device: torch.device, precision: str, graphed: bool = False) -> torch.autocast:
-    """The forward pass's mixed precision (a recipe's ``autocast``: off, bf16, fp16 or auto); a no-op when off.
+def autocast(device: torch.device, precision: str, graphed: bool = False, training: bool = True) -> torch.autocast:
+    """The forward pass's mixed precision (a recipe's ``autocast``: off, bf16, fp16 or auto; ``pick_autocast``);
+    a no-op when off. ``training``: False for inference, which never refuses a precision.
 
     ``graphed``: for a step that a CUDA graph captures, which must not keep autocast's cache of cast weights
     (PyTorch's CUDA graph notes: the cache would hold tensors from the capture, not the replayed step's)."""
-    dtype = AUTOCASTS[pick_autocast(device, precision)]
-    if dtype is torch.float16 and device.type != "cuda":
-        raise CnnlabError(f"{hint(cli='--set autocast=fp16', python='autocast fp16')} needs a CUDA device, "
-                          f"not {device}; use bf16 or off")
+    dtype = AUTOCASTS[pick_autocast(device, precision, training)]
     return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None, cache_enabled=not graphed)

@@ -3,18 +3,40 @@ shared with the HTML report. No matplotlib until a figure is drawn."""
 from __future__ import annotations
 
 import base64
+import errno
 import html
+import os
+import sys
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 
 def plain_console(**options: Any):
     """A rich Console, but in Jupyter one that writes plain text as a script's print does: rich's own Jupyter
-    output is HTML whose plain-text copy carries ANSI codes (and, for a progress bar, an emptied widget)."""
+    output is HTML whose plain-text copy carries ANSI codes (and, for a progress bar, an emptied widget).
+
+    When stdout's reader goes away (`cnnlab train … | head`) it falls silent and raises BrokenPipeError, as
+    print does, for its caller to say what stopped; rich's own console exits the process, past every handler.
+    Text is never read as rich's markup: a class or run named '[red]' is shown so, not hidden as a colour."""
     from rich.console import Console
 
+    options.setdefault("markup", False)
     console = Console(**options)
-    return Console(**options, force_jupyter=False, force_terminal=False) if console.is_jupyter else console
+    console = Console(**options, force_jupyter=False, force_terminal=False) if console.is_jupyter else console
+
+    def on_broken_pipe() -> None:
+        console.quiet = True
+        stdout_gone()
+        raise BrokenPipeError(errno.EPIPE, os.strerror(errno.EPIPE))
+
+    console.on_broken_pipe = on_broken_pipe  # type: ignore[method-assign]
+    return console
+
+
+def stdout_gone() -> None:
+    """Point stdout at /dev/null once its reader has gone away (`cnnlab … | head`): else Python's flush at exit
+    complains of the broken pipe after cnnlab has said what stopped."""
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 def escape(value: Any) -> str:

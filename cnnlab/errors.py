@@ -1,7 +1,13 @@
 """The one exception type users see: its message is a single line that says what went wrong and what to do."""
+import contextlib
+import contextvars
 import sys
+from collections.abc import Iterator
 
 COMMAND_LINE = False  # set by cnnlab.cli.main: advice then names flags; in Python it names recipe fields and arguments
+# What a file holds is named in its own terms (recipe fields) whichever door read it: per thread and task, since the
+# studio reads run folders in several at once.
+_FILE_TERMS: contextvars.ContextVar[bool] = contextvars.ContextVar("file_terms", default=False)
 
 
 class CnnlabError(Exception):
@@ -36,4 +42,15 @@ def warn(message: str) -> None:
 
 def hint(cli: str, python: str) -> str:
     """Advice in the user's own terms: ``cli`` under the ``cnnlab`` command, ``python`` in a script or notebook."""
-    return cli if COMMAND_LINE else python
+    return cli if COMMAND_LINE and not _FILE_TERMS.get() else python
+
+
+@contextlib.contextmanager
+def file_terms() -> Iterator[None]:
+    """Within it, ``hint`` gives the Python terms: a bad field read from recipe.json is ``epochs='ten'`` there,
+    not a flag the user never typed."""
+    token = _FILE_TERMS.set(True)
+    try:
+        yield
+    finally:
+        _FILE_TERMS.reset(token)

@@ -16,10 +16,10 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from .data import ImageSet
+from .data import ImageSet, data_fingerprint
 from .device import Device, choose_device
-from .errors import CnnlabError
-from .files import atomic_write, write_json
+from .errors import CnnlabError, hint, warn
+from .files import atomic_write, make_folder, write_json
 from .runs import EVALUATION, Run, load_run, load_test_set
 
 if TYPE_CHECKING:
@@ -146,7 +146,7 @@ def _csv(rows: list[list]) -> str:
 
 def save_evaluation(evaluation: Evaluation, test: ImageSet, folder: Path) -> list[Path]:
     """Write the tables and figures into ``folder``; the paths written."""
-    folder.mkdir(parents=True, exist_ok=True)
+    make_folder(folder)
     classes, confusion = evaluation.classes, evaluation.confusion
     normalised = normalise_rows(confusion)
     tables = {
@@ -182,12 +182,17 @@ def save_evaluation(evaluation: Evaluation, test: ImageSet, folder: Path) -> lis
 def evaluate_run(run: Run | str | os.PathLike, data_dir: str | os.PathLike | None = None, device: Device = None,
                  test: ImageSet | None = None) -> tuple[Evaluation, list[Path]]:
     """`cnnlab evaluate`: reload a run, evaluate it on its test set (``test``, else ``load_test_set``'s), write
-    ``RUN_DIR/evaluation/``.
+    ``RUN_DIR/evaluation/``. Test images other than those the run was tested on when trained (``Run.test_data``)
+    are scored all the same, with a one-line warning.
 
     ``device``: None is 'auto' for a run folder this function loads, where the model is for a Run given."""
     own = not isinstance(run, Run)
     run = load_run(run)
     test = test if test is not None else load_test_set(run, data_dir)
+    if run.test_data is not None and data_fingerprint(test) != run.test_data:
+        warn(f"these {len(test):,} test images are not the ones {run.run_dir} was tested on when it was trained, so "
+             f"its scores here are for other data (another data set, or another version of it, in "
+             f"{hint(cli='--data-dir', python='data_dir')}?)")
     if own:
         run.model.to(choose_device(device))  # the run is this function's own
     evaluation = analyse(run, test, None if own else device)

@@ -15,6 +15,7 @@ from torch import nn
 
 from .device import Device, borrowed, choose_device
 from .errors import CnnlabError
+from .files import make_folder
 from .inference import Inference, Source
 from .runs import Run, load_run
 
@@ -134,7 +135,7 @@ def explain_run(run_dir: str | os.PathLike, image_path: str | os.PathLike | None
 def explain_image(run: Run, image: torch.Tensor, folder: Path, source: str, label: str | None = None,
                   notes: list[str] | None = None) -> Explanation:
     """Draw filters (or dense weights), feature maps and pixel maps for ``image`` (uint8 (C, H, W)) into ``folder``."""
-    folder.mkdir(parents=True, exist_ok=True)
+    make_folder(folder)
     model, classes, inference = run.model, run.info.classes, Inference.of(run)
     probabilities = inference.proba(image[None])[0]
     target = int(probabilities.argmax())

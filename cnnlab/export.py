@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from .errors import CnnlabError, UsageError
-from .files import atomic_write
+from .files import EXPORTED, atomic_write, check_replaceable
 from .inference import Inference, to_input
 
 if TYPE_CHECKING:
@@ -80,11 +80,12 @@ def parse_batch(text: str) -> int | None:
 
 
 def export_onnx(run_dir: str | os.PathLike, output: str | os.PathLike | None = None,
-                batch: int | None = None) -> Export:
+                batch: int | None = None, force: bool = False) -> Export:
     """Write a run's network as ONNX to ``output`` (default RUN_DIR/model.onnx), checked, then written atomically.
 
     ``batch``: a fixed batch size, or None for any. With onnxruntime installed, the graph's probabilities for
-    a few random images are compared with cnnlab's before the file is written; a mismatch writes nothing.
+    a few random images are compared with cnnlab's before the file is written; a mismatch writes nothing. An
+    existing file that cnnlab did not export (the run's weights, say) is replaced only when ``force`` says so.
     """
     from .runs import load_run
 
@@ -92,6 +93,7 @@ def export_onnx(run_dir: str | os.PathLike, output: str | os.PathLike | None = N
     run = load_run(run_dir)
     info = run.info
     path = Path(output) if output is not None else run.run_dir / "model.onnx"
+    check_replaceable(path, force)  # before any work
     pipeline = Pipeline(exported(run)).eval()
     example = torch.zeros(batch or 1, *info.in_shape, dtype=torch.uint8)
     buffer = io.BytesIO()
@@ -107,7 +109,7 @@ def export_onnx(run_dir: str | os.PathLike, output: str | os.PathLike | None = N
                           dynamic_axes=None if batch else {name: {0: "batch"} for name in
                                                            ("images", "probabilities", "logits")})
     proto = onnx.load_from_string(buffer.getvalue())
-    proto.doc_string = (f"cnnlab run {run.run_dir.name}: images uint8 (N, C, H, W) 0-255, prepared by "
+    proto.doc_string = (f"{EXPORTED}{run.run_dir.name}: images uint8 (N, C, H, W) 0-255, prepared by "
                         f"'{info.preprocess}' -> probabilities (softmax) and logits, float32 (N, classes)")
     for key, value in metadata(run).items():
         proto.metadata_props.add(key=key, value=value)

@@ -6,6 +6,7 @@ Standard library only, so a command that reads a few files starts without PyTorc
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import os
@@ -28,6 +29,15 @@ def _umask() -> int:
 _FILE_MODE = 0o666 & ~_umask()  # what open() would give; mkstemp's own 0600 would hide runs from other users
 
 
+def make_folder(path: Path) -> Path:
+    """``path`` made with its parents where missing; a file in its place is an OSError that says so (mkdir's own
+    says 'File exists')."""
+    if path.exists() and not path.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, "a file, not a folder", str(path))
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
 def atomic_write(path: Path, data: bytes | str, replace: bool = True) -> None:
     """Write ``path`` so that a crash mid-write leaves the previous file whole.
 
@@ -36,7 +46,10 @@ def atomic_write(path: Path, data: bytes | str, replace: bool = True) -> None:
     an existing ``path`` is never replaced (FileExistsError), even by a writer that raced this one to it."""
     path = Path(path)
     payload = data.encode() if isinstance(data, str) else data
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp")
+    except OSError as error:  # a read-only or unwritable folder: name the file meant, not a temporary name
+        raise OSError(error.errno, error.strerror, str(path)) from None
     try:
         os.fchmod(fd, _FILE_MODE)
         with os.fdopen(fd, "wb") as f:
@@ -98,10 +111,12 @@ def inside(path: Path, folder: Path) -> bool:
     return Path(path).resolve().is_relative_to(Path(folder).resolve())
 
 
-def read_bytes(path: Path, within: Path | None = None, limit: int = MAX_READ, fix: str = DAMAGED) -> bytes:
-    """The bytes of ``path``, a regular file of at most ``limit`` bytes: a FIFO, a device or a folder is refused,
-    never waited on or read without end; given ``within``, so is a file whose links lead out of that folder.
-    A missing file raises FileNotFoundError; the rest, one CnnlabError line ending in ``fix``."""
+def read_bytes(path: Path, within: Path | None = None, limit: int = MAX_READ, fix: str = DAMAGED,
+               head: bool = False) -> bytes:
+    """The bytes of ``path``, a regular file of at most ``limit`` bytes (``head``: its first ``limit`` bytes,
+    however large it is): a FIFO, a device or a folder is refused, never waited on or read without end; given
+    ``within``, so is a file whose links lead out of that folder. A missing file raises FileNotFoundError; the
+    rest, one CnnlabError line ending in ``fix``."""
     path = Path(path)
     if within is not None and not inside(path, within):
         raise CnnlabError(f"{path}: a link that leads out of {within}; {fix}")
@@ -115,10 +130,10 @@ def read_bytes(path: Path, within: Path | None = None, limit: int = MAX_READ, fi
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
             raise CnnlabError(f"{path}: not a regular file; {fix}")
-        if info.st_size > limit:
+        if info.st_size > limit and not head:
             raise CnnlabError(f"{path}: {info.st_size:,} bytes, more than the {limit:,} such a file may hold; {fix}")
-        chunks, size = [], 0
-        while chunk := os.read(fd, min(2**20, limit + 1 - size)):  # the size can change while it is read
+        chunks, size, end = [], 0, limit if head else limit + 1
+        while size < end and (chunk := os.read(fd, min(2**20, end - size))):  # the size can change while it is read
             chunks.append(chunk)
             size += len(chunk)
             if size > limit:
@@ -160,6 +175,8 @@ def read_json(path: Path, within: Path | None = None) -> Any:
 # Replacing a file the user named: only one cnnlab wrote, unless told to
 # ---------------------------------------------------------------------------------------------------------
 SOFTWARE = "cnnlab"  # the PNG text chunk 'Software' of every figure cnnlab writes (cnnlab.plots)
+EXPORTED = "cnnlab run "  # how the doc string of every ONNX file cnnlab exports begins (cnnlab.export): protobuf
+#                           writes it after the format's and producer's versions, in the file's first 64 bytes
 
 
 def check_replaceable(path: Path, force: bool = False, flag: str = "--force") -> None:
@@ -181,11 +198,14 @@ def check_replaceable(path: Path, force: bool = False, flag: str = "--force") ->
 
 
 def written_by_cnnlab(path: Path) -> bool:
-    """Whether ``path`` is a PNG whose 'Software' text chunk, before its image data, names cnnlab."""
-    try:
-        head = read_bytes(path, limit=MAX_READ)
+    """Whether ``path`` is a PNG whose 'Software' text chunk, before its image data, names cnnlab, or an ONNX
+    file that cnnlab exported."""
+    try:  # the head alone (an exported network may be large); a FIFO or a device is not ours, nor waited on
+        head = read_bytes(path, limit=MAX_READ, head=True)
     except (OSError, CnnlabError):
         return False
+    if head.startswith(b"\x08") and EXPORTED.encode() in head[:64]:  # ONNX: its first field, ir_version, then…
+        return True
     if not head.startswith(b"\x89PNG\r\n\x1a\n"):
         return False
     at = 8
@@ -233,3 +253,18 @@ def locked(folder: Path) -> Iterator[None]:
         yield
     finally:
         os.close(fd)  # closing the file releases the lock
+
+
+def lock_owner(folder: Path) -> str | None:
+    """The process id that holds ``folder``'s lock (``locked``) now, or None: looked at, neither taken nor made."""
+    try:
+        fd = os.open(folder / LOCK, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:  # no lock file: nobody has trained here, or it cannot be read
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)  # free: taken for an instant, released by the close below
+        return None
+    except BlockingIOError:
+        return os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+    finally:
+        os.close(fd)

@@ -63,7 +63,10 @@ def _read_error(path: Path, error: Exception, upload: bool) -> CnnlabError:
         kinds = "PNG, JPEG, BMP, GIF or WebP" if upload else "PNG, JPEG, BMP, GIF, WebP or TIFF"
         return CnnlabError(f"{path}: not an image {'the server reads' if upload else 'Pillow can read'}; use {kinds}")
     if isinstance(error, PermissionError):
-        return CnnlabError(f"{path}: permission denied")
+        return CnnlabError(f"{path}: permission denied; check its permissions, or work on a copy you can read")
+    if isinstance(error, OSError) and error.errno is not None and error.filename is not None:
+        # the path could not be opened (a link loop, a file taken for a folder): nothing is wrong with any pixels
+        return CnnlabError(f"{path}: cannot be opened ({error.strerror}); check the path")
     return CnnlabError(f"{path}: damaged or truncated image ({error}); save or export it again")
 
 
@@ -432,7 +435,14 @@ def _image_files(folder: Path) -> list[Path]:
 
 
 def _class_dirs(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    found = sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    for class_dir in found:  # the name is the class's label in every file and figure: it must be text
+        try:
+            class_dir.name.encode("utf-8")
+        except UnicodeEncodeError:
+            raise CnnlabError(f"{class_dir}: the folder's name is not UTF-8 text, and it names the class; "
+                              "rename it") from None
+    return found
 
 
 def _layout(root: Path) -> dict[str, Path]:
@@ -481,6 +491,10 @@ def load_folder(root: str | os.PathLike, shape: Sequence[int | None] = (None, No
     """
     root = Path(root)
     layout = _layout(root)
+    if layout["train"] != root:  # beside train/, any other folder is read by nothing: say so, not train without it
+        for other in (p for p in _class_dirs(root) if p.name not in PARTS):
+            on_skip(f"{other}: not used: beside train/, only train/, val/ and test/ are read; move its images "
+                    "into one of them")
     if preprocess not in PREPROCESS:
         raise CnnlabError(f"unknown preprocessing {preprocess!r}: choose one of {', '.join(PREPROCESS)}")
     if preprocess != "crop" and shape[0] not in (None, 1):

@@ -27,8 +27,8 @@ from .augment import Normalization, tta_logits
 from .data import PIXELS, ArrayLike, Data, as_image_set, check_pixels
 from .device import Device, autocast, borrowed, model_device
 from .errors import CnnlabError
-from .models import check_input, trace
-from .recipes import Recipe, as_recipe
+from .models import check_input, model_outputs, trace
+from .recipes import AUTOCASTS, ENGINES, TTA_MODES, Recipe, as_recipe
 
 # What each test-time augmentation averages (cnnlab.augment.tta_logits), in words for the studio and explain.
 TTA_PASSES = {
@@ -95,6 +95,11 @@ class Inference:
     autocast: str = "off"  # mixed precision (Recipe.autocast): off, bf16, fp16, or auto (bf16 where native)
     engine: str = "plain"  # how a batch is computed (Recipe.engine; cnnlab.engines.forward_fn), never what
 
+    def __post_init__(self) -> None:  # as a recipe checks its fields: an unknown tta was computed as 'none'
+        for field, choices in (("tta", TTA_MODES), ("autocast", AUTOCASTS), ("engine", ENGINES)):
+            if getattr(self, field) not in choices:
+                raise CnnlabError(f"Inference {field}={getattr(self, field)!r}: choose one of {', '.join(choices)}")
+
     @classmethod
     def of(cls, source: Source, recipe: Recipe | None = None) -> Inference:
         """The inference of a network (as it is), a run (its normalisation, TTA and precision) or an Inference;
@@ -132,7 +137,7 @@ class Inference:
         """Logits (N, classes), float32, for prepared ``inputs``: averaged over the test-time augmentation's passes,
         under the mixed precision. Gradients flow when ``inputs`` asks for them (saliency)."""
         forward = engines.forward_fn(self.model, inputs.device, self.engine)
-        with autocast(inputs.device, self.autocast):
+        with autocast(inputs.device, self.autocast, training=False):
             return tta_logits(forward, inputs, self.tta).float()
 
     def proba(self, images: torch.Tensor, device: Device = None, batch_size: int | None = None) -> torch.Tensor:
@@ -141,7 +146,7 @@ class Inference:
         check_images(images)
         check_input(self.model, images.shape[1:])
         with torch.no_grad(), borrowed(self.model, device) as device:
-            batch_size = batch_size or engines.eval_batch_size(device)
+            batch_size = eval_batch_size(batch_size, device)
             chunks = [torch.softmax(self.logits(to_input(images[i:i + batch_size].to(device), self.normalization)),
                                     dim=1).cpu()
                       for i in range(0, len(images), batch_size)]
@@ -154,10 +159,19 @@ class Inference:
         comes from — the last layer's output itself without test-time augmentation, else the passes' mean."""
         with torch.no_grad(), borrowed(self.model):
             inputs = self.prepare(image[None])
-            with autocast(inputs.device, self.autocast):
+            with autocast(inputs.device, self.autocast, training=False):
                 layers = trace(self.model, inputs)
             logits = layers[-1][2].float() if self.tta == "none" else self.logits(inputs)
         return inputs, layers, logits
+
+
+def eval_batch_size(batch_size: Any, device: torch.device) -> int:
+    """``batch_size`` as given to ``evaluate`` or ``predict``, or None: the device's own (engines.eval_batch_size)."""
+    if batch_size is None:
+        return engines.eval_batch_size(device)
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise CnnlabError(f"batch_size={batch_size!r}: pass a whole number of images, 1 or more, or leave it out")
+    return batch_size
 
 
 def answer(logits: torch.Tensor) -> torch.Tensor:
@@ -217,7 +231,7 @@ def evaluate(model: Source, data: Data, recipe: Recipe | str | ArrayLike | None 
     on and the model computes where it is. ``recipe``: a Recipe or its name.
     ``verbose``: print Keras's closing line (the course passes ``verbose=0``; the result shows itself anyway).
     """
-    if isinstance(recipe, (np.ndarray, torch.Tensor)):  # Keras's order, evaluate(model, x, y, recipe): y came third
+    if isinstance(recipe, (np.ndarray, torch.Tensor, list)):  # evaluate(model, x, y, recipe): y came third
         data, recipe, device = (cast(ArrayLike, data), recipe), cast("Recipe | str | None", device), None
     if recipe is None:
         recipe = getattr(model, "recipe", None)
@@ -227,9 +241,13 @@ def evaluate(model: Source, data: Data, recipe: Recipe | str | ArrayLike | None 
     inference = Inference.of(model, recipe)
     dataset = as_image_set(data, in_shape=getattr(inference.model, "in_shape", None), what="evaluate's data")
     check_input(inference.model, dataset.images.shape[1:])
+    outputs = model_outputs(inference.model, dataset.images.shape[1:])
+    if int(dataset.labels.max()) >= outputs:  # else the loss fails deep inside PyTorch
+        raise CnnlabError(f"evaluate's data has label {int(dataset.labels.max())}, the model has {outputs} outputs "
+                          f"(classes 0–{outputs - 1}): pass labels of the classes it was built for")
     started = time.perf_counter()
     with borrowed(inference.model, device) as device:
-        batch_size = batch_size or engines.eval_batch_size(device)
+        batch_size = eval_batch_size(batch_size, device)
         loss_sum = torch.zeros((), device=device)
         correct = torch.zeros((), device=device, dtype=torch.long)
         for start in range(0, len(dataset), batch_size):

@@ -13,19 +13,19 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import cast
+from typing import Any, cast
 
 import torch
 from torch import nn
 
 from . import distributed, engines, threads
-from .augment import Normalization, augment
+from .augment import Normalization, augment, check_translate
 from .data import ArrayLike, Data, ImageSet, as_image_set, split
 from .device import Device, autocast, choose_device
 from .errors import CnnlabError, hint
 from .history import EpochResult
 from .inference import Inference, evaluate, loss_fn, to_input
-from .models import check_classes, check_input
+from .models import check_classes, check_input, check_trainable
 from .recipes import Recipe, as_recipe, for_data, with_overrides
 from .schedule import WeightAverage, make_scheduler, param_groups
 
@@ -233,12 +233,13 @@ def fit(model: nn.Module, train: Data, val: Data | None, recipe: Recipe | str,
         device: Device = None, state: TrainState | None = None,
         on_epoch_end: Callable[[TrainState], None] | None = None, verbose: bool = True, *,
         validation_data: Data | None = None, validation_split: float | None = None,
-        batch_size: int | None = None, epochs: int | None = None) -> History:
+        batch_size: int | None = None, epochs: int | None = None, **keras: Any) -> History:
     """Train ``model`` on ``train`` for ``recipe.epochs``, validating on ``val`` after every epoch.
 
     Keras's call works too: ``fit(model, x, y, recipe, batch_size=128, epochs=10, validation_data=(x_val, y_val))``
     or ``validation_split=0.2`` (the course's split, ``cnnlab.split``), with NumPy arrays as ``fit_data`` reads
-    them. ``recipe`` may be a name; ``batch_size`` and ``epochs`` replace its fields.
+    them. ``recipe`` may be a name; ``batch_size`` and ``epochs`` replace its fields. Keras's ``shuffle=True`` is
+    what fit does; its other arguments (``KERAS_ONLY``) are refused in one line that says what to use instead.
 
     ``state`` resumes an earlier run; ``on_epoch_end`` sees the state after each epoch (to save it).
     ``recipe.engine`` picks how each step is computed (cnnlab.engines), never what. Returns the history, one row
@@ -254,6 +255,11 @@ def fit(model: nn.Module, train: Data, val: Data | None, recipe: Recipe | str,
     gradients: the same steps as one process on the whole batch. Every process validates the whole split, so
     each holds the numbers one process would print; only rank 0 prints them.
     """
+    _refuse_keras_only(keras)
+    check_trainable(model)
+    if on_epoch_end is not None and not callable(on_epoch_end):  # else it fails after the first epoch's work
+        raise CnnlabError(f"on_epoch_end must be a function of the training state, not {type(on_epoch_end).__name__}"
+                          ": pass one function, on_epoch_end=lambda state: ...")
     recipe = as_recipe(recipe)
     if batch_size is not None or epochs is not None:  # Keras's fit(batch_size=…, epochs=…)
         recipe = with_overrides(recipe, {k: v for k, v in (("batch_size", batch_size), ("epochs", epochs))
@@ -265,12 +271,40 @@ def fit(model: nn.Module, train: Data, val: Data | None, recipe: Recipe | str,
     for part in (train, val):  # a model built for other images fails here, in one line, not inside PyTorch
         check_input(model, part.images.shape[1:])
     check_classes(model, train.images.shape[1:], len(train.classes))  # too few fail inside the loss, too many quietly
+    if len(train) < 2 and any(isinstance(module, nn.modules.batchnorm._BatchNorm) for module in model.modules()):
+        raise CnnlabError("the training data has 1 image, and BatchNorm cannot train on one (batch_bounds keeps "
+                          "two in every batch): pass at least 2 training images")
+    check_translate(recipe.translate, train.images.shape[1:])
     recipe, fitted = for_data(recipe, len(train), processes)  # batches small enough for min_steps
     if fitted and verbose:
         print(f"note: {fitted}")
     place(model, recipe, device)  # after the checks: data refused leaves the model where and as it was
     state = state or start_state(model, recipe, train, device)
     return _run_epochs(model, train, val, recipe, device, state, on_epoch_end, verbose)
+
+
+# Keras's fit arguments that cnnlab's has not, and what to do instead
+KERAS_ONLY = {
+    "shuffle": "fit reshuffles the training images every epoch, drawn from the recipe's seed",
+    "callbacks": "pass on_epoch_end=function, called with the training state after every epoch",
+    "initial_epoch": "continue a run with cnnlab.resume_run(run_dir), or pass state= to fit",
+    "class_weight": "every image weighs the same in cnnlab's loss",
+    "sample_weight": "every image weighs the same in cnnlab's loss",
+    "steps_per_epoch": "every epoch is one pass over the training images: pass fewer images, or set epochs",
+    "validation_steps": "validation covers the whole validation set",
+    "validation_batch_size": "validation takes batches as large as the device suits",
+    "validation_freq": "fit validates after every epoch",
+}
+
+
+def _refuse_keras_only(given: dict[str, Any]) -> None:
+    """A one-line CnnlabError for a Keras argument ``fit`` does not take (``shuffle=True`` is what it does), and
+    Python's TypeError, as for any function, for a name that is not Keras's either."""
+    for name, value in given.items():
+        if name not in KERAS_ONLY:
+            raise TypeError(f"fit() got an unexpected keyword argument {name!r}")
+        if not (name == "shuffle" and value):
+            raise CnnlabError(f"fit takes no {'shuffle=False' if name == 'shuffle' else name}: {KERAS_ONLY[name]}")
 
 
 def _run_epochs(model: nn.Module, train: ImageSet, val: ImageSet, recipe: Recipe, device: torch.device,
@@ -368,7 +402,13 @@ def fit_data(model: nn.Module, train: Data, val: Data | None, validation_data: D
         return split(train_set, validation_split, seed)
     validation = validation_data if validation_data is not None else val
     assert validation is not None  # the one given, counted above
-    val_set = as_image_set(validation, in_shape=in_shape, classes=train_set.classes, what="the validation data")
+    val_set = as_image_set(validation, in_shape=in_shape, what="the validation data")
+    if not isinstance(validation, ImageSet):  # arrays: their classes are the training data's
+        if int(val_set.labels.max()) >= len(train_set.classes):
+            raise CnnlabError(f"the validation data has label {int(val_set.labels.max())}, the training data's "
+                              f"labels run 0–{len(train_set.classes) - 1}: pass labels one-hot, "
+                              f"cnnlab.to_categorical(labels, classes), when the training data lacks the last classes")
+        val_set = ImageSet(val_set.images, val_set.labels, train_set.classes)
     if val_set.classes != train_set.classes:
         raise CnnlabError(f"the validation data has {len(val_set.classes)} classes, the training data "
                           f"{len(train_set.classes)}: pass data of the same classes")

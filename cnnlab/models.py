@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -14,7 +15,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .errors import CnnlabError
+from .device import model_device
+from .errors import CnnlabError, hint
 
 Shape = tuple[int, int, int]  # (channels, height, width)
 
@@ -229,15 +231,50 @@ def input_shape(shape: Sequence[int]) -> Shape:
     raise CnnlabError(f"in_shape {given}: input_shape is (channels, height, width) in cnnlab: pass {suggestion}")
 
 
+MAX_PARAMS = 500_000_000  # 2 GB of float32 weights, about 8 GB to train with Adam; 64×64 colour images take 6.3 M
+#                            (the MLP), and a dense layer over the whole image grows with its pixels
+
+
 def create_model(name: str, in_shape: Sequence[int], num_classes: int) -> nn.Module:
     """Build a registered network for images of ``in_shape`` (C, H, W) and ``num_classes`` classes; Keras's
-    channels-last (28, 28, 1) is read as (1, 28, 28) (``input_shape``)."""
+    channels-last (28, 28, 1) is read as (1, 28, 28) (``input_shape``).
+
+    Built on PyTorch's meta device first (no memory, no random draws): one of over MAX_PARAMS parameters, or
+    with a layer left empty by images its pooling shrinks to nothing, is refused in one line; so is a shape that
+    one blank image (eval mode: nothing in the network changes) cannot pass. Not when it is itself built on the
+    meta device: cnnlab.runs checks a run folder's shapes so, and names the file at fault."""
     try:
         builder = MODELS[name]
     except KeyError:
         raise CnnlabError(f"unknown model {name!r}: choose one of {', '.join(MODELS)}") from None
+    if isinstance(num_classes, bool) or not isinstance(num_classes, numbers.Integral) or num_classes < 1:
+        raise CnnlabError(f"num_classes={num_classes!r}: pass the number of classes, a whole number 1 or more")
+    num_classes = int(num_classes)
     shape = input_shape(in_shape)
+    if torch.get_default_device().type == "meta":
+        return _as_built(builder(shape, num_classes), shape)
+    resize = hint(cli="--size", python="size=")
+    too_small = CnnlabError(f"{name} cannot take images as small as {_shape_text(shape)}: its layers shrink them "
+                            f"below one pixel; use larger images ({resize}) or another model")
+    with torch.device("meta"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a layer with no inputs warns as it is made: refused below
+        probe = builder(shape, num_classes)
+    params = count_params(probe)
+    if params > MAX_PARAMS:
+        raise CnnlabError(f"{name} for {_shape_text(shape)} images would have {params:,} parameters, more than the "
+                          f"{MAX_PARAMS:,} cnnlab builds; use smaller images ({resize}) or a model whose size does "
+                          "not grow with the image's (airbench)")
+    if any(p.numel() == 0 for p in probe.parameters()):
+        raise too_small
     model = builder(shape, num_classes)
+    try:  # on the real network: a forward pass on the meta device would import torch._dynamo and Triton
+        _blank_output(model, shape)
+    except CnnlabError:
+        raise too_small from None
+    return _as_built(model, shape)
+
+
+def _as_built(model: nn.Module, shape: Shape) -> nn.Module:
     # What check_input and summarize read: a plain attribute, so not a weight, not in the state_dict, and kept
     # by load_state_dict. The ignore: torch types a module's attributes as Tensor | Module (its __getattr__),
     # though any value may be set as a plain attribute.
@@ -254,13 +291,18 @@ def _shape_text(shape: Sequence[int]) -> str:
     return "×".join(map(str, shape))
 
 
-def check_input(model: nn.Module, image_shape: Sequence[int]) -> None:
+def check_input(model: nn.Module, image_shape: Sequence[int], logits: bool = True) -> None:
     """A one-line CnnlabError unless ``model`` takes images of ``image_shape`` (C, H, W), before any step runs.
 
     A model from ``create_model`` knows its input shape; any other is tried on one blank image (eval mode, no
-    gradients: no weight, statistic or random state changes).
+    gradients: no weight, statistic or random state changes), and must answer it with ``logits`` (1, classes)
+    unless told otherwise (``summarize`` lists the layers of any network). Its weights must be float32.
     """
     image_shape = tuple(image_shape)
+    dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
+    if dtype != torch.float32:  # its input is float32 (cnnlab.inference.to_input): PyTorch refuses the pair
+        raise CnnlabError(f"the model's weights are {str(dtype).removeprefix('torch.')}; cnnlab feeds it float32 "
+                          "and takes mixed precision from the recipe's autocast: call model.float() first")
     expected = getattr(model, "in_shape", None)
     if len(image_shape) != 3:  # a (1, H, W) blank would pass as one unbatched image: say what is missing instead
         add = f": images[:, None] is (N, 1, {image_shape[0]}, {image_shape[1]})" if len(image_shape) == 2 else ""
@@ -274,38 +316,70 @@ def check_input(model: nn.Module, image_shape: Sequence[int]) -> None:
                f"build it with create_model(name, {image_shape}, classes) or pass data of its shape")
         raise CnnlabError(f"model expects {_shape_text(expected)} images, the data has {_shape_text(image_shape)}; "
                           f"{fix}")
-    _blank_output(model, image_shape)
+    _blank_output(model, image_shape, logits)
 
 
-def _blank_output(model: nn.Module, image_shape: Sequence[int]) -> torch.Tensor:
-    """The model's output for one blank image, in eval mode without gradients (nothing in the model changes);
-    a shape it cannot take is a one-line CnnlabError."""
+def _blank(model: nn.Module, image_shape: Sequence[int]) -> torch.Tensor:
+    """One black image (1, C, H, W) where ``model``'s weights are (the CPU for a network without any)."""
     parameter = next(model.parameters(), None)
+    return torch.zeros((1, *image_shape), device=parameter.device if parameter is not None else "cpu")
+
+
+def _blank_output(model: nn.Module, image_shape: Sequence[int], logits: bool = True) -> torch.Tensor:
+    """The model's output for one blank image, in eval mode without gradients (nothing in the model changes);
+    a shape it cannot take, or with ``logits`` an output that is not (1, classes), is a one-line CnnlabError."""
     was_training = model.training
     try:
         model.eval()
         with torch.no_grad():
-            return model(torch.zeros((1, *image_shape), device=parameter.device if parameter is not None else "cpu"))
+            output = model(_blank(model, image_shape))
     except RuntimeError as error:
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise CnnlabError(f"the model cannot take the data's {_shape_text(image_shape)} images ({reason}); "
-                          "pass images of the shape it was built for") from None
+        first = next((module for module in model.modules() if not list(module.children())), None)
+        fix = ("cnnlab passes images (N, C, H, W): start the network with nn.Flatten(), as Keras's Flatten() "
+               "layer" if isinstance(first, nn.Linear) else "pass images of the shape it was built for")
+        raise CnnlabError(f"the model cannot take the data's {_shape_text(image_shape)} images ({reason}); {fix}"
+                          ) from None
     finally:
         model.train(was_training)
+    if logits and (not isinstance(output, torch.Tensor) or output.ndim != 2):  # a tuple, a dict, one number an image
+        given = f"shape {tuple(output.shape)}" if isinstance(output, torch.Tensor) else type(output).__name__
+        raise CnnlabError(f"the model's forward returns {given} for one image, not logits (1, classes): "
+                          "return one tensor (N, classes), its raw scores before the softmax")
+    return output
+
+
+def model_outputs(model: nn.Module, image_shape: Sequence[int]) -> int:
+    """How many classes ``model`` scores: a network from ``create_model`` is read, not run (its last Linear is its
+    head, and stays last when replaced in place); any other is tried on one blank image."""
+    heads = [module.out_features for module in model.modules() if isinstance(module, nn.Linear)]
+    if getattr(model, "in_shape", None) is not None and heads:
+        return heads[-1]
+    return _blank_output(model, image_shape).shape[-1]
+
+
+def check_trainable(model: object) -> None:
+    """A one-line CnnlabError unless ``model`` is a network with weights that learn, before ``fit`` moves it."""
+    if not isinstance(model, nn.Module):
+        raise CnnlabError(f"fit trains a network (a torch.nn.Module), not {type(model).__name__}: build one with "
+                          "cnnlab.create_model(name, in_shape, classes)")
+    model_device(model)  # weights on the meta device are refused there
+    if not any(parameter.requires_grad for parameter in model.parameters()):
+        raise CnnlabError(f"the model ({type(model).__name__}) has no weights that learn (none, or all frozen with "
+                          "requires_grad_(False)): give it layers with parameters, or unfreeze some")
 
 
 def check_classes(model: nn.Module, image_shape: Sequence[int], classes: int) -> None:
-    """A one-line CnnlabError unless ``model`` gives one output per class: too few fail deep inside the loss, too
-    many train without a word. A network from ``create_model`` is read, not run (its last Linear is its head, and
-    stays last when replaced in place), so what the network sees is only the data; any other is tried on one blank
-    image."""
-    heads = [module.out_features for module in model.modules() if isinstance(module, nn.Linear)]
-    known = getattr(model, "in_shape", None) is not None and heads
-    outputs = heads[-1] if known else _blank_output(model, image_shape).shape[-1]
+    """A one-line CnnlabError unless ``model`` gives one output per class (``model_outputs``): too few fail deep
+    inside the loss, too many train without a word."""
+    outputs = model_outputs(model, image_shape)
     if outputs != classes:
         shape = getattr(model, "in_shape", tuple(image_shape))
+        # Class numbers say no more classes than the largest label: a sample that lacks the last ones says them one-hot
+        absent = (f"; or, if the labels lack the last classes, pass them one-hot: cnnlab.to_categorical(labels, "
+                  f"{outputs})" if outputs > classes else "")
         raise CnnlabError(f"the model has {outputs} outputs but the data has {classes} classes; build it with "
-                          f"create_model(name, {shape}, {classes})")
+                          f"create_model(name, {shape}, {classes}){absent}")
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -386,10 +460,9 @@ def summarize(model: nn.Module, in_shape: Sequence[int] | None = None) -> Summar
             raise CnnlabError("summarize needs the input shape of a model not built by create_model: "
                               "summarize(model, (1, 28, 28))")
     shape = input_shape(in_shape)
-    check_input(model, shape)
-    blank = torch.zeros((1, *shape), device=next(model.parameters()).device)
+    check_input(model, shape, logits=False)
     rows = [LayerRow(name, type(module).__name__, tuple(output.shape[1:]), sum(p.numel() for p in module.parameters()))
-            for name, module, output in trace(model, blank)]
+            for name, module, output in trace(model, _blank(model, shape))]
     return Summary(rows, count_params(model), sum(p.numel() for p in model.parameters() if p.requires_grad))
 
 

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, overload
 
 import numpy as np
 import torch
+from torch import nn
 
 from .data import Data, ImageSet, as_images
 from .device import Device
@@ -26,18 +27,18 @@ if TYPE_CHECKING:
 
 @overload
 def predict_proba(model: Source, images: np.ndarray | tuple[np.ndarray, Any], device: Device = None,
-                  batch_size: int | None = None) -> np.ndarray:
+                  batch_size: int | None = None, *, verbose: int | bool = 0) -> np.ndarray:
     ...
 
 
 @overload
 def predict_proba(model: Source, images: torch.Tensor | ImageSet | tuple[torch.Tensor, Any], device: Device = None,
-                  batch_size: int | None = None) -> torch.Tensor:
+                  batch_size: int | None = None, *, verbose: int | bool = 0) -> torch.Tensor:
     ...
 
 
 def predict_proba(model: Source, images: Data, device: Device = None,
-                  batch_size: int | None = None) -> torch.Tensor | np.ndarray:
+                  batch_size: int | None = None, *, verbose: int | bool = 0) -> torch.Tensor | np.ndarray:
     """Softmax probabilities (N, classes) on the CPU for images (N, C, H, W): uint8 0–255, or floats in [0, 1] —
     what Keras's ``model.predict`` returns, and as Keras, a NumPy array for NumPy images. Keras's arrays are laid
     out as ``as_images`` says (channels-last, grey, flat rows); an ImageSet or an (images, labels) tuple gives its
@@ -45,32 +46,33 @@ def predict_proba(model: Source, images: Data, device: Device = None,
 
     ``model``: a network (computed as it is), a run (with its normalisation, test-time augmentation and
     precision) or an Inference. It computes on ``device`` (None: where it is) in eval mode, and is left where and
-    as it was.
+    as it was. ``verbose`` is taken for Keras's ``predict(x, verbose=0)``; nothing is printed either way.
     """
     return _probabilities(model, images, device, batch_size)
 
 
 @overload
 def predict(model: Source, images: np.ndarray | tuple[np.ndarray, Any], device: Device = None,
-            batch_size: int | None = None) -> np.ndarray:
+            batch_size: int | None = None, *, verbose: int | bool = 0) -> np.ndarray:
     ...
 
 
 @overload
 def predict(model: Source, images: torch.Tensor | ImageSet | tuple[torch.Tensor, Any], device: Device = None,
-            batch_size: int | None = None) -> torch.Tensor:
+            batch_size: int | None = None, *, verbose: int | bool = 0) -> torch.Tensor:
     ...
 
 
 def predict(model: Source, images: Data, device: Device = None,
-            batch_size: int | None = None) -> torch.Tensor | np.ndarray:
+            batch_size: int | None = None, *, verbose: int | bool = 0) -> torch.Tensor | np.ndarray:
     """The most probable class (N,) for each image, as ``predict_proba`` finds it (NumPy for NumPy images)."""
     return _probabilities(model, images, device, batch_size).argmax(1)
 
 
 def _probabilities(model: Source, images: Data, device: Device, batch_size: int | None) -> torch.Tensor | np.ndarray:
     inference = Inference.of(model)
-    probabilities = inference.proba(as_images(images, getattr(inference.model, "in_shape", None)), device, batch_size)
+    in_shape = getattr(inference.model, "in_shape", None)
+    probabilities = inference.proba(as_images(images, in_shape, "predict's data"), device, batch_size)
     given = images[0] if isinstance(images, tuple) else images
     return probabilities if isinstance(given, (torch.Tensor, ImageSet)) else probabilities.numpy()
 
@@ -107,14 +109,24 @@ class FilePrediction:
         return f"{self.path}: " + "  ".join(f"{label} {p:.1%}" for _, label, p in self.top(classes, k))
 
 
-def predict_files(run: Run, paths: Iterable[str | os.PathLike], device: Device = None,
-                  chunk: int = 256) -> Iterator[FilePrediction]:
+def predict_files(run: Run | str | os.PathLike, paths: Iterable[str | os.PathLike] | str | os.PathLike,
+                  device: Device = None, chunk: int = 256) -> Iterator[FilePrediction]:
     """Prepare each file as the run's training data was prepared and predict it, ``chunk`` files at a time.
 
-    A file that cannot be used yields a FilePrediction with ``error`` set, and the rest go on.
+    ``run``: a run or its folder (a bare network does not say how its images were prepared); ``paths``: files,
+    or one file. A file that cannot be used yields a FilePrediction with ``error`` set, and the rest go on.
     """
     from .images import prepare_file
+    from .runs import load_run
 
+    if isinstance(run, nn.Module):
+        raise CnnlabError("predict_files needs a run, which says how its images were prepared, not a network: "
+                          "pass cnnlab.load_run(run_dir), or cnnlab.predict(model, images) for arrays")
+    run = load_run(run)
+    if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:  # islice(paths, 0) would end at once
+        raise CnnlabError(f"chunk={chunk!r}: pass how many files to predict at a time, 1 or more")
+    if isinstance(paths, (str, os.PathLike)):  # one file, not its path's characters
+        paths = [paths]
     paths = iter(paths)
     while batch := [FilePrediction(str(path)) for path in itertools.islice(paths, chunk)]:
         for item in batch:

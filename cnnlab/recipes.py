@@ -11,10 +11,11 @@ import math
 import re
 import types
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
-from .errors import UsageError, hint
+from .errors import UsageError, file_terms, hint
 
 # ---------------------------------------------------------------------------------------------------------
 # The names a recipe chooses from. The modules that do the work key their tables by these names (a test holds
@@ -103,9 +104,15 @@ def _field_types() -> dict[str, Any]:
     return typing.get_type_hints(Recipe)
 
 
+# Fields `cnnlab train` has a flag for, each replacing that one field; `--set FIELD=VALUE` reaches every other one.
+RECIPE_FLAGS = ("model", "epochs", "batch_size", "optimizer", "lr", "seed", "val_fraction", "device", "deterministic")
+
+
 def as_given(field: str, value: Any) -> str:
-    """A field and its value as the user gave them: a flag on the command line, the recipe field in Python."""
-    return hint(cli=f"--{field.replace('_', '-')} {value!r}", python=f"{field}={value!r}")
+    """A field and its value as the user gave them: its flag or ``--set`` on the command line, the recipe field in
+    Python."""
+    cli = f"--{field.replace('_', '-')} {value!r}" if field in RECIPE_FLAGS else f"--set {field}={value}"
+    return hint(cli=cli, python=f"{field}={value!r}")
 
 
 def check_type(field: str, value: Any) -> Any:
@@ -152,6 +159,9 @@ def validate(recipe: Recipe) -> Recipe:
     for field in ("momentum", "weight_decay", "eps", "label_smoothing", "loss_clip"):
         if not getattr(recipe, field) >= 0:
             raise bad(field, "must be zero or more")
+    if recipe.nesterov and recipe.optimizer == "sgd" and recipe.momentum == 0:  # PyTorch's SGD refuses it
+        raise bad("nesterov", f"Nesterov momentum needs a momentum; set one too, e.g. "
+                              f"{hint(cli='--set momentum=0.9', python='momentum=0.9')}")
     if recipe.label_smoothing >= 1 or recipe.loss_clip >= 0.5:
         raise bad("label_smoothing" if recipe.label_smoothing >= 1 else "loss_clip", "is far too large")
     if not 0 < recipe.val_fraction < 1:
@@ -366,8 +376,13 @@ def parse_value(field: str, text: str) -> Any:
     raise UsageError(f"{as_given(field, text)}: expected {names}")
 
 
-def with_overrides(recipe: Recipe, overrides: dict[str, Any]) -> Recipe:
-    """A copy of ``recipe`` with fields replaced (strings are parsed by the field's type), then checked."""
+def with_overrides(recipe: Recipe | str, overrides: Mapping[str, Any]) -> Recipe:
+    """A copy of ``recipe`` (or of the one of that name) with fields replaced (strings are parsed by the field's
+    type), then checked."""
+    recipe = as_recipe(recipe)
+    if not isinstance(overrides, Mapping):
+        raise UsageError(f"overrides must be a dict of field: value, not {type(overrides).__name__}: pass "
+                         "with_overrides(recipe, {'epochs': 10})")
     parsed = {field: parse_value(field, value) if isinstance(value, str) else check_type(field, value)
               for field, value in overrides.items()}
     return replace(recipe, **parsed)  # checked as it is made
@@ -383,4 +398,5 @@ def recipe_from_dict(data: Any) -> Recipe:
     missing = {"name", "dataset", "model"} - set(data)
     if missing:
         raise UsageError(f"recipe lacks the fields {sorted(missing)}")
-    return Recipe(**data)  # every field checked as it is made
+    with file_terms():  # a bad value is named as the file has it
+        return Recipe(**data)  # every field checked as it is made

@@ -30,6 +30,8 @@ from .files import (
     atomic_write,
     check_regular,
     check_writable,
+    lock_owner,
+    make_folder,
     read_bytes,
     read_json,
     remove_stale_temp,
@@ -183,6 +185,8 @@ class Run:
     def __init__(self, run_dir: str | os.PathLike, recipe: Recipe | None = None, info: ModelInfo | None = None,
                  model: nn.Module | None = None, history: list[EpochResult] | None = None,
                  metrics: dict[str, Any] | None = None, environment: dict[str, Any] | None = None):
+        if not isinstance(run_dir, (str, os.PathLike)):  # load_run, resume_run, from_run: Path() would say less
+            raise CnnlabError(f"a run is its folder's path or a Run, not {type(run_dir).__name__}: pass 'runs/NAME'")
         self.run_dir = Path(run_dir)
         given = {"recipe": recipe, "info": info, "model": model, "history": history, "metrics": metrics,
                  "environment": environment}
@@ -252,7 +256,7 @@ class Run:
         return {} if metrics is None else _checked(
             metrics, self.path("metrics.json"), shares=("test_accuracy", "best_val_accuracy", "final_val_accuracy"),
             numbers=("test_loss", "train_seconds"), counts=("best_epoch", "epochs", "parameters"),
-            lists=("warnings",))
+            lists=("warnings",), optional_texts=("test_data",))
 
     @cached_property
     def model(self) -> nn.Module:
@@ -308,6 +312,12 @@ class Run:
     @property
     def test_accuracy(self) -> float | None:
         return self.metrics.get("test_accuracy")
+
+    @property
+    def test_data(self) -> str | None:
+        """The fingerprint of the test images its test accuracy was measured on (cnnlab.data.data_fingerprint);
+        None for a run without a test set, or written before it was recorded."""
+        return self.metrics.get("test_data")
 
     @property
     def seconds(self) -> float:
@@ -424,7 +434,7 @@ def new_run_dir(runs_dir: str | os.PathLike, name: str) -> Path:
     runs_dir = Path(runs_dir)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     try:
-        runs_dir.mkdir(parents=True, exist_ok=True)
+        make_folder(runs_dir)
         for suffix in [""] + [f"-{i}" for i in range(2, 1000)]:
             run_dir = runs_dir / f"{name}-{stamp}{suffix}"
             try:
@@ -458,7 +468,8 @@ def scan_runs(runs_dir: str | os.PathLike = "runs") -> tuple[list[Run], list[tup
     CSV files read, never their weights), and the damaged ones with what is wrong."""
     runs_dir = Path(runs_dir)
     if not runs_dir.is_dir():
-        raise CnnlabError(f"{runs_dir}: no such folder; training writes runs under ./runs (or "
+        what = "a file, not a folder" if runs_dir.exists() else "no such folder"
+        raise CnnlabError(f"{runs_dir}: {what}; training writes runs under ./runs (or "
                           f"{hint(cli='--runs-dir', python='runs_dir=...')})")
     runs, damaged = [], []
     for name in sorted(os.listdir(runs_dir)):
@@ -512,6 +523,9 @@ def _load_model(run: Run) -> nn.Module:
         model = create_model(info.model, info.in_shape, len(info.classes))
     _check_input_shape(model, info, run.run_dir)
     if not run.has(WEIGHTS) and run.has(CHECKPOINT):
+        if (owner := lock_owner(run.run_dir)) is not None:  # resuming it now would only meet the lock
+            raise CnnlabError(f"{run.run_dir}: training has not finished; process {owner} is training it now: wait "
+                              "for it to finish, then load it")
         raise CnnlabError(f"{run.run_dir}: training has not finished; continue it with " + hint(
             cli=f"`cnnlab train --resume {run.run_dir}`", python=f"cnnlab.resume_run({str(run.run_dir)!r})"))
     model = load_weights(run.path(WEIGHTS), model, run.run_dir)
@@ -549,6 +563,23 @@ def _pass_data_dir() -> str:
     return hint(cli="pass --data-dir FOLDER", python="pass data_dir=FOLDER")
 
 
+def data_location(run: Run, data_dir: str | os.PathLike | None = None) -> Path | None:
+    """Where a run's data is read from, to evaluate or to resume it: ``data_dir``, else where it was trained
+    (``Run.data_dir``); None for a data set's run that recorded none (cnnlab's own lookup finds it). A folder
+    that is not there is a DataMissing naming it, before any lookup could download a data set instead."""
+    dataset = run.info.dataset != "folder"
+    if data_dir is not None and dataset:
+        return Path(data_dir)  # looked in first, then cnnlab's own places: locate says what is missing where
+    root = Path(data_dir) if data_dir is not None else run.data_dir
+    if (root is None and dataset) or (root is not None and root.is_dir()):
+        return root
+    if dataset:
+        raise DataMissing(f"{run.run_dir} was trained on data in {root}, which is gone",
+                          f"{_pass_data_dir()} where the data set is now")
+    raise DataMissing(f"{run.run_dir} was trained on the images in {root or 'a folder it does not record'}"
+                      f"{', which is gone' if root else ''}", f"{_pass_data_dir()} where they are now")
+
+
 def load_test_set(run: Run | str | os.PathLike, data_dir: str | os.PathLike | None = None) -> ImageSet:
     """The test images of a run's data set, from ``data_dir`` or else where the run was trained (``Run.data_dir``;
     cnnlab's own lookup when a data set's run recorded none); for a folder run, its test/ part."""
@@ -556,18 +587,10 @@ def load_test_set(run: Run | str | os.PathLike, data_dir: str | os.PathLike | No
     from .images import load_folder
 
     run = run if isinstance(run, Run) else Run(run)
-    info, recorded = run.info, run.data_dir
+    info, root = run.info, data_location(run, data_dir)
     if info.dataset != "folder":
-        if data_dir is None and recorded is not None:
-            if not recorded.is_dir():
-                raise DataMissing(f"{run.run_dir} was trained on data in {recorded}, which is gone",
-                                  f"{_pass_data_dir()} where the data set is now")
-            data_dir = recorded
-        return load_test_images(info.dataset, data_dir)
-    root = Path(data_dir) if data_dir is not None else recorded
-    if root is None or not root.is_dir():
-        raise DataMissing(f"{run.run_dir} was trained on the images in {root or 'a folder it does not record'}"
-                          f"{', which is gone' if root else ''}", f"{_pass_data_dir()} where they are now")
+        return load_test_images(info.dataset, root)
+    assert root is not None  # data_location names a folder run's images, or refuses
     test = load_folder(root, info.in_shape, info.preprocess, classes=info.classes, parts=("test",)).test
     if test is None:
         raise CnnlabError(f"{root}: has no test/ folder, so this run has no test set; put images in "

@@ -8,10 +8,12 @@ time; under torchrun every process trains and rank 0 writes.
 from __future__ import annotations
 
 import contextlib
+import numbers
 import os
 import shutil
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import cast
 
 import torch
 from rich.console import Console
@@ -19,9 +21,9 @@ from rich.table import Table
 from torch import nn
 
 from . import distributed, engines, plots
-from .augment import Normalization
-from .checkpoint import data_fingerprint, load_checkpoint, save_checkpoint
-from .data import ImageSet, load_dataset, split
+from .augment import Normalization, check_translate
+from .checkpoint import load_checkpoint, save_checkpoint
+from .data import ImageSet, data_fingerprint, load_dataset, split
 from .device import precision_note, resolve_device
 from .display import plain_console
 from .errors import CnnlabError, UsageError, hint
@@ -32,15 +34,15 @@ from .inference import Inference, evaluate
 from .loop import TrainState, fit, stall_warning, start_state
 from .models import Summary, count_params, create_model, head_name, summarize
 from .prediction import predict
-from .recipes import FOLDER_RECIPE, Recipe, for_data, get_recipe, with_overrides
-from .runs import CHECKPOINT, ModelInfo, Run, new_run_dir
+from .recipes import FOLDER_RECIPE, Recipe, as_recipe, for_data, with_overrides
+from .runs import CHECKPOINT, ModelInfo, Run, data_location, new_run_dir
 from .transfer import adopt, check_shape, record, resumed_start, source_run, take_layers
 
 
 # ---------------------------------------------------------------------------------------------------------
 # A recipe, start to finish: the tutorial's steps 1–11 into one run folder
 # ---------------------------------------------------------------------------------------------------------
-def train_recipe(recipe: Recipe, data_dir: str | os.PathLike | None = None, runs_dir: str | os.PathLike = "runs",
+def train_recipe(recipe: Recipe | str, data_dir: str | os.PathLike | None = None, runs_dir: str | os.PathLike = "runs",
                  verbose: bool = True, folder: ImageFolder | None = None, tensorboard: bool = False,
                  from_run: Run | str | os.PathLike | None = None) -> Path:
     """Load and split the data, build the model, fit, evaluate on the test set, save everything; the run folder.
@@ -50,8 +52,9 @@ def train_recipe(recipe: Recipe, data_dir: str | os.PathLike | None = None, runs
     also logs each epoch under ``RUN_DIR/tensorboard/``. ``from_run`` (a finished run folder) starts the
     network from that run's trained layers, all but the head (cnnlab.transfer); its model and normalisation
     replace the recipe's. Under torchrun every process trains the run, rank 0 writes it (cnnlab.distributed).
-    A training refused before its first checkpoint leaves no folder behind.
+    A training refused before its first checkpoint leaves no folder behind. ``recipe`` may be a name.
     """
+    recipe = as_recipe(recipe)
     if (recipe.dataset == "folder") != (folder is not None):
         raise CnnlabError(f"recipe {recipe.name!r} trains on {recipe.dataset!r}; a folder of your own images "
                           "goes with --data FOLDER (and dataset 'folder')")
@@ -86,9 +89,8 @@ def train_folder(folder: str | os.PathLike, recipe: Recipe | str | None = None, 
     ``Run``) starts from that run's trained layers, all but the head, which is made new for the folder's
     classes; the images are then made as that run's were (its shape and preprocessing).
     """
-    recipe = get_recipe(recipe) if isinstance(recipe, str) else FOLDER_RECIPE if recipe is None else recipe
-    height, width = (size, size) if isinstance(size, int) else tuple(size) if size is not None else (None, None)
-    shape: tuple[int | None, ...] = (channels, height, width)
+    recipe = FOLDER_RECIPE if recipe is None else as_recipe(recipe)
+    shape = _folder_shape(size, channels)
     source = source_run(from_run) if from_run is not None else None
     if source is not None:  # the images are made as RUN's were: its layers know no other input
         flags = hint(cli="leave out --size, --channels and --preprocess", python="leave out size, channels and "
@@ -103,6 +105,21 @@ def train_folder(folder: str | os.PathLike, recipe: Recipe | str | None = None, 
     images = load_folder(folder, shape, preprocess, strict=strict)
     return train_recipe(recipe, runs_dir=runs_dir, verbose=verbose, folder=images, tensorboard=tensorboard,
                         from_run=source)
+
+
+def _folder_shape(size: object, channels: object) -> tuple[int | None, ...]:
+    """(channels, height, width) from ``train_folder``'s ``size`` and ``channels``, None where the folder decides;
+    checked as the CLI's --size and --channels are, so a bad one is one line, not an error inside PyTorch."""
+    def whole(value: object, least: int) -> bool:
+        return isinstance(value, numbers.Integral) and not isinstance(value, bool) and int(value) >= least
+
+    sides = (size, size) if whole(size, 2) else tuple(size) if isinstance(size, (tuple, list)) else (None, None)
+    if size is not None and not (len(sides) == 2 and all(whole(side, 2) for side in sides)):
+        raise CnnlabError(f"size={size!r}: pass the side in pixels (2 or more), or (height, width)")
+    if channels is not None and not (whole(channels, 1) and channels in (1, 3)):
+        raise CnnlabError(f"channels={channels!r}: pass 1 (grey) or 3 (colour), or leave it out")
+    whole_sides = (None if side is None else int(cast(int, side)) for side in sides)
+    return (None if channels is None else int(cast(int, channels)), *whole_sides)
 
 
 def resume_run(run: Run | str | os.PathLike, epochs: int | str | None = None,
@@ -128,21 +145,12 @@ def resume_run(run: Run | str | os.PathLike, epochs: int | str | None = None,
                 raise CnnlabError(f"cannot write to {run.run_dir} ({error.strerror or error}); make it writable") \
                     from None
             run.remove_stale_temp()  # what killed writes left
-        folder = None
+        folder, data_dir = None, data_location(run, data_dir)
         if recipe.dataset == "folder":  # the same images, prepared the same way, in the same class order
-            folder = load_folder(_recorded_folder(run, data_dir), run.info.in_shape, run.info.preprocess,
-                                 classes=run.info.classes)
-        data_dir = data_dir if data_dir is not None else run.data_dir
+            assert data_dir is not None  # data_location names a folder run's images, or refuses
+            folder = load_folder(data_dir, run.info.in_shape, run.info.preprocess, classes=run.info.classes)
         with distributed.process_group(recipe, resolve_device(recipe.device)) as device:
             return _train_into(run, recipe, device, data_dir, verbose, resume=True, folder=folder)
-
-
-def _recorded_folder(run: Run, data_dir: str | os.PathLike | None) -> Path:
-    root = Path(data_dir) if data_dir is not None else run.data_dir
-    if root is None:
-        raise CnnlabError(f"{run.run_dir} does not record the folder of images it was trained on; "
-                          + hint(cli="pass --data-dir FOLDER", python="pass data_dir=FOLDER"))
-    return root
 
 
 def _lock(run_dir: Path) -> contextlib.AbstractContextManager:
@@ -190,6 +198,7 @@ def _train_into(run: Run, recipe: Recipe, device: torch.device, data_dir: str | 
     in_shape = (channels, height, width)
     if source is not None:
         check_shape(source, in_shape, "start from a run trained on images of the data's shape")
+    check_translate(recipe.translate, in_shape)  # before the run folder is written: fit checks again, too late for it
     torch.manual_seed(recipe.seed)  # the initial weights, then dropout
     model = create_model(recipe.model, in_shape, len(train.classes))
     start = take_layers(model, source) if source is not None else \
@@ -333,6 +342,9 @@ def _fit_and_finish(run: Run, recipe: Recipe, model: nn.Module, sets: tuple[Imag
             _finish(run, recipe, model, history, test, val, device, console, state.normalization)
     except KeyboardInterrupt:
         raise KeyboardInterrupt(f"{run.run_dir} holds epoch {saved} of {recipe.epochs}; {resume_hint}") from None
+    except BrokenPipeError:  # `cnnlab train … | head`: stop, as Unix tools do, but say where the run stands
+        raise CnnlabError(f"the program reading the output went away, so training stopped; {run.run_dir} holds "
+                          f"epoch {saved} of {recipe.epochs}; {resume_hint}") from None
     except torch.cuda.OutOfMemoryError:
         raise CnnlabError(f"{device} ran out of memory with batches of {recipe.batch_size} images: lower "
                           "--batch-size, or train on --device cpu") from None
@@ -382,6 +394,7 @@ def _finish(run: Run | Path, recipe: Recipe, model: nn.Module, history: list[Epo
     run.write_metrics({  # last: it marks the run finished
         "test_loss": test_metrics["loss"], "test_accuracy": test_metrics["accuracy"], **history_metrics(history),
         "parameters": count_params(model), "warnings": [warning] if warning else [],
+        "test_data": data_fingerprint(test) if test is not None else None,  # evaluate says when it is given others
     })
 
 

@@ -71,3 +71,16 @@ def test_tta_averages_the_logits_of_the_copies():
     dot = torch.zeros(1, 1, 8, 8)
     dot[0, 0, 2, 5] = 1.0
     assert shift(dot, 1, 1)[0, 0, 3, 6] == 1.0 and shift(dot, 1, 1).sum() == 1.0
+
+
+def test_translate_draws_every_shift_up_to_its_size_each_way_rows_and_columns_apart():
+    """translate=2: each of the 25 shifts (−2…2 down, −2…2 right) about as often, +2 included and rows drawn apart
+    from columns (not only the diagonal)."""
+    image = torch.arange(64, dtype=torch.uint8).view(1, 1, 8, 8)  # every pixel its own value: each shift tells
+    shifted = augment(image.expand(2500, 1, 8, 8), flip=False, translate=2, generator=torch.Generator().manual_seed(0))
+    shifts = [(rows, cols) for rows in range(-2, 3) for cols in range(-2, 3)]
+    candidates = torch.stack([shift(image, rows, cols)[0] for rows, cols in shifts])  # (25, 1, 8, 8)
+    matches = (shifted[:, None] == candidates[None]).flatten(2).all(2)  # (2500, 25)
+    assert bool((matches.sum(1) == 1).all())  # every output is exactly one of the shifts
+    counts = matches.sum(0).tolist()
+    assert min(counts) > 60 and max(counts) < 140, dict(zip(shifts, counts))  # 100 each expected

@@ -18,7 +18,7 @@ from PIL import Image
 from cnnlab import cli, get_recipe, load_run
 from cnnlab.data import DATASETS, load_dataset
 from cnnlab.inference import evaluate, loss_fn
-from cnnlab.recipes import RECIPES
+from cnnlab.recipes import RECIPES, Recipe
 from helpers import MNIST_SAMPLE, REPO, RUN_FILES, history
 
 
@@ -88,6 +88,7 @@ def test_same_seed_same_history(fake_mnist, runs_dir, capsys):
     (["train", "mnist-gan"], 2, "unknown recipe 'mnist-gan'"),
     (["train", "mnist-cnn", "--epochs", "many"], 2, "--epochs 'many': expected int"),
     (["train", "mnist-cnn", "--set", "lr"], 2, "expected FIELD=VALUE"),
+    (["train", "mnist-cnn", "--set", "min_steps=-1"], 2, "--set min_steps=-1: must be 0 (off)"),  # no flag of its own
     (["train", "mnist-cnn", "--device", "quantum"], 2, "choose auto"),
     (["evaluate", "/no/such/run"], 1, "no such run folder"),
     (["frobnicate"], 2, "invalid choice"),
@@ -98,11 +99,40 @@ def test_clear_errors(args, code, message, capsys):
     assert message in err and "Traceback" not in err
 
 
+def test_the_recipe_flags_are_the_train_flags_named_by_errors():
+    """An error names a field by its flag where `cnnlab train` has one (cnnlab.recipes.as_given), else by --set."""
+    from cnnlab.recipes import RECIPE_FLAGS
+
+    train_parser = cli.build_parser()._subparsers._group_actions[0].choices["train"]
+    flags = {option for action in train_parser._actions for option in action.option_strings}
+    fields = {f"--{name.replace('_', '-')}" for name in Recipe.__dataclass_fields__}
+    assert {f"--{name.replace('_', '-')}" for name in RECIPE_FLAGS} == flags & fields - {"--preprocess"}
+
+
 def test_unwritable_runs_dir_fails_before_training(fake_mnist, tmp_path, capsys):
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
     code, _, err = train(capsys, "mnist-cnn", "--data-dir", str(fake_mnist), "--runs-dir", str(blocker / "runs"))
     assert code == 1 and "--runs-dir" in err and err.count("\n") == 1
+    code, _, err = train(capsys, "mnist-cnn", "--data-dir", str(fake_mnist), "--runs-dir", str(blocker))
+    assert code == 1 and err == (f"cnnlab: error: cannot write runs under {blocker} (a file, not a folder); choose "
+                                 "another folder with --runs-dir\n")
+
+
+def test_names_are_shown_as_they_are_not_read_as_rich_markup(digit_run, tmp_path, capsys):
+    """A run, a class or a folder may be named '[red]…' (a folder of images names the classes): shown so, not
+    taken for a colour and hidden."""
+    from cnnlab.display import plain_console
+
+    runs = tmp_path / "runs"
+    shutil.copytree(digit_run, runs / "[bold red]mine")
+    assert cli.main(["runs", str(runs)]) == 0
+    assert "[bold red]mine" in capsys.readouterr().out
+    assert cli.main(["runs", str(runs / "[bold red]mine" / "recipe.json")]) == 1  # a file: not "no such folder"
+    assert capsys.readouterr().err.startswith(f"cnnlab: error: {runs / '[bold red]mine' / 'recipe.json'}: a file, "
+                                              "not a folder; training writes runs under ./runs")
+    plain_console().print("class [red] → [bold]b")
+    assert capsys.readouterr().out == "class [red] → [bold]b\n"
 
 
 def test_recipes_lists_every_recipe(capsys):

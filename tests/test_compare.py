@@ -94,3 +94,11 @@ def test_tensorboard_missing_is_one_clear_line(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # as if the extra were not installed
     with pytest.raises(CnnlabError, match=r"pip install 'cnnlab\[tensorboard\]'"):
         tensorboard_writer(tmp_path)
+
+
+def test_compare_runs_of_one_path_says_to_give_two_not_reads_its_characters(trained_runs):
+    """compare_runs('runs/cnn') compared '/', 't', 'm', … and failed on '/': not a cnnlab run folder."""
+    from cnnlab import compare_runs
+
+    with pytest.raises(CnnlabError, match="^runs compare: give two or more run folders to compare$"):
+        compare_runs(str(trained_runs["cnn"]))  # type: ignore[arg-type]

@@ -97,6 +97,38 @@ def test_split_is_train_test_split_with_random_state_9():
     assert train.labels.tolist() == permutation[n_val:].tolist()
 
 
+@pytest.mark.parametrize("n, seed", [(101, 9), (10, 9), (57, 0), (200, 123)])
+def test_split_rounds_the_validation_share_up_and_draws_from_its_own_seed(n, seed):
+    """0.2 · 101 = 20.2 validation images is 21, as scikit-learn's ceil gives it (rounding would give 20); the
+    permutation is the one of the seed passed, not the course's 9."""
+    dataset = data.ImageSet(torch.zeros(n, 1, 2, 2, dtype=torch.uint8), torch.arange(n), tuple(map(str, range(n))))
+    train, val = data.split(dataset, 0.2, seed)
+    permutation = np.random.RandomState(seed).permutation(n)
+    assert val.labels.tolist() == permutation[:math.ceil(0.2 * n)].tolist()
+    assert train.labels.tolist() == permutation[math.ceil(0.2 * n):].tolist()
+
+
+def test_split_of_tensors_holds_out_the_same_images_as_of_arrays():
+    images, labels = torch.arange(30, dtype=torch.uint8).view(30, 1, 1, 1), torch.arange(30)
+    (x_train, y_train), (x_val, y_val) = data.split((images, labels), 0.2, 9)
+    permutation = np.random.RandomState(9).permutation(30)
+    assert y_val.tolist() == x_val.flatten().tolist() == permutation[:6].tolist()
+    assert y_train.tolist() == x_train.flatten().tolist() == permutation[6:].tolist()
+
+
+def test_a_fraction_that_leaves_no_training_image_is_refused():
+    dataset = data.ImageSet(torch.zeros(10, 1, 2, 2, dtype=torch.uint8), torch.arange(10), tuple("0123456789"))
+    with pytest.raises(CnnlabError, match="^validation fraction 0.95 leaves no training images out of 10$"):
+        data.split(dataset, 0.95)  # ceil(9.5) = 10 validation images
+
+
+
+@pytest.mark.parametrize("label, bad", [(10, 10), (-1, -1)])
+def test_an_image_set_refuses_a_label_one_past_either_end(label, bad):
+    labels = torch.tensor([0, 9, label])
+    with pytest.raises(CnnlabError, match=f"^ImageSet label {bad} is out of range for 10 classes"):
+        data.ImageSet(torch.zeros(3, 1, 2, 2, dtype=torch.uint8), labels, tuple("0123456789"))
+
 @pytest.mark.parametrize("fraction", [0.0, 1.0, -0.1, 1.5])
 def test_split_rejects_bad_fractions(fraction):
     dataset = data.ImageSet(torch.zeros(10, 1, 2, 2, dtype=torch.uint8), torch.arange(10), tuple("0123456789"))

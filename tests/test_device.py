@@ -133,3 +133,26 @@ def test_the_labs_use_public_names_for_the_device_and_the_input_rule():
         source = "".join("".join(cell["source"]) for cell in notebook["cells"])
         assert "from cnnlab.loop import" not in source and "cnnlab.loop." not in source, path.name
         assert all(not cell.get("outputs") for cell in notebook["cells"]), path.name  # stored without outputs
+
+
+def test_fp16_training_off_cuda_is_refused_before_a_run_folder_is_made(fake_mnist, tmp_path, capsys):
+    from cnnlab import cli
+
+    runs = tmp_path / "runs"
+    assert cli.main(["train", "mnist-mlp", "--epochs", "1", "--set", "autocast=fp16", "--device", "cpu",
+                     "--data-dir", str(fake_mnist), "--runs-dir", str(runs)]) == 1
+    assert capsys.readouterr().err == ("cnnlab: error: --set autocast=fp16 needs a CUDA device, not cpu; use bf16 "
+                                       "or off\n")
+    assert not runs.exists() or not any(runs.iterdir())  # it stopped before a folder: nothing to tidy or resume
+    with pytest.raises(CnnlabError, match="autocast fp16 needs a CUDA device"):  # and fit, from Python
+        fit(create_model("mlp", (1, 28, 28), 10), tiny(), tiny(seed=1),
+            replace(get_recipe("mnist-mlp"), autocast="fp16"), "cpu", verbose=False)
+
+
+def test_a_run_trained_in_fp16_on_a_gpu_predicts_in_fp32_elsewhere(digit_run):
+    """fp16 is a training precision CUDA alone has; the network it made is fp32 weights that any device runs."""
+    images = tiny(4).images
+    before = predict_proba(cnnlab.load_run(digit_run), images, "cpu")
+    recipe = json.loads((digit_run / "recipe.json").read_text())
+    (digit_run / "recipe.json").write_text(json.dumps({**recipe, "autocast": "fp16"}))
+    assert torch.equal(predict_proba(cnnlab.load_run(digit_run), images, "cpu"), before)

@@ -111,6 +111,51 @@ def test_fast_forward_is_the_model_and_falls_back_where_it_cannot_fuse():
     assert engines.forward_fn(model, torch.device("cuda"), "fast") is model  # cuDNN's kernels as they are
 
 
+
+def test_fused_block_breaks_ties_in_max_poolings_scan_order_whichever_two_offsets_tie():
+    """Binary images and a kernel of small integers: the four offsets of a window tie in every pattern (along a
+    row, down a column, across a diagonal), and the kernel's gradient tells which offset won each."""
+    generator = torch.Generator().manual_seed(0)
+    images = torch.randint(0, 2, (8, 2, 10, 10), generator=generator).float()
+    weight = torch.randint(-1, 2, (6, 2, 3, 3), generator=generator).float().requires_grad_()
+    bias = torch.zeros(6, requires_grad=True)
+    upstream = torch.randn(8, 6, 5, 5, generator=generator)
+    plain_block(images, weight, bias).backward(upstream)
+    expected = weight.grad.clone(), bias.grad.clone()
+    weight.grad = bias.grad = None
+    engines.conv_relu_pool(images, weight, bias).backward(upstream)
+    torch.testing.assert_close((weight.grad, bias.grad), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_the_fast_forward_gives_an_image_gradient_while_the_weights_learn():
+    """Saliency asks for the image's gradient; the fused block has none, so the fast forward must not take it."""
+    torch.manual_seed(0)
+    model = create_model("cnn", (1, 28, 28), 10)
+    assert model[0].weight.requires_grad
+    pixels, gradients = torch.rand(3, 1, 28, 28), []
+    for run in (model, engines.forward_fn(model, CPU, "fast")):
+        images = pixels.clone().requires_grad_()
+        run(images).square().sum().backward()
+        gradients.append(images.grad)
+    assert gradients[1] is not None and gradients[0].abs().sum() > 0
+    torch.testing.assert_close(gradients[1], gradients[0], rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("block", [
+    [torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2, stride=1)],
+    [torch.nn.Conv2d(1, 4, 3, padding=1, padding_mode="reflect"), torch.nn.ReLU(), torch.nn.MaxPool2d(2)],
+    [torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.ReLU(), torch.nn.AvgPool2d(2)],
+], ids=["pool-stride-1", "reflect-padding", "average-pooling"])
+def test_a_block_the_fused_kernel_does_not_compute_runs_as_written(block):
+    """Your own network (fit takes any nn.Sequential): only Conv2d(3×3, zero padding) → ReLU → MaxPool2d(2, 2) is
+    fused, and only ReLU → MaxPool2d swapped (ReLU then average is not average then ReLU)."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(*block, torch.nn.Flatten()).eval()
+    images = torch.rand(2, 1, 8, 8) - 0.3
+    with torch.no_grad():
+        torch.testing.assert_close(engines.forward_fn(model, CPU, "fast")(images), model(images),
+                                   rtol=1e-5, atol=1e-6)
+
 def test_pooling_before_relu_gives_the_same_outputs_and_gradients():
     """Lab 5's network (ReLU → MaxPool after its second convolution), ties included: flat patches of the
     images give equal convolution outputs inside pooling windows, and negative ones windows that ReLU zeroes."""
@@ -385,8 +430,9 @@ def test_fp16_backward_runs_on_a_scaled_loss_and_steps_on_unscaled_gradients(mon
     here the CPU's fp16 autocast stands in for it."""
     from cnnlab import inference, loop
 
+    monkeypatch.setattr(engines, "pick_autocast", lambda device, precision: precision)  # fp16 let through
     for module in (loop, inference):  # the training step's and the validation's
-        monkeypatch.setattr(module, "autocast", lambda device, precision, graphed=False: torch.autocast(
+        monkeypatch.setattr(module, "autocast", lambda device, precision, **options: torch.autocast(
             "cpu", dtype=torch.float16, enabled=precision == "fp16"))
     data = tiny_split(32, seed=4)
     gradients, moves = {}, {}

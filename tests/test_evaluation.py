@@ -11,8 +11,8 @@ import torch
 from PIL import Image
 
 from cnnlab import cli
-from cnnlab.evaluation import class_scores, confusion_matrix, most_confused, worst_mistakes
-from helpers import learnable_images, write_idx
+from cnnlab.evaluation import class_scores, confusion_matrix, most_confused, normalise_rows, worst_mistakes
+from helpers import learnable_images, make_idx_dataset, write_idx
 
 LABELS = torch.tensor([0, 0, 1, 1, 2, 2])
 PREDICTED = torch.tensor([0, 1, 1, 1, 0, 2])
@@ -28,6 +28,7 @@ def test_confusion_and_scores_by_hand():
     assert [s.f1 for s in scores] == pytest.approx([1 / 2, 0.8, 2 / 3, 0])
     assert [s.support for s in scores] == [2, 2, 2, 0]
     assert most_confused(confusion) == [(0, 1, 1), (2, 0, 1)]  # true→predicted, off the diagonal only
+    assert normalise_rows(confusion).tolist() == [[0.5, 0.5, 0, 0], [0, 1, 0, 0], [0.5, 0, 0.5, 0], [0, 0, 0, 0]]
 
 
 def test_worst_mistakes_are_the_most_confident_wrong_ones():
@@ -45,6 +46,7 @@ def test_evaluate_writes_its_files_and_keeps_the_tutorial_line(trained_runs, tmp
     out = capsys.readouterr().out.splitlines()
     assert out[0] == f"Test loss: {metrics['test_loss']:.4f} - test accuracy: {metrics['test_accuracy']:.4f}"
     assert "precision" in out[1] + out[2] and any(line.startswith("Wrote 8 files") for line in out)
+    assert capsys.readouterr().err == ""  # the images it was tested on: nothing to warn of
 
     folder = run_dir / "evaluation"
     with open(folder / "per_class.csv") as f:
@@ -63,6 +65,17 @@ def test_evaluate_writes_its_files_and_keeps_the_tutorial_line(trained_runs, tmp
     for name in ("confusion.png", "mistakes.png"):
         with Image.open(folder / name) as image:
             assert image.width > 400 and image.height > 150
+
+
+def test_evaluate_says_when_the_test_images_are_not_those_the_run_was_tested_on(trained_runs, tmp_path, capsys):
+    """Another data set under the same file names (Fashion-MNIST for an MNIST run) scores without an error: the
+    scores are real, but for other images, and a line says so."""
+    run_dir = shutil.copytree(trained_runs["cnn"], tmp_path / "run")
+    other = make_idx_dataset(tmp_path / "other", seed=1)
+    assert cli.main(["evaluate", str(run_dir), "--data-dir", str(other), "--device", "cpu"]) == 0
+    err = capsys.readouterr().err
+    assert err.startswith(f"cnnlab: warning: these 60 test images are not the ones {run_dir} was tested on") and \
+        "--data-dir" in err and len(err.splitlines()) == 1
 
 
 def test_evaluate_refuses_test_data_with_other_classes(trained_runs, tmp_path, capsys):

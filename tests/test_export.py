@@ -124,6 +124,21 @@ def test_a_failed_check_leaves_the_previous_file_whole(tmp_path, monkeypatch):
     assert not [p for p in run_dir.iterdir() if p.name.startswith(".model.onnx")]  # no temporary file left
 
 
+def test_export_replaces_only_a_file_cnnlab_exported(tmp_path, capsys):
+    run_dir = write_run(tmp_path / "run", "mlp")
+    weights = (run_dir / "weights.safetensors").read_bytes()
+    assert cli.main(["export", str(run_dir), "--output", str(run_dir / "weights.safetensors")]) == 1
+    assert capsys.readouterr().err == (f"cnnlab: error: {run_dir / 'weights.safetensors'}: exists and cnnlab did "
+                                       "not write it; choose another file, or pass --force to replace it\n")
+    assert (run_dir / "weights.safetensors").read_bytes() == weights  # the run is whole
+    assert cli.main(["export", str(run_dir)]) == cli.main(["export", str(run_dir)]) == 0  # its own: replaced
+    mine = tmp_path / "mine.onnx"
+    mine.write_bytes(b"\x08\x07 an ONNX file of the learner's own")
+    assert cli.main(["export", str(run_dir), "--output", str(mine)]) == 1 and mine.read_bytes().endswith(b"own")
+    assert cli.main(["export", str(run_dir), "--output", str(mine), "--force"]) == 0
+    assert mine.read_bytes() == (run_dir / "model.onnx").read_bytes()
+
+
 def test_export_of_a_missing_run_is_one_line(tmp_path, capsys):
     assert cli.main(["export", str(tmp_path / "nope")]) == 1
     assert capsys.readouterr().err == (f"cnnlab: error: {tmp_path / 'nope'}: no such run folder; "

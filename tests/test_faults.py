@@ -18,6 +18,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 import cnnlab.checkpoint
+import cnnlab.files
 import cnnlab.loop
 import cnnlab.runs
 import cnnlab.train
@@ -156,7 +157,8 @@ RUN_TAMPERINGS = {
                       "cannot take images of shape (1, 1, 1)"),
     "in_shape text": (lambda d: _json(d, "model.json", lambda m: _set(m, "in_shape", "28x28")), "malformed"),
     "unknown model": (lambda d: _json(d, "model.json", lambda m: _set(m, "model", "gpt")), "malformed"),
-    "recipe type": (lambda d: _json(d, "recipe.json", lambda r: _set(r, "epochs", "ten")), "expected int"),
+    "recipe type": (lambda d: _json(d, "recipe.json", lambda r: _set(r, "epochs", "ten")),
+                    "recipe.json: epochs='ten': expected int"),  # the file's terms, not a flag never typed
     "recipe field": (lambda d: _json(d, "recipe.json", lambda r: _set(r, "exec", "rm -rf")), "unknown fields"),
     "recipe list": (lambda d: (d / "recipe.json").write_text("[1, 2]"), "JSON object"),
     "deep JSON": (lambda d: (d / "model.json").write_text("[" * 100_000), "not valid JSON"),
@@ -275,6 +277,21 @@ def test_a_refused_training_leaves_no_run_folder(tmp_path, capsys):
     assert list(runs.iterdir()) == []
 
 
+def test_a_shift_as_large_as_the_images_is_refused_before_the_run_folder_is_written(digits, tmp_path, capsys):
+    runs = tmp_path / "runs"
+    err = one_line_error(capsys, 2, ["train", *ARGS, "--set", "translate=28", "--data-dir", str(digits),
+                                     "--runs-dir", str(runs)])
+    assert err == "cnnlab: error: --set translate=28: the images are 28×28 pixels, so shift them by at most 27\n"
+    assert list(runs.iterdir()) == []
+
+
+def test_fit_refuses_a_shift_as_large_as_the_images():
+    images, labels = torch.zeros(8, 1, 6, 6, dtype=torch.uint8), torch.arange(8) % 2
+    recipe = with_overrides(get_recipe("mnist-mlp"), {"translate": 6})
+    with pytest.raises(CnnlabError, match="^translate=6: the images are 6×6 pixels, so shift them by at most 5$"):
+        fit(create_model("mlp", (1, 6, 6), 2), images, labels, recipe, "cpu", validation_data=(images, labels))
+
+
 def test_a_class_without_one_readable_image_is_refused_in_one_line(tmp_path, capsys):
     from PIL import Image
 
@@ -317,6 +334,29 @@ def test_atomic_write_leaves_the_old_file_whole(tmp_path, monkeypatch):
     with pytest.raises(OSError):
         atomic_write(path, b"new" * 1000)
     assert path.read_bytes() == b"old" and [p.name for p in tmp_path.iterdir()] == [path.name]
+
+
+def test_atomic_write_into_a_folder_it_cannot_write_names_the_file_meant(tmp_path, monkeypatch):
+    def read_only(*args, **kwargs):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS), str(tmp_path / ".x.png.1.abcdefgh.tmp"))
+
+    monkeypatch.setattr(cnnlab.files.tempfile, "mkstemp", read_only)
+    with pytest.raises(OSError) as caught:
+        atomic_write(tmp_path / "per_class.csv", "class,precision\n")
+    assert (caught.value.errno, caught.value.filename) == (errno.EROFS, str(tmp_path / "per_class.csv"))
+
+
+@pytest.mark.parametrize("command, folder", [("evaluate", "evaluation"), ("explain", "explain"),
+                                             ("report", "evaluation")])
+def test_a_file_where_a_command_writes_its_folder_is_named_in_one_line(command, folder, trained_runs, tmp_path,
+                                                                       capsys):
+    run_dir = shutil.copytree(trained_runs["mlp"], tmp_path / "run")
+    shutil.rmtree(run_dir / folder, ignore_errors=True)
+    (run_dir / folder).write_text("the learner's notes")
+    err = one_line_error(capsys, 1, [command, str(run_dir), "--data-dir", str(trained_runs["data"])])
+    assert err == (f"cnnlab: error: {run_dir / folder}: a file, not a folder; cnnlab writes a folder of that name: "
+                   "move the file away (or work on a copy) and run it again\n")
+    assert (run_dir / folder).read_text() == "the learner's notes"
 
 
 # ---------------------------------------------------------------------------------------------------------

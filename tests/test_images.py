@@ -60,11 +60,23 @@ def write_empty(tmp: Path) -> Path:
     return tmp / "empty.jpg"
 
 
+def write_link_loop(tmp: Path) -> Path:
+    (tmp / "loop.png").symlink_to("loop.png")
+    return tmp / "loop.png"
+
+
+def write_through_a_file(tmp: Path) -> Path:
+    (tmp / "plain.txt").write_text("a file, not a folder")
+    return tmp / "plain.txt" / "digit.png"
+
+
 BAD_FILES = {
     "missing path": (write_missing, "no such file"),
     "directory": (write_directory, "is a folder"),
     "non-image": (write_text, "not an image Pillow can read"),
     "zero bytes": (write_empty, "empty file"),
+    "symbolic link loop": (write_link_loop, "cannot be opened (Too many levels of symbolic links); check the path"),
+    "path through a file": (write_through_a_file, "cannot be opened (Not a directory); check the path"),
     "truncated PNG": (lambda tmp: truncated(tmp / "cut.png", "PNG"), "damaged or truncated"),
     "truncated JPEG": (lambda tmp: truncated(tmp / "cut.jpg", "JPEG"), "damaged or truncated"),
     "beyond cnnlab's pixel limit": (lambda tmp: png_header_only(tmp / "big.png", 12_000, 12_000),

@@ -134,8 +134,11 @@ def test_importing_cnnlab_outside_ipython_sets_up_nothing_for_it():  # cnnlab.no
 
 def test_commands_that_read_files_load_no_heavy_library(digit_run):
     quiet = ("import contextlib, io\nfrom cnnlab import cli\n"
-             "with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):\n    ")
-    for argv in (["recipes"], ["recipes", "fashion-cnn"], ["runs", str(digit_run.parent)], ["--help"]):
+             "with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()), "
+             "contextlib.suppress(SystemExit):\n    ")
+    # and their one-line errors: a folder or recipe that is not there
+    for argv in (["recipes"], ["recipes", "fashion-cnn"], ["runs", str(digit_run.parent)], ["--help"],
+                 ["runs", str(digit_run.parent / "missing")], ["recipes", "missing"]):
         assert modules_after(quiet + f"cli.main({argv!r})") & HEAVY == set(), argv
 
 

@@ -20,7 +20,7 @@ from cnnlab.data import ImageSet, as_image_set
 from cnnlab.errors import CnnlabError
 from cnnlab.explain import explain_image, occlusion, saliency
 from cnnlab.images import prepare_file
-from cnnlab.inference import Inference, evaluate, to_input
+from cnnlab.inference import Inference, evaluate, loss_fn, to_input
 from cnnlab.inside import activations
 from cnnlab.loop import fit_data
 from cnnlab.models import create_model
@@ -68,6 +68,8 @@ def test_float_images_in_0_1_are_not_divided_by_255_again():
     (torch.full((2, *SHAPE), float("nan")), r"^images are float32 with NaN only; pass uint8"),
     (torch.full((2, *SHAPE), 300), r"^images are int64 with values from 300 to 300; pass uint8 pixels 0–255 or "
                                    r"floats in \[0, 1\]$"),
+    (torch.zeros((2, *SHAPE), dtype=torch.complex64), r"^images are complex64; pass uint8 pixels 0–255 or "
+                                                       r"floats in \[0, 1\]$"),
     (torch.zeros(SHAPE, dtype=torch.uint8), r"^images of shape \(1, 28, 28\): expected a batch \(N, C, H, W\); one "
                                             r"image \(C, H, W\) is images\[None\]$"),
     (torch.zeros((2, 3, 28, 28), dtype=torch.uint8), r"^model expects 1×28×28 images, the data has 3×28×28"),
@@ -192,6 +194,21 @@ def test_the_inside_view_ends_with_the_logits_the_bars_come_from(tta):
     assert not torch.allclose(first_pass, bars, atol=1e-4)
 
 
+
+def test_evaluate_in_uneven_batches_gives_the_loss_and_accuracy_of_the_whole_set():
+    """12 images in batches of 5, 5 and 2: each batch's mean loss weighed by its size, as one pass over all; the
+    labels are the network's own answers for the first 7, so the accuracy is 7/12."""
+    torch.manual_seed(0)
+    model, images, recipe = create_model("cnn", SHAPE, 10).eval(), digits().images, get_recipe("mnist-cnn")
+    with torch.no_grad():
+        logits = model(images.float() / 255)
+    labels = logits.argmax(1)
+    labels[7:] = (labels[7:] + 1) % 10
+    scores = evaluate(model, ImageSet(images, labels, tuple("0123456789")), recipe, batch_size=5)
+    assert scores.loss == pytest.approx(loss_fn(logits, labels, recipe).item(), rel=1e-5)
+    assert scores.accuracy == 7 / 12
+
+
 def test_without_tta_the_last_layer_is_the_answer():
     run, image = tta_run("none"), digits().images[0]
     layers = activations(run, image)
@@ -254,3 +271,10 @@ def test_the_studio_shows_the_averaged_logits_under_its_bars(tmp_path):
     grey = np.asarray(Image.open(io.BytesIO(base64.b64decode(last["png"]))), dtype=np.float32)[0]
     shown = last["low"] + grey / 255 * (last["high"] - last["low"])
     assert np.abs(shown - logits.numpy()).max() <= (last["high"] - last["low"]) / 510 + 1e-5
+
+
+@pytest.mark.parametrize("field, value", [("tta", "mirror"), ("autocast", "fp8"), ("engine", "turbo")])
+def test_an_inference_with_an_unknown_mode_is_refused_when_made(field, value):
+    """tta='mirror' was computed as 'none' without a word; autocast='fp8' failed with KeyError at the first batch."""
+    with pytest.raises(CnnlabError, match=rf"^Inference {field}='{value}': choose one of "):
+        Inference(create_model("mlp", SHAPE, 10), **{field: value})

@@ -59,6 +59,22 @@ def test_keras_initialisation():
     assert model.conv2d.weight.abs().max() <= conv_bound
 
 
+def test_a_network_too_large_to_build_is_refused_before_any_memory_is_taken():
+    """A dense layer over the whole image grows with its pixels: cnn on 4096×4096 would be 68 GB of weights, which
+    failed inside PyTorch's allocator (or, below the machine's memory, was built and then swapped)."""
+    with pytest.raises(CnnlabError, match=r"^cnn for 1×4096×4096 images would have 17,179,870,922 parameters, more "
+                                          r"than the 500,000,000 cnnlab builds; use smaller images \(size=\)"):
+        create_model("cnn", (1, 4096, 4096), 10)
+    assert count_params(create_model("airbench", (3, 256, 256), 10)) == 1_972_792  # global pooling: any size
+
+
+@pytest.mark.parametrize("name, in_shape", [("airbench", (1, 4, 4)), ("cnn", (1, 1, 8)), ("bn-cnn", (3, 3, 3))])
+def test_images_too_small_for_a_network_are_refused_when_it_is_built(name, in_shape):
+    with pytest.raises(CnnlabError, match=f"^{name} cannot take images as small as {'×'.join(map(str, in_shape))}: "
+                                          r"its layers shrink them below one pixel; use larger images \(size=\)"):
+        create_model(name, in_shape, 3)
+
+
 def test_unknown_model():
     with pytest.raises(CnnlabError, match="unknown model 'resnet9000'"):
         create_model("resnet9000", (1, 28, 28), 10)
@@ -116,3 +132,89 @@ def test_summarize_with_a_wrong_shape_is_one_line(shape, message):
         with pytest.raises(CnnlabError, match="^the model cannot take the data's 3×28×28 images"):
             summarize(bare, shape)
     assert len(summarize(bare, [1, 28, 28])) == 2
+
+
+@pytest.mark.parametrize("classes", [0, 2.5, "10", True])
+def test_a_class_count_that_is_not_one_or_more_is_one_line(classes):
+    """2.5, '10' and True failed inside torch.empty; 0 was refused as images too small for the network."""
+    with pytest.raises(CnnlabError, match=rf"^num_classes={re.escape(repr(classes))}: pass the number of classes"):
+        create_model("mlp", (1, 28, 28), classes)
+
+
+class _Pair(torch.nn.Module):
+    """A user's own network whose forward returns the logits and something else."""
+
+    def __init__(self):
+        super().__init__()
+        self.dense = torch.nn.Linear(784, 10)
+
+    def forward(self, images):
+        return self.dense(images.flatten(1)), images
+
+
+class _NoWeights(torch.nn.Module):
+    def forward(self, images):
+        return images.flatten(1)[:, :10]
+
+
+def _fit(model):
+    import cnnlab
+
+    images = torch.randint(0, 256, (20, 1, 28, 28), dtype=torch.uint8)
+    return cnnlab.fit(model, images, torch.arange(20) % 10, "mnist-mlp", device="cpu", epochs=1,
+                      validation_split=0.5, verbose=False)
+
+
+def test_a_network_that_does_not_return_logits_is_one_line_from_fit_and_predict():
+    """A tuple failed with AttributeError 'tuple' object has no attribute 'shape'; summarize still lists it."""
+    import cnnlab
+
+    message = ("the model's forward returns tuple for one image, not logits (1, classes): return one tensor "
+               "(N, classes), its raw scores before the softmax")
+    with pytest.raises(CnnlabError, match=re.escape(message)):
+        _fit(_Pair())
+    with pytest.raises(CnnlabError, match=re.escape(message)):
+        cnnlab.predict(_Pair(), torch.zeros(2, 1, 28, 28))
+    assert "dense (Linear)" in str(summarize(_Pair(), (1, 28, 28)))
+
+
+@pytest.mark.parametrize("model", [_NoWeights(), create_model("mlp", (1, 28, 28), 10).requires_grad_(False)])
+def test_fit_refuses_a_network_with_nothing_to_learn(model):
+    """No parameters failed with StopIteration, all frozen with 'element 0 of tensors does not require grad'."""
+    with pytest.raises(CnnlabError, match="has no weights that learn"):
+        _fit(model)
+
+
+def test_fit_refuses_what_is_not_a_network():
+    """A function or a model's name failed with AttributeError ... 'parameters'."""
+    with pytest.raises(CnnlabError, match=r"^fit trains a network \(a torch.nn.Module\), not str"):
+        _fit("mlp")
+
+
+def test_a_network_on_the_meta_device_is_one_line():
+    """fit failed with NotImplementedError 'Cannot copy out of meta tensor', predict with 'unsupported
+    scalarType'."""
+    import cnnlab
+
+    model = create_model("mlp", (1, 28, 28), 10).to("meta")
+    for call in (lambda: _fit(model), lambda: cnnlab.predict(model, torch.zeros(2, 1, 28, 28))):
+        with pytest.raises(CnnlabError, match="^the model's weights are on the meta device"):
+            call()
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.float64])
+def test_a_network_in_another_precision_is_one_line_before_it_computes(dtype):
+    """model.half() or .double() failed inside the first Linear: 'mat1 and mat2 must have the same dtype'."""
+    import cnnlab
+
+    model = create_model("mlp", (1, 28, 28), 10).to(dtype)
+    message = rf"^the model's weights are {str(dtype).removeprefix('torch.')}; .* call model.float\(\) first$"
+    for call in (lambda: _fit(model), lambda: cnnlab.predict(model, torch.zeros(2, 1, 28, 28, dtype=torch.uint8))):
+        with pytest.raises(CnnlabError, match=message):
+            call()
+
+
+def test_summarize_lists_a_network_without_weights():
+    """It failed with a bare StopIteration looking for a weight's device."""
+    text = str(summarize(_NoWeights(), (1, 28, 28)))
+    assert "Total params: 0" in text

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -196,8 +197,11 @@ def test_folder_with_train_val_test_reloads_for_evaluate(tmp_path, runs_dir, cap
     for part, seed in (("train", 0), ("val", 1), ("test", 2)):
         write_class_folders(root / part, 12, (20, 24), "L", seed)
     Image.new("L", (40, 40)).save(root / "train" / "cat" / "odd-size.png")  # resized to the common size
-    code, out, _ = train_folder(capsys, "--data", root, "--runs-dir", runs_dir)
-    assert code == 0
+    write_class_folders(root / "validation", 2, (20, 24), "L")  # a name cnnlab does not read: said, not trained on
+    code, out, err = train_folder(capsys, "--data", root, "--runs-dir", runs_dir)
+    assert code == 0 and err == (f"cnnlab: warning: {root / 'validation'}: not used: beside train/, only train/, val/ "
+                                 "and test/ are read; move its images into one of them\n")
+    shutil.rmtree(root / "validation")
     run = load_run(out)
     assert run.info.in_shape == (1, 20, 24) and run.recipe.model == "cnn-dropout"  # grey, the most common size
     metrics = json.loads((run.run_dir / "metrics.json").read_text())
@@ -210,6 +214,9 @@ def test_folder_with_train_val_test_reloads_for_evaluate(tmp_path, runs_dir, cap
     root.rename(moved)
     assert cli.main(["evaluate", out, "--data-dir", str(moved)]) == 0  # a moved folder is named again
     assert capsys.readouterr().out == evaluated
+    assert cli.main(["train", "--resume", out, "--epochs", "4"]) == 1  # resuming names the folder gone, as evaluate
+    assert capsys.readouterr().err == (f"cnnlab: error: {out} was trained on the images in {root.resolve()}, which "
+                                       "is gone; pass --data-dir FOLDER where they are now\n")
 
     code, out, _ = train_folder(capsys, "--data", moved, "--size", "12x8", "--channels", "3", "--model", "mlp",
                                 "--runs-dir", runs_dir)
@@ -221,6 +228,8 @@ def test_folder_with_train_val_test_reloads_for_evaluate(tmp_path, runs_dir, cap
     (lambda root: (root / "only").mkdir(parents=True), [], 1, "need at least 2"),
     (lambda root: [(root / c).mkdir(parents=True) for c in ("a", "b")], [], 1, "holds no images"),
     (lambda root: (root / "test" / "a").mkdir(parents=True), [], 1, "no train/ beside it"),
+    (lambda root: [write_class_folders(root, 2, (8, 8), "L"), (root / "cat").rename(root / os.fsdecode(b"c\xffat"))],
+     ["--epochs", "1"], 1, "not UTF-8 text, and it names the class; rename it"),
     (lambda root: [write_class_folders(root / "train", 2, (8, 8), "L"), (root / "val" / "cat").mkdir(parents=True)],
      [], 1, "val: no readable images (0 found)"),
     (lambda root: None, ["--data-dir", "."], 2, "--data-dir finds the tutorial's data sets"),
@@ -236,6 +245,7 @@ def test_folder_errors(setup, args, code, message, tmp_path, capsys):
     (["train"], "name a recipe"),
     (["train", "mnist-cnn", "--size", "32"], "--size only go with --data"),
     (["train", "x", "--data", ".", "--size", "0"], "at least 2 pixels"),
+    (["train", "x", "--data", ".", "--size", "48x"], "'48x': expected N or WIDTHxHEIGHT"),
 ])
 def test_train_usage_errors(args, message, capsys):
     assert cli.main(args) == 2
@@ -304,3 +314,22 @@ def test_predict_save_replaces_only_figures_cnnlab_wrote(digit_run, tmp_path, ca
     assert code == 1 and mine.read_bytes() == b"not cnnlab's"  # digit1.png is cnnlab's: replaced silently
     assert predict_cli(capsys, digit_run, *images, "--save", figures, "--device", "cpu", "--force")[0] == 0
     assert mine.read_bytes().startswith(b"\x89PNG")
+    code, out, err = predict_cli(capsys, digit_run, *images, "--save", mine, "--device", "cpu")  # a file, not a folder
+    assert code == 1
+    assert err == f"cnnlab: error: {mine}: cannot make this folder (a file, not a folder); choose another\n"
+
+
+def test_predict_files_takes_one_path_and_a_run_folder_and_refuses_a_network_or_no_chunk(digit_run, tmp_path):
+    """One path was read as its characters ('/', 't', 'm', … each 'no such file'), a Path raised 'not iterable',
+    a run folder or a network raised AttributeError … 'info', and chunk=0 predicted nothing without a word."""
+    from cnnlab.models import create_model
+
+    path = tmp_path / "digit.png"
+    Image.fromarray(np.zeros((28, 28), np.uint8)).save(path)
+    for paths in (str(path), path):
+        (item,) = predict_files(digit_run, paths)
+        assert item.path == str(path) and item.error is None and item.probabilities is not None
+    with pytest.raises(CnnlabError, match="^predict_files needs a run, which says how its images were prepared"):
+        list(predict_files(create_model("mlp", (1, 28, 28), 10), [path]))
+    with pytest.raises(CnnlabError, match=r"^chunk=0: pass how many files to predict at a time, 1 or more$"):
+        list(predict_files(digit_run, [path], chunk=0))

@@ -69,6 +69,10 @@ def test_the_cli_names_flags_where_python_names_fields(monkeypatch):
     monkeypatch.setattr(errors, "COMMAND_LINE", True)
     with pytest.raises(UsageError, match="^--batch-size -5: must be at least 1"):
         with_overrides(get_recipe("fashion-cnn"), {"batch_size": "-5"})
+    with pytest.raises(UsageError, match="^--set min_steps=-1: must be 0"):  # a field with no flag of its own
+        with_overrides(get_recipe("fashion-cnn"), {"min_steps": "-1"})
+    with pytest.raises(UsageError, match="^--set translate=1e3: expected int"):
+        with_overrides(get_recipe("fashion-cnn"), {"translate": "1e3"})
     monkeypatch.setattr(errors, "COMMAND_LINE", False)
     with pytest.raises(UsageError, match="^batch_size=-5: must be at least 1"):
         with_overrides(get_recipe("fashion-cnn"), {"batch_size": "-5"})
@@ -81,6 +85,15 @@ def test_unknown_recipe():
 
 def test_parse_none_for_optional():
     assert parse_value("lr", "default") is None
+    assert parse_value("name", "none") == "none"  # a str field takes the word as it is
+    with pytest.raises(UsageError, match="expected int"):
+        parse_value("epochs", "none")
+
+
+@pytest.mark.parametrize("text, value", [("1", True), ("true", True), ("Yes", True), ("on", True),
+                                         ("0", False), ("false", False), ("No", False), ("off", False)])
+def test_a_bool_override_reads_yes_and_no_words(text, value):
+    assert parse_value("nesterov", text) is value
 
 
 def test_saved_recipe_with_unknown_fields_is_refused():
@@ -101,10 +114,22 @@ def test_saved_recipe_with_unknown_fields_is_refused():
     ("lr", True, "expected float"),
     ("nesterov", 1, "expected bool"),
     ("min_steps", -1, "0 \\(off\\) or a number of optimiser steps"),
+    ("epochs", 2.5, "expected int"),  # not cut to 2
+    ("epochs", None, "expected int"),  # None only where a field may be None
+    ("ema", 1.0, "a decay below 1"),  # an average that never moves
+    ("translate", -1, "zero or more pixels"),
 ])
 def test_values_that_would_fail_later_are_refused_now(field, value, message):
     with pytest.raises(UsageError, match=message):
         with_overrides(get_recipe("fashion-cnn"), {field: value})
+
+
+def test_nesterov_without_momentum_is_refused_now_not_by_pytorch_at_the_first_step():
+    with pytest.raises(UsageError, match="^nesterov=True: Nesterov momentum needs a momentum; set one too, e.g. "
+                                         "momentum=0.9$"):
+        with_overrides(get_recipe("mnist-mlp"), {"nesterov": True})  # Keras's SGD: momentum 0
+    assert with_overrides(get_recipe("mnist-mlp"), {"nesterov": True, "momentum": 0.9}).nesterov
+    assert with_overrides(get_recipe("fashion-cnn"), {"nesterov": True}).nesterov  # Adam: the field is sgd's only
 
 
 def test_saved_recipe_is_type_checked():
@@ -208,6 +233,21 @@ def test_adaptive_optimisers_scale_by_the_square_root_and_the_average_keeps_its_
     assert fitted.ema ** 4 == pytest.approx(0.999)  # four steps now for one before: the same decay per image
 
 
+@pytest.mark.parametrize("optimizer, scale", [("sgd", 1 / 4), ("adam", 1 / 2), ("adamw", 1 / 2), ("nadam", 1 / 2),
+                                              ("rmsprop", 1 / 2), ("adagrad", 1 / 2)])
+def test_only_sgd_scales_its_rate_in_proportion_every_adaptive_optimiser_by_the_square_root(optimizer, scale):
+    recipe = Recipe("small", "mnist", "cnn", optimizer=optimizer, lr=0.4, batch_size=512, min_steps=10)
+    fitted, _ = for_data(recipe, 1280)  # 512 → 128: a quarter
+    assert fitted.batch_size == 128 and fitted.lr == pytest.approx(0.4 * scale)
+
+
+def test_the_last_short_batch_counts_as_a_step():
+    """1,000 images in batches of 128 are 8 steps (7 full, one of 104): min_steps 8 is met, nothing changes."""
+    recipe = Recipe("edge", "mnist", "cnn", batch_size=128, min_steps=8)
+    assert for_data(recipe, 1000) == (recipe, None)
+    assert for_data(recipe, 896)[0].batch_size == 64  # 7 steps exactly: halved
+
+
 def test_batches_halve_no_further_than_sixteen_images():
     fitted, note = for_data(Recipe("tiny", "mnist", "cnn", batch_size=100, min_steps=50), 40)
     assert fitted.batch_size == 16 and note is not None and "batches of 16" in note
@@ -218,3 +258,18 @@ def test_under_torchrun_a_halved_batch_still_splits_over_the_processes():
     assert for_data(recipe, 960, processes=3)[0].batch_size == 24  # 96 → 48 → 24; 16, the floor, splits unevenly
     assert for_data(recipe, 960, processes=16)[0].batch_size == 32  # 96 → 48 → 32: two images a process
     assert for_data(recipe, 960)[0].batch_size == 16
+
+
+def test_with_overrides_takes_a_recipes_name_and_names_a_bad_overrides_argument():
+    """A name failed inside dataclasses.replace; a list of pairs with AttributeError 'list' ... 'items'."""
+    assert with_overrides("mnist-mlp", {"epochs": 2}) == replace(get_recipe("mnist-mlp"), epochs=2)
+    with pytest.raises(UsageError, match=r"^overrides must be a dict of field: value, not list"):
+        with_overrides("mnist-mlp", [("epochs", 2)])  # type: ignore[arg-type]
+
+
+def test_train_recipe_takes_a_recipes_name():
+    """train_recipe('nope') failed with AttributeError 'str' object has no attribute 'dataset'."""
+    from cnnlab import train_recipe
+
+    with pytest.raises(UsageError, match="^unknown recipe 'nope'"):
+        train_recipe("nope")

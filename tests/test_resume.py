@@ -19,7 +19,7 @@ from safetensors import safe_open
 
 from cnnlab import cli
 from cnnlab.errors import CnnlabError
-from helpers import KILLER, REPO, assert_same_run, history, make_idx_dataset
+from helpers import KILLER, REPO, assert_same_run, history, make_idx_dataset, move_data
 
 # fashion-cnn on the fake digits: Adam's moments, dropout's draws and the shuffle all carry across epochs.
 # 96 training images in batches of 16: 6 steps an epoch.
@@ -78,6 +78,37 @@ def test_run_stopped_in_epoch_3_resumes_to_the_same_history_and_weights(sig, cod
     assert [row["epoch"] for row in history(run_dir)] == [1, 2, 3]
 
 
+# A script for a separate process whose stdout is a pipe that nothing reads from once `close_at` steps are done
+CLOSER = """
+import os, sys
+reader, writer = os.pipe()
+os.dup2(writer, 1)
+steps = 0
+def hook(optimizer, args, kwargs):
+    global steps
+    steps += 1
+    if steps == {close_at}:
+        os.close(reader)
+from torch.optim.optimizer import register_optimizer_step_post_hook
+register_optimizer_step_post_hook(hook)
+from cnnlab import cli
+sys.exit(cli.main({argv!r}))
+"""
+
+
+def test_output_closed_mid_run_stops_it_resumably_and_says_so(digits, uninterrupted, tmp_path):
+    argv = ["train", *[a for a in ARGS if a != "--quiet"], "--data-dir", str(digits), "--runs-dir", str(tmp_path)]
+    script = CLOSER.format(close_at=STEPS_PER_EPOCH + 3, argv=argv)  # epoch 2 ends unsaved
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    (run_dir,) = tmp_path.iterdir()
+    assert done.returncode == 1 and done.stderr.splitlines() == [
+        f"cnnlab: error: the program reading the output went away, so training stopped; {run_dir} holds epoch 1 "
+        f"of 3; continue with `cnnlab train --resume {run_dir}`"]
+    assert train("--resume", str(run_dir)) == run_dir
+    assert_same_run(run_dir, uninterrupted)
+
+
 def test_a_finished_run_trains_further_with_epochs(digits, uninterrupted, tmp_path, capsys):
     run_dir = train(*ARGS, "--epochs", "2", "--data-dir", str(digits), "--runs-dir", str(tmp_path))
     assert cli.main(["train", "--resume", str(run_dir)]) == 2
@@ -112,19 +143,21 @@ def test_a_run_from_the_other_kind_of_device_resumes_with_its_augmentation_resee
     assert history(run_dir)[:2] == history(two_epochs)
 
 
-def test_fp16_loss_scale_is_carried_by_the_checkpoint(tmp_path):
+def test_fp16_loss_scale_is_carried_by_the_checkpoint(tmp_path, monkeypatch):
     """fp16's loss scale moves as training goes (halved at an overflow, doubled after 2,000 clean steps); a run
     resumed at 65,536 again would skip steps an uninterrupted one takes. (The CPU's scaler stands in for CUDA's.)"""
     from dataclasses import replace
 
     from safetensors.torch import save_file
 
+    from cnnlab import engines
     from cnnlab.checkpoint import load_checkpoint, save_checkpoint
     from cnnlab.data import ImageSet
     from cnnlab.loop import start_state
     from cnnlab.models import create_model
     from cnnlab.recipes import get_recipe
 
+    monkeypatch.setattr(engines, "pick_autocast", lambda device, precision: precision)  # fp16 let through
     recipe = replace(get_recipe("fashion-cnn"), autocast="fp16").resolved()
     images = ImageSet(torch.zeros(4, 1, 28, 28, dtype=torch.uint8), torch.arange(4), tuple("0123456789"))
     fresh = lambda: start_state(create_model("mlp", (1, 28, 28), 10), recipe, images)  # noqa: E731
@@ -163,6 +196,29 @@ def test_resume_refuses_other_data(two_epochs, tmp_path, capsys):
     other = make_idx_dataset(tmp_path / "other", seed=1)
     assert cli.main(["train", "--resume", str(two_epochs), "--epochs", "3", "--data-dir", str(other)]) == 1
     assert "trained on other data" in capsys.readouterr().err
+
+
+def test_the_data_fingerprint_changes_with_the_labels_alone():
+    """A run resumes only on its own data: the same images relabelled are other data."""
+    from cnnlab.data import ImageSet, data_fingerprint
+
+    images = torch.zeros(4, 1, 2, 2, dtype=torch.uint8)
+    train = ImageSet(images, torch.tensor([0, 1, 2, 3]), tuple("0123"))
+    relabelled = ImageSet(images, torch.tensor([3, 2, 1, 0]), tuple("0123"))
+    assert data_fingerprint(train, train) == data_fingerprint(ImageSet(images.clone(), train.labels.clone(),
+                                                                       tuple("0123")), train)
+    assert data_fingerprint(relabelled, train) != data_fingerprint(train, train)
+
+
+def test_resume_names_recorded_data_that_is_gone_before_any_download(two_epochs, tmp_path, capsys, monkeypatch):
+    from cnnlab import data
+
+    run_dir = shutil.copytree(two_epochs, tmp_path / "run")
+    move_data(run_dir, tmp_path / "gone")
+    monkeypatch.setattr(data, "fetch", lambda *args: pytest.fail("resume looked for the data set elsewhere"))
+    assert cli.main(["train", "--resume", str(run_dir), "--epochs", "3"]) == 1
+    assert capsys.readouterr().err == (f"cnnlab: error: {run_dir} was trained on data in {tmp_path / 'gone'}, which "
+                                       "is gone; pass --data-dir FOLDER where the data set is now\n")
 
 
 def test_environment_records_what_reproduces_the_run(uninterrupted):

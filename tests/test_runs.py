@@ -308,3 +308,28 @@ def test_inspect_save_replaces_only_its_own_figure(tmp_path, capsys):
     # several images into a folder: each figure is named after its image, so the images' own folder is refused
     assert cli.main(["inspect", str(image), str(figure), "--save", str(tmp_path)]) == 1
     assert Image.open(image).size == (28, 28)
+
+
+@pytest.mark.parametrize("given", [None, 3, b"runs/x"])
+def test_load_run_of_what_is_not_a_path_is_one_line(given):
+    """None, a number or bytes failed inside pathlib with TypeError 'expected str, bytes or os.PathLike' (from_run
+    too: test_train_folder_checks_size_channels_and_from_run)."""
+    from cnnlab import resume_run
+
+    for call in (load_run, resume_run):
+        with pytest.raises(CnnlabError, match=rf"^a run is its folder's path or a Run, not {type(given).__name__}"):
+            call(given)
+
+
+def test_load_run_of_a_run_still_training_says_to_wait_not_to_resume(digit_run):
+    """A run another process is training (its lock held, no weights yet) was met with 'continue it with
+    cnnlab.resume_run(...)', which would only meet the lock; when nobody holds it, resuming is still the advice."""
+    from cnnlab.files import locked
+
+    (digit_run / "weights.safetensors").rename(digit_run / "checkpoint.safetensors")  # as mid-training
+    with locked(digit_run):
+        with pytest.raises(CnnlabError, match=rf"training has not finished; process {os.getpid()} is training it "
+                                              "now: wait for it to finish, then load it$"):
+            load_run(digit_run)
+    with pytest.raises(CnnlabError, match=r"training has not finished; continue it with cnnlab.resume_run"):
+        load_run(digit_run)

@@ -15,6 +15,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from cnnlab.errors import CnnlabError
 from cnnlab.inference import loss_fn
 from cnnlab.loop import make_optimizer
 from cnnlab.models import create_model
@@ -47,6 +48,18 @@ def test_clipped_loss_sends_no_gradient_from_a_clipped_probability():
     expected = (torch.softmax(logits[1].detach(), 0) - F.one_hot(torch.tensor(3), 10)) / 2  # the batch mean's
     assert torch.allclose(logits.grad[1], expected, atol=1e-6)
 
+
+
+def test_clipped_loss_of_a_sure_right_answer_is_keras_floor_and_sends_no_gradient():
+    """The other end of the clip: p(label) ≈ 1 is clipped at 1 - ε, so the loss is -log(1 - ε) ≈ 1e-7, not 0."""
+    recipe = get_recipe("fashion-cnn")
+    logits = torch.zeros(1, 10)
+    logits[0, 3] = 40.0  # p(3) = 1 - 9·e^-40
+    logits.requires_grad_()
+    loss = loss_fn(logits, torch.tensor([3]), recipe)
+    assert loss.item() == pytest.approx(-math.log1p(-1e-7), rel=1e-4)
+    loss.backward()
+    assert torch.equal(logits.grad, torch.zeros(1, 10))
 
 # Keras 3's defaults (keras.optimizers.*): learning rate 1e-3 and epsilon 1e-7 for all four; RMSprop's rho 0.9
 # and no momentum; Adagrad's initial accumulator 0.1; Nadam's and AdamW's betas (0.9, 0.999), and Nadam's
@@ -184,3 +197,22 @@ def test_a_state_made_apart_from_fit_has_the_batch_and_rate_fit_trains_with():
     fit(model, train, train, recipe, state=state, verbose=False)
     assert state.scheduler.last_epoch == 2 * 7  # two epochs of 7 steps: the schedule ran to its end
     assert state.optimizer.param_groups[0]["lr"] == pytest.approx(0.1 * 0.5)  # lr_end of the fitted rate
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"size": -5}, r"^size=-5: pass the side in pixels \(2 or more\), or \(height, width\)$"),
+    ({"size": 2.5}, r"^size=2.5: pass the side"),
+    ({"size": (28,)}, r"^size=\(28,\): pass the side"),
+    ({"size": True}, r"^size=True: pass the side"),
+    ({"channels": 2}, r"^channels=2: pass 1 \(grey\) or 3 \(colour\), or leave it out$"),
+    ({"channels": "1"}, r"^channels='1': pass 1"),
+    ({"from_run": 3}, r"^a run is its folder's path or a Run, not int"),
+])
+def test_train_folder_checks_size_channels_and_from_run(tmp_path, options, message):
+    """The CLI's --size and --channels are checked by argparse; train_folder's were not: -5 failed creating a tensor
+    of negative size, 2.5 as 'not iterable', (28,) unpacking, channels=2 in a reshape, from_run=3 inside pathlib."""
+    from cnnlab import train_folder
+
+    with pytest.raises(CnnlabError, match=message):
+        train_folder(tmp_path / "shapes", runs_dir=tmp_path / "runs", verbose=False, **options)
+    assert not (tmp_path / "runs").exists()
