@@ -372,12 +372,12 @@ def _run_epochs(model: nn.Module, train: ImageSet, val: ImageSet, recipe: Recipe
                                  validation["loss"], validation["accuracy"], time.perf_counter() - started)
             state.history.append(result)
             progress.remove_task(task)
+            if on_epoch_end is not None:  # saved before its line: a closed pipe or a Ctrl-C there loses no epoch
+                on_epoch_end(state)
             if verbose:
                 progress.console.print(format_epoch(result, recipe.epochs, steps), soft_wrap=True)
                 if warning is None and (warning := stall_warning(state.history, recipe, len(train.classes))):
                     progress.console.print(f"warning: {warning}", soft_wrap=True)
-            if on_epoch_end is not None:
-                on_epoch_end(state)
     freeze(model, state.taken, frozen=False)  # every layer learns again, for whatever the caller does next
     if state.average is not None:
         model.load_state_dict(state.average.model.state_dict())

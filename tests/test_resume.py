@@ -98,13 +98,15 @@ sys.exit(cli.main({argv!r}))
 
 def test_output_closed_mid_run_stops_it_resumably_and_says_so(digits, uninterrupted, tmp_path):
     argv = ["train", *[a for a in ARGS if a != "--quiet"], "--data-dir", str(digits), "--runs-dir", str(tmp_path)]
-    script = CLOSER.format(close_at=STEPS_PER_EPOCH + 3, argv=argv)  # epoch 2 ends unsaved
+    # Closed in epoch 2: its line, the first thing written after, meets the closed pipe once epoch 2 is saved
+    script = CLOSER.format(close_at=STEPS_PER_EPOCH + 3, argv=argv)
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
                           env={**os.environ, "PYTHONPATH": str(REPO)})
     (run_dir,) = tmp_path.iterdir()
     assert done.returncode == 1 and done.stderr.splitlines() == [
-        f"cnnlab: error: the program reading the output went away, so training stopped; {run_dir} holds epoch 1 "
+        f"cnnlab: error: the program reading the output went away, so training stopped; {run_dir} holds epoch 2 "
         f"of 3; continue with `cnnlab train --resume {run_dir}`"]
+    assert [row["epoch"] for row in history(run_dir)] == [1, 2]  # the epoch whose line was never shown is kept
     assert train("--resume", str(run_dir)) == run_dir
     assert_same_run(run_dir, uninterrupted)
 
