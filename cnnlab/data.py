@@ -439,8 +439,9 @@ def split(data: Data, val_fraction: Any = 0.2, seed: int = 9, *, test_size: floa
     """
     if isinstance(val_fraction, (np.ndarray, torch.Tensor, list)):  # split(x, y, …): scikit-learn's call
         pair: Any = (data, val_fraction)
-        (x_train, y_train), (x_val, y_val) = split(pair, 0.2 if test_size is None else test_size,
-                                                   seed if random_state is None else random_state)
+        fraction, seed = 0.2 if test_size is None else test_size, seed if random_state is None else random_state
+        _check_split(fraction, seed, "test_size", "random_state")  # named as the caller wrote them
+        (x_train, y_train), (x_val, y_val) = split(pair, fraction, seed)
         return x_train, x_val, y_train, y_val
     if test_size is not None or random_state is not None:
         raise CnnlabError("test_size and random_state go with scikit-learn's call, split(x, y, test_size=0.2, "
@@ -448,11 +449,8 @@ def split(data: Data, val_fraction: Any = 0.2, seed: int = 9, *, test_size: floa
     if isinstance(val_fraction, bool) or not isinstance(val_fraction, numbers.Real):
         raise CnnlabError(f"split's second argument is the validation fraction, not {_describe(val_fraction)}: "
                           "pass images and labels as one tuple, split((images, labels), val_fraction=0.2, seed=9)")
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed < 2**32:
-        raise CnnlabError(f"seed={seed!r}: pass a whole number from 0 to 2**32 - 1 (the course's is 9)")
+    _check_split(val_fraction, seed, "val_fraction", "seed")
     val_fraction = float(val_fraction)
-    if not 0.0 < val_fraction < 1.0:
-        raise CnnlabError(f"validation fraction {val_fraction} must lie strictly between 0 and 1")
     parts = data if isinstance(data, tuple) else (data,)
     n = len(parts[0])
     if any(len(part) != n for part in parts):
@@ -470,6 +468,16 @@ def split(data: Data, val_fraction: Any = 0.2, seed: int = 9, *, test_size: floa
     if not isinstance(data, tuple):
         return take[0]
     return tuple(t for t, _ in take), tuple(v for _, v in take)
+
+
+def _check_split(fraction: Any, seed: Any, fraction_name: str, seed_name: str) -> None:
+    """A one-line CnnlabError, naming the argument as the caller wrote it, unless ``fraction`` lies strictly
+    between 0 and 1 and ``seed`` is one NumPy's RandomState takes."""
+    if isinstance(fraction, bool) or not isinstance(fraction, numbers.Real) or not 0.0 < float(fraction) < 1.0:
+        raise CnnlabError(f"{fraction_name}={fraction!r}: the validation fraction must lie strictly between 0 and 1 "
+                          "(the course's is 0.2)")
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= int(seed) < 2**32:
+        raise CnnlabError(f"{seed_name}={seed!r}: pass a whole number from 0 to 2**32 - 1 (the course's is 9)")
 
 
 # ---------------------------------------------------------------------------------------------------------

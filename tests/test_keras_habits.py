@@ -448,6 +448,15 @@ def test_a_split_seed_that_numpy_cannot_take_is_one_line(seed):
         f"seed={seed!r}: pass a whole number from 0 to 2**32 - 1")
 
 
+@pytest.mark.parametrize(("keywords", "named"), [({"random_state": -1}, "random_state=-1: pass a whole number"),
+                                                 ({"test_size": 1.5}, "test_size=1.5: the validation fraction"),
+                                                 ({"test_size": 0}, "test_size=0: the validation fraction")])
+def test_scikit_learns_split_names_a_bad_argument_as_written(keywords, named):
+    """split(x, y, random_state=-1) was refused as 'seed=-1', an argument the course's line never names."""
+    images, labels = keras_digits(10)
+    assert one_line(lambda: cnnlab.split(images, labels, **keywords)).startswith(named)
+
+
 @pytest.mark.parametrize("num_classes", [2.5, "10"])
 def test_to_categorical_names_a_class_count_that_is_not_whole(num_classes):
     """2.5 failed inside np.eye ('cannot be interpreted as an integer'), '10' in a tensor comparison."""
