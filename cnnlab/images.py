@@ -25,7 +25,7 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .data import ImageSet
-from .errors import CnnlabError, warn
+from .errors import CnnlabError, hint, warn
 
 # What reading one image may cost, whatever the file claims: for a network, well under a second and 300 MB.
 MAX_PIXELS = 100_000_000  # width × height a file may claim; a larger one is refused as a likely decompression bomb
@@ -127,7 +127,7 @@ def _opened(path: Path, data: bytes | None = None) -> Iterator[tuple[Image.Image
             raise CnnlabError(f"{path}: empty file (0 bytes); expected an image")
         Image.init()  # every reader registered, so that those this Pillow lacks (WebP, say) can be left out
         readers = [name for name in (UPLOAD_FORMATS if upload else FORMATS) if name in Image.OPEN]
-        with io.BytesIO(data) if data is not None else open(path, "rb") as raw:
+        with io.BytesIO(data) if data is not None else open(path, "rb") as raw, _named_warnings(path):
             reader = _Reader(raw, path)
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the limits here decide
@@ -143,6 +143,25 @@ def _opened(path: Path, data: bytes | None = None) -> Iterator[tuple[Image.Image
         raise CnnlabError(f"{path}: no such file") from None
     except (OSError, SyntaxError, ValueError, TypeError, EOFError, struct.error, Image.DecompressionBombError) as error:
         raise _read_error(path, error, upload) from None  # OSError covers UnidentifiedImageError and truncation
+
+
+@contextlib.contextmanager
+def _named_warnings(path: Path) -> Iterator[None]:
+    """Pillow's warnings about a file (corrupt EXIF data, a truncated TIFF tag) as cnnlab's one line naming it:
+    Pillow's name neither the file nor what comes of it, which in a folder of thousands leaves it unfound. On
+    the main thread only: catch_warnings is the process's, and a server's threads decoding at once would name
+    each other's files, so there Pillow's own lines stand."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    with warnings.catch_warnings(record=True) as caught:
+        yield
+    pillow = [w for w in caught if Path(w.filename).parent.name == "PIL"]
+    for w in caught:
+        if w not in pillow:  # not about the file: as it would have been shown
+            warnings.showwarning(w.message, w.category, w.filename, w.lineno)
+    for message in dict.fromkeys(" ".join(str(w.message).split()) for w in pillow):
+        warn(f"{path}: Pillow read it with a warning, '{message.rstrip('.')}'; it is used as read")
 
 
 def read_image(path: str | os.PathLike, draft: bool = False, data: bytes | None = None) -> Picture:
@@ -447,10 +466,11 @@ def _class_dirs(folder: Path) -> list[Path]:
 
 def _layout(root: Path) -> dict[str, Path]:
     """Which part lives where: ``root/train`` etc. when there is a train/, else the root is the training part."""
+    takes = hint(cli="--data takes", python="pass")
     if not root.exists():
-        raise CnnlabError(f"{root}: no such folder; --data takes a folder with one sub-folder per class")
+        raise CnnlabError(f"{root}: no such folder; {takes} a folder with one sub-folder per class")
     if not root.is_dir():
-        raise CnnlabError(f"{root}: not a folder; --data takes a folder with one sub-folder per class")
+        raise CnnlabError(f"{root}: not a folder; {takes} a folder with one sub-folder per class")
     if (root / "train").is_dir():
         return {part: root / part for part in PARTS if (root / part).is_dir()}
     for part in ("val", "test"):

@@ -57,7 +57,8 @@ def train_recipe(recipe: Recipe | str, data_dir: str | os.PathLike | None = None
     recipe = as_recipe(recipe)
     if (recipe.dataset == "folder") != (folder is not None):
         raise CnnlabError(f"recipe {recipe.name!r} trains on {recipe.dataset!r}; a folder of your own images "
-                          "goes with --data FOLDER (and dataset 'folder')")
+                          + hint(cli="goes with --data FOLDER (and dataset 'folder')",
+                                 python="is trained with cnnlab.train_folder(FOLDER, recipe)"))
     source = source_run(from_run) if from_run is not None else None
     recipe, note = adopt(recipe, source) if source is not None else (recipe, None)
     recipe = recipe.resolved()

@@ -485,3 +485,68 @@ def test_a_server_gives_back_the_memory_of_large_images(worst_case):
     grown = subprocess.run([sys.executable, "-c", RETAINED, str(worst_case), "call"], capture_output=True, text=True,
                            env={**os.environ, "PYTHONPATH": str(REPO)}, check=True).stdout
     assert float(grown) <= 50
+
+
+@pytest.mark.parametrize(("command_line", "advice"), [(True, "--data takes a folder"), (False, "pass a folder")])
+def test_a_missing_image_folder_is_named_in_the_callers_terms(tmp_path, monkeypatch, command_line, advice):
+    """From Python, train_folder('photos') told the user about --data, a flag of a command they never ran."""
+    from cnnlab import errors, train_folder
+
+    monkeypatch.setattr(errors, "COMMAND_LINE", command_line)
+    with pytest.raises(CnnlabError) as raised:
+        train_folder(tmp_path / "photos", runs_dir=tmp_path / "runs")
+    assert str(raised.value) == f"{tmp_path / 'photos'}: no such folder; {advice} with one sub-folder per class"
+    assert not (tmp_path / "runs").exists()
+
+
+def test_train_recipe_of_the_folder_recipe_points_python_to_train_folder(monkeypatch):
+    from cnnlab import errors, train_recipe
+    from cnnlab.recipes import FOLDER_RECIPE
+
+    monkeypatch.setattr(errors, "COMMAND_LINE", False)
+    with pytest.raises(CnnlabError, match=r"is trained with cnnlab\.train_folder\(FOLDER, recipe\)$"):
+        train_recipe(FOLDER_RECIPE)
+
+
+def _tiff_with_a_tag_past_its_end(path: Path) -> Path:
+    """A grey 8×8 TIFF whose Copyright tag points past the end of the file: Pillow reads the image and warns."""
+    from PIL import TiffImagePlugin
+
+    tags = TiffImagePlugin.ImageFileDirectory_v2()
+    tags[33432] = "x" * 40  # Copyright, stored out of line
+    buffer = io.BytesIO()
+    Image.new("L", (8, 8), 128).save(buffer, "TIFF", tiffinfo=tags)
+    data = bytearray(buffer.getvalue())
+    ifd = struct.unpack("<I", data[4:8])[0]
+    for entry in range(ifd + 2, ifd + 2 + 12 * struct.unpack("<H", data[ifd:ifd + 2])[0], 12):
+        if struct.unpack("<H", data[entry:entry + 2])[0] == 33432:
+            data[entry + 8:entry + 12] = struct.pack("<I", len(data) + 1000)
+    path.write_bytes(bytes(data))
+    return path
+
+
+def test_pillows_warnings_about_a_file_name_it_once(tmp_path, capsys):
+    """Pillow's 'Truncated File Read', three times, named neither the file nor what became of it."""
+    import warnings
+
+    path = _tiff_with_a_tag_past_its_end(tmp_path / "scan.tif")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        picture = images.read_image(path)
+    assert picture.image.size == (8, 8) and not caught  # Pillow's own lines do not follow cnnlab's
+    assert capsys.readouterr().err.splitlines() == [
+        f"cnnlab: warning: {path}: Pillow read it with a warning, 'Truncated File Read'; it is used as read"]
+
+
+def test_pillows_warnings_in_a_server_thread_are_left_to_pillow(tmp_path, capsys):
+    """catch_warnings is the process's: a thread names no file, lest two threads name each other's."""
+    import warnings
+
+    path = _tiff_with_a_tag_past_its_end(tmp_path / "scan.tif")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        worker = threading.Thread(target=images.read_image, args=(path,))
+        worker.start()
+        worker.join()
+    assert "Truncated File Read" in {str(w.message) for w in caught}
+    assert "cnnlab: warning" not in capsys.readouterr().err
