@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -30,7 +29,8 @@ import torch  # noqa: E402
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 sys.path.insert(0, str(ROOT))
-from cnnlab import ImageSet, get_recipe, load_dataset, split  # noqa: E402
+from cnnlab import ImageSet, get_recipe, load_dataset, resolve_device, split  # noqa: E402
+from cnnlab.device import device_name  # noqa: E402
 
 KERAS_VENV = BENCH / ".venv-keras"
 KERAS_PACKAGES = ("tensorflow==2.21.*", "keras==3.15.*")  # what the issue measured; pip's newest if unavailable
@@ -185,13 +185,7 @@ def load_average() -> str:
 
 
 def machine(device: str) -> str:
-    if device.startswith("cuda"):
-        return torch.cuda.get_device_name()
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    except (OSError, StopIteration):
-        cpu = platform.processor()
-    return f"{cpu}, {os.cpu_count()} cores"
+    return f"{device_name(resolve_device(device))}, {os.cpu_count()} cores"
 
 
 def main() -> None:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -28,6 +27,7 @@ import torch
 
 import cnnlab.loop
 from cnnlab import ImageSet, create_model, get_recipe, load_dataset, resolve_device, split
+from cnnlab.device import device_name
 from cnnlab.inference import Inference
 from cnnlab.loop import evaluate, fit, start_state
 from cnnlab.recipes import Recipe, with_overrides
@@ -77,10 +77,9 @@ def train_once(recipe: Recipe, train: ImageSet, val: ImageSet, test: ImageSet, d
             "validation_s": validation.seconds, "cpu_s": cpu - validation.cpu_seconds}
 
 
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"
+def machine(device: torch.device) -> str:
+    threads = "" if device.type == "cuda" else f", {torch.get_num_threads()} threads"
+    return f"{device_name(device)}{threads}"
 
 
 def mean_sd(values: list[float], digits: int) -> str:
@@ -110,7 +109,7 @@ def bench_recipe(name: str, seeds: range, data_dir: str | None, device_choice: s
     accuracy = mean_sd([100 * r["accuracy"] for r in runs], 2)
     seconds = mean_sd([r["train_s"] for r in runs], 1 if device.type == "cpu" else 2)
     return (f"| {name} | {recipe.dataset} ({len(train):,} train) | {accuracy} % | {len(seeds)} | {seconds} s | "
-            f"{device_name(device)} |")
+            f"{machine(device)} |")
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -153,7 +152,7 @@ def bench_airbench(seeds: int) -> list[str]:
     for seed in range(seeds):  # alternate, so drift in clocks or temperature hits both alike
         theirs.append(airbench_run())
         ours.append(cnnlab_run(seed))
-    name = device_name(device)
+    name = machine(device)
     return [f"| airbench 0.1.8 train94 | random CIFAR-10-shaped tensors (50,000) | — | {seeds} | "
             f"{mean_sd(theirs, 2)} s | {name} |",
             f"| cnnlab cifar10-fast | the same tensors (50,000) | — | {seeds} | {mean_sd(ours, 2)} s | {name} |"]

@@ -9,6 +9,7 @@ Apple's MPS, then the CPU.
 from __future__ import annotations
 
 import contextlib
+import platform
 from collections.abc import Iterator
 
 import torch
@@ -54,6 +55,20 @@ def model_device(model: nn.Module) -> torch.device:
         raise CnnlabError("the model's weights are on the meta device, shapes without values: give them values "
                           "first (model.to_empty(device='cpu'), then load_state_dict)")
     return tensor.device if tensor is not None else torch.device("cpu")
+
+
+def device_name(device: torch.device) -> str:
+    """What the device is, for environment.json and the benches' tables: a card's name, or the CPU's model as the
+    system names it (a run's seconds, and whether bf16 is native, depend on which)."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    if device.type != "cpu":
+        return device.type
+    try:
+        with open("/proc/cpuinfo") as info:  # Linux; elsewhere platform says what it can
+            return next(line.split(":", 1)[1].strip() for line in info if line.startswith("model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine() or "unknown CPU"
 
 
 def choose_device(device: Device = None, model: nn.Module | None = None, otherwise: str = "auto") -> torch.device:

@@ -414,15 +414,15 @@ def _environment(device: torch.device) -> dict[str, Any]:
     import torch
 
     from . import __version__, distributed, threads
+    from .device import device_name
 
     info = {"cnnlab": __version__, "python": sys.version.split()[0], "torch": torch.__version__,
             "numpy": numpy.__version__, "safetensors": safetensors.__version__,
-            "platform": platform.platform(), "device": str(device), "cpu_threads": torch.get_num_threads(),
+            "platform": platform.platform(), "device": str(device), "device_name": device_name(device),
+            "cpu_threads": torch.get_num_threads(),
             "cpu_choice": dict(threads.CHOICE),  # what cnnlab set for OpenMP, and why
             "world_size": distributed.world_size(), "backend": distributed.backend(),  # processes training the run
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-    if device.type == "cuda":
-        info["device_name"] = torch.cuda.get_device_name(device)
     return info
 
 

@@ -229,6 +229,10 @@ def test_environment_records_what_reproduces_the_run(uninterrupted):
     assert environment["device"] == "cpu" and environment["torch"] == torch.__version__
     assert {"python", "numpy", "safetensors", "cnnlab", "cpu_threads"} <= set(environment)
     assert Path(environment["data_dir"]).is_absolute()
+    cpuinfo = Path("/proc/cpuinfo")  # which CPU: its seconds, and whether bf16 was native, depend on it
+    models = {line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines()
+              if line.startswith("model name")} if cpuinfo.exists() else set()
+    assert environment["device_name"] in models if models else environment["device_name"]
 
 
 @pytest.fixture
