@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -25,14 +24,10 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
-from cnnlab import Run, get_recipe, train_folder, train_recipe, with_overrides  # noqa: E402
+from cnnlab import Run, get_recipe, resolve_device, train_folder, train_recipe, with_overrides  # noqa: E402
+from cnnlab.device import device_name  # noqa: E402
 from cnnlab.recipes import parse_value  # noqa: E402
 from helpers import MNIST_SAMPLE, SHAPES, make_shape_folder  # noqa: E402  (the tests' drawn shapes)
-
-
-def cpu_model() -> str:
-    lines = subprocess.run(["lscpu"], capture_output=True, text=True).stdout.splitlines()
-    return next((line.split(":", 1)[1].strip() for line in lines if line.startswith("Model name")), "?")
 
 
 def load_average() -> str:
@@ -100,7 +95,8 @@ def main() -> None:
     for name, pick in (("median", statistics.median), ("min", min), ("max", max)):
         print(f"| {name} | " + " | ".join(f"{pick(a for a, _ in results[start]):.1%} "
                                           f"({pick(s for _, s in results[start]):.1f} s)" for start in starts) + " |")
-    print(f"\n{cpu_model()}, {os.cpu_count()} CPUs, shared with other work; {started}; load average "
+    cpu = device_name(resolve_device("cpu"))
+    print(f"\n{cpu}, {os.cpu_count()} CPUs, shared with other work; {started}; load average "
           f"{load_before} before, {load_average()} after.")
 
 
