@@ -153,9 +153,10 @@ def resume_run(run: Run | str | os.PathLike, epochs: int | str | None = None,
     recipe = run.recipe
     if epochs is not None:
         recipe = with_overrides(recipe, {"epochs": epochs})
-    done = _finished_at(run)
-    if done is not None and done >= recipe.epochs:  # before the data is read or a line printed
-        raise _trained_already(run, done)
+    done = len(run.history)
+    if (done >= recipe.epochs and run.finished
+            and run.metrics.get("epochs") == done == saved_epochs(run.path(CHECKPOINT))):
+        raise _trained_already(run, done)  # before the data is read: every file agrees (_resume_state mends others)
     with _lock(run.run_dir):  # before anything is written: a second process on this run stops here
         if distributed.is_main():
             try:
@@ -170,19 +171,6 @@ def resume_run(run: Run | str | os.PathLike, epochs: int | str | None = None,
             folder = load_folder(data_dir, run.info.in_shape, run.info.preprocess, classes=run.info.classes)
         with distributed.process_group(recipe, resolve_device(recipe.device)) as device:
             return _train_into(run, recipe, device, data_dir, verbose, resume=True, folder=folder)
-
-
-def _finished_at(run: Run) -> int | None:
-    """The epochs a finished run holds where history.csv, metrics.json and the checkpoint's header agree on them;
-    None where any is missing, damaged or apart, for ``_resume_state`` to mend from the checkpoint."""
-    try:
-        history = run.history
-    except CnnlabError:
-        return None
-    metrics = _readable_metrics(run)
-    agree = bool(history) and metrics is not None and all(
-        metrics.get(key) == value for key, value in history_metrics(history).items())
-    return len(history) if agree and saved_epochs(run.path(CHECKPOINT)) == len(history) else None
 
 
 def _trained_already(run: Run, epochs: int) -> UsageError:

@@ -205,15 +205,6 @@ def test_a_finished_run_refuses_fewer_epochs_before_reading_its_data(two_epochs,
                                  "than 2, to train further\n")
 
 
-@pytest.mark.parametrize("metrics", ["{", '{"epochs": 2}'])
-def test_a_finished_run_whose_metrics_are_damaged_or_stale_is_mended_not_refused(metrics, two_epochs, tmp_path):
-    run_dir = Path(shutil.copytree(two_epochs, tmp_path / "run"))
-    whole = json.loads((run_dir / "metrics.json").read_text())
-    (run_dir / "metrics.json").write_text(metrics)
-    assert cli.main(["train", "--resume", str(run_dir), "--epochs", "2", "--quiet"]) == 0
-    assert json.loads((run_dir / "metrics.json").read_text())["best_val_accuracy"] == whole["best_val_accuracy"]
-
-
 def test_resume_refuses_other_data(two_epochs, tmp_path, capsys):
     other = make_idx_dataset(tmp_path / "other", seed=1)
     assert cli.main(["train", "--resume", str(two_epochs), "--epochs", "3", "--data-dir", str(other)]) == 1
