@@ -118,21 +118,6 @@ def load_checkpoint(path: Path, state: TrainState, device: torch.device, data: s
 DAMAGED = "the checkpoint is damaged: train the recipe afresh"
 
 
-def saved_epochs(path: Path) -> int | None:
-    """How many epochs the checkpoint at ``path`` holds, from its header alone (no tensor is read); None when it
-    cannot say, for ``load_checkpoint`` to name what is wrong."""
-    from safetensors import SafetensorError, safe_open
-
-    try:
-        check_regular(path, path.parent, MAX_WEIGHTS, DAMAGED)
-        with safe_open(str(path), framework="pt") as file:
-            header = file.metadata() or {}
-        history = json.loads(header["state"])["history"] if header.get("format") == FORMAT else None
-    except (CnnlabError, SafetensorError, OSError, ValueError, KeyError, TypeError, RecursionError):
-        return None
-    return len(history) if isinstance(history, list) else None
-
-
 def _read(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """The checkpoint's tensors and its JSON state, from a regular file inside its run folder."""
     from safetensors import SafetensorError, safe_open

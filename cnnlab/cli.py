@@ -48,7 +48,7 @@ def _train(args: argparse.Namespace) -> int:
                              "or --resume RUN_DIR")
         given = [f"--{flag}" for flag in FOLDER_FLAGS if getattr(args, flag) not in (None, False)]
         if given:
-            raise UsageError(f"{', '.join(given)} {'go' if len(given) > 1 else 'goes'} only with --data FOLDER")
+            raise UsageError(f"{', '.join(given)} only go with --data FOLDER")
     elif args.data_dir is not None:
         raise UsageError("--data-dir finds the tutorial's data sets; --data FOLDER already names your images")
     else:

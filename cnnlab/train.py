@@ -22,7 +22,7 @@ from torch import nn
 
 from . import distributed, engines, plots
 from .augment import Normalization, check_translate
-from .checkpoint import load_checkpoint, save_checkpoint, saved_epochs
+from .checkpoint import load_checkpoint, save_checkpoint
 from .data import ImageSet, data_fingerprint, load_dataset, split
 from .device import precision_note, resolve_device
 from .display import plain_console
@@ -94,33 +94,18 @@ def train_folder(folder: str | os.PathLike, recipe: Recipe | str | None = None, 
     shape = _folder_shape(size, channels)
     source = source_run(from_run) if from_run is not None else None
     if source is not None:  # the images are made as RUN's were: its layers know no other input
-        _check_asked(source, shape, preprocess)
+        flags = hint(cli="leave out --size, --channels and --preprocess", python="leave out size, channels and "
+                                                                                   "preprocess")
+        check_shape(source, shape, f"{flags} (the images are made as the run's were)")
+        if preprocess not in (None, source.info.preprocess):
+            raise CnnlabError(f"{hint(cli='--from', python='from_run')} {source.run_dir}: its images were prepared "
+                              f"by {source.info.preprocess!r}, not {preprocess!r}; {flags}")
         shape, preprocess = source.info.in_shape, source.info.preprocess
     preprocess = preprocess or recipe.preprocess or "crop"
     recipe = with_overrides(recipe, {"dataset": "folder", "preprocess": preprocess})
     images = load_folder(folder, shape, preprocess, strict=strict)
     return train_recipe(recipe, runs_dir=runs_dir, verbose=verbose, folder=images, tensorboard=tensorboard,
                         from_run=source)
-
-
-def _check_asked(source: Run, shape: Sequence[int | None], preprocess: str | None) -> None:
-    """A UsageError when the images are asked to be made otherwise (--size, --channels, --preprocess) than
-    ``source``'s were: its layers take no other input, and its images are made as its own were."""
-    (channels, height, width), info = shape, source.info
-    asked = []
-    if channels is not None and channels != info.in_shape[0]:
-        asked.append(hint(cli=f"--channels {channels}", python=f"channels={channels}"))
-    if (height, width) != (None, None) and (height, width) != tuple(info.in_shape[1:]):
-        side = f"{width}" if width == height else f"{width}x{height}"
-        asked.append(hint(cli=f"--size {side}", python=f"size={side if width == height else (height, width)}"))
-    if preprocess not in (None, info.preprocess):
-        asked.append(hint(cli=f"--preprocess {preprocess}", python=f"preprocess={preprocess!r}"))
-    if asked:
-        leave_out = hint(cli="leave out --size, --channels and --preprocess",
-                         python="leave out size, channels and preprocess")
-        raise UsageError(f"{hint(cli='--from', python='from_run')} {source.run_dir}: its network takes "
-                         f"{'×'.join(map(str, info.in_shape))} images prepared by {info.preprocess!r}, which "
-                         f"{' and '.join(asked)} would change; {leave_out} (the images are made as the run's were)")
 
 
 def _folder_shape(size: object, channels: object) -> tuple[int | None, ...]:
@@ -153,10 +138,6 @@ def resume_run(run: Run | str | os.PathLike, epochs: int | str | None = None,
     recipe = run.recipe
     if epochs is not None:
         recipe = with_overrides(recipe, {"epochs": epochs})
-    done = len(run.history)
-    if (done >= recipe.epochs and run.finished
-            and run.metrics.get("epochs") == done == saved_epochs(run.path(CHECKPOINT))):
-        raise _trained_already(run, done)  # before the data is read: every file agrees (_resume_state mends others)
     with _lock(run.run_dir):  # before anything is written: a second process on this run stops here
         if distributed.is_main():
             try:
@@ -171,11 +152,6 @@ def resume_run(run: Run | str | os.PathLike, epochs: int | str | None = None,
             folder = load_folder(data_dir, run.info.in_shape, run.info.preprocess, classes=run.info.classes)
         with distributed.process_group(recipe, resolve_device(recipe.device)) as device:
             return _train_into(run, recipe, device, data_dir, verbose, resume=True, folder=folder)
-
-
-def _trained_already(run: Run, epochs: int) -> UsageError:
-    return UsageError(f"{run.run_dir} has trained {epochs} epochs already; pass "
-                      f"{hint(cli='--epochs N', python='epochs=N')}, more than {epochs}, to train further")
 
 
 def _lock(run_dir: Path) -> contextlib.AbstractContextManager:
@@ -305,7 +281,8 @@ def _resume_state(run: Run, recipe: Recipe, state: TrainState, device: torch.dev
         stale = {key: value for key, value in history_metrics(state.history).items() if metrics.get(key) != value} \
             if metrics is not None else {}
         if history_agrees and not stale:
-            raise _trained_already(run, state.epoch)
+            raise UsageError(f"{run.run_dir} has trained {state.epoch} epochs already; "
+                             f"pass --epochs N, more than {state.epoch}, to train further")
         if main:
             run.write_history(state.history)
             if metrics is not None and stale:

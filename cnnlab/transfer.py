@@ -64,12 +64,13 @@ def adopt(recipe: Recipe, source: Run) -> tuple[Recipe, str | None]:
     return with_overrides(recipe, changes), note
 
 
-def check_shape(source: Run, in_shape: Sequence[int], fix: str) -> None:
-    """Refuse images of another shape (C, H, W) than ``source``'s network takes."""
+def check_shape(source: Run, in_shape: Sequence[int | None], fix: str) -> None:
+    """Refuse images of another shape (C, H, W; None: not fixed) than ``source``'s network takes."""
     theirs = source.info.in_shape
-    if tuple(in_shape) != tuple(theirs):
+    if any(given is not None and given != wanted for given, wanted in zip(in_shape, theirs)):
+        shown = "×".join("?" if side is None else str(side) for side in in_shape)
         raise CnnlabError(f"{_flag(source)}: its network takes {'×'.join(map(str, theirs))} images, the data are "
-                          f"{'×'.join(map(str, in_shape))}; {fix}")
+                          f"{shown}; {fix}")
 
 
 def take_layers(model: nn.Module, source: Run) -> Start:

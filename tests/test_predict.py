@@ -243,7 +243,7 @@ def test_folder_errors(setup, args, code, message, tmp_path, capsys):
 
 @pytest.mark.parametrize("args, message", [
     (["train"], "name a recipe"),
-    (["train", "mnist-cnn", "--size", "32"], "--size goes only with --data"),
+    (["train", "mnist-cnn", "--size", "32"], "--size only go with --data"),
     (["train", "x", "--data", ".", "--size", "0"], "at least 2 pixels"),
     (["train", "x", "--data", ".", "--size", "48x"], "'48x': expected N or WIDTHxHEIGHT"),
 ])

@@ -194,17 +194,6 @@ def test_resume_refuses_changes(args, message, two_epochs, capsys):
     assert json.loads((two_epochs / "recipe.json").read_text())["epochs"] == 2
 
 
-def test_a_finished_run_refuses_fewer_epochs_before_reading_its_data(two_epochs, tmp_path, capsys):
-    """The refusal came after the data had been read and its line printed ('mnist-mlp: mnist — …')."""
-    run_dir = Path(shutil.copytree(two_epochs, tmp_path / "run"))
-    environment = json.loads((run_dir / "environment.json").read_text())
-    (run_dir / "environment.json").write_text(json.dumps({**environment, "data_dir": str(tmp_path / "gone")}))
-    assert cli.main(["train", "--resume", str(run_dir), "--epochs", "2"]) == 2  # not 1: data gone
-    out, err = capsys.readouterr()
-    assert out == "" and err == (f"cnnlab: error: {run_dir} has trained 2 epochs already; pass --epochs N, more "
-                                 "than 2, to train further\n")
-
-
 def test_resume_refuses_other_data(two_epochs, tmp_path, capsys):
     other = make_idx_dataset(tmp_path / "other", seed=1)
     assert cli.main(["train", "--resume", str(two_epochs), "--epochs", "3", "--data-dir", str(other)]) == 1
